@@ -1,0 +1,71 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "Stork",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "stork", targets: ["stork"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+
+        .target(name: "StorkConfig", dependencies: [
+            .product(name: "Yams", package: "Yams"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+        .target(name: "StorkDCS", dependencies: [
+            "StorkConfig", "CCurl",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+        .target(name: "StorkPostgres", dependencies: [
+            "StorkConfig", "CLibPQ",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Subprocess", package: "swift-subprocess"),
+        ], swiftSettings: strict),
+        .target(name: "StorkHA", dependencies: [
+            "StorkConfig", "StorkDCS", "StorkPostgres",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+        .target(name: "StorkAPI", dependencies: [
+            "StorkHA",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+        .executableTarget(name: "stork", dependencies: [
+            "StorkConfig", "StorkDCS", "StorkPostgres", "StorkHA", "StorkAPI",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: strict),
+
+        // Real services for tests: free ports, temporary directories owned by the postgres user, etcd.
+        .target(name: "StorkTestSupport", dependencies: [
+            "StorkConfig", "StorkPostgres",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+
+        .testTarget(name: "StorkConfigTests", dependencies: ["StorkConfig", "StorkTestSupport"], swiftSettings: strict),
+        .testTarget(name: "StorkDCSTests", dependencies: ["StorkDCS", "StorkTestSupport"], swiftSettings: strict),
+        .testTarget(name: "StorkPostgresTests", dependencies: ["StorkPostgres", "StorkTestSupport"], swiftSettings: strict),
+        .testTarget(name: "StorkHATests", dependencies: ["StorkHA", "StorkTestSupport"], swiftSettings: strict),
+        .testTarget(name: "StorkIntegrationTests", dependencies: [
+            "StorkConfig", "StorkDCS", "StorkPostgres", "StorkTestSupport",
+        ], swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,157 @@
+import Foundation
+
+/// The effective configuration of one Stork agent: Patroni's YAML keys
+/// (https://patroni.readthedocs.io, "YAML Configuration Settings") after environment
+/// overrides, with Patroni's defaults filled in. Built by `ConfigLoader`.
+public struct Config: Sendable, Equatable {
+    /// `scope`: the cluster name; the DCS keys live under `<namespace>/<scope>/`.
+    public var scope: String
+    /// `namespace`: default `/service/`.
+    public var namespace: String = "/service/"
+    /// `name`: this member's name, unique in the cluster.
+    public var name: String
+    public var log = LogSettings()
+    public var restapi = RestAPISettings()
+    /// Exactly one DCS: `etcd3` (or `etcd`, read as etcd v3) or Stork's embedded `local` store.
+    public var dcs: DCSSettings
+    public var bootstrap = BootstrapSettings()
+    public var postgresql: PostgresSettings
+    /// `tags`: written into the member key as given (`clonefrom`, `nofailover`, `noloadbalance`, `nosync`, ...).
+    public var tags: [String: JSONValue] = [:]
+    /// Top-level and nested keys that were accepted but are not implemented yet (logged once).
+    public var unimplementedKeys: [String] = []
+
+    public init(scope: String, name: String, dcs: DCSSettings, postgresql: PostgresSettings) {
+        self.scope = scope
+        self.name = name
+        self.dcs = dcs
+        self.postgresql = postgresql
+    }
+
+    /// `<namespace>/<scope>/` with exactly one slash between the parts, e.g. `/service/batman/`.
+    public var keyPrefix: String {
+        var ns = namespace
+        if !ns.hasPrefix("/") { ns = "/" + ns }
+        if !ns.hasSuffix("/") { ns += "/" }
+        return ns + scope + "/"
+    }
+
+    public var noFailover: Bool { tags["nofailover"]?.isTruthy ?? false }
+    public var cloneFrom: Bool { tags["clonefrom"]?.isTruthy ?? false }
+}
+
+public struct LogSettings: Sendable, Equatable {
+    /// `log.level`: DEBUG, INFO (default), WARNING, ERROR, CRITICAL.
+    public var level: String = "INFO"
+    /// `log.type`: `plain` (Patroni's line format, default) or `json`.
+    public var type: String = "plain"
+    public init() {}
+}
+
+public struct RestAPISettings: Sendable, Equatable {
+    /// `restapi.listen`: `host:port`, default `127.0.0.1:8008`... Patroni requires it; so do we.
+    public var listen: String = ""
+    /// `restapi.connect_address`: what other members and tools use; goes into `api_url`.
+    public var connectAddress: String = ""
+    public var username: String?
+    public var password: String?
+    public var certfile: String?
+    public var keyfile: String?
+    public init() {}
+}
+
+public enum DCSSettings: Sendable, Equatable {
+    case etcd3(Etcd3Settings)
+    /// Stork's embedded single-host store (`local.path`): one machine only.
+    case local(path: String)
+}
+
+public struct Etcd3Settings: Sendable, Equatable {
+    /// Endpoints as `http(s)://host:port`, from `host`, `hosts` or `url` and `protocol`.
+    public var endpoints: [String]
+    public var username: String?
+    public var password: String?
+    public var cacert: String?
+    public var cert: String?
+    public var key: String?
+    public init(endpoints: [String]) { self.endpoints = endpoints }
+}
+
+public struct BootstrapSettings: Sendable, Equatable {
+    /// `bootstrap.dcs`: written to the DCS `config` key by the node that bootstraps,
+    /// as given (ttl, loop_wait, retry_timeout, postgresql.parameters, ...).
+    public var dcs: [String: JSONValue] = [:]
+    /// `bootstrap.method`: `initdb` (default) or a section name (custom methods: a later issue).
+    public var method: String = "initdb"
+    /// `bootstrap.initdb` as Patroni takes it: a list of switches and single-key maps, or a map.
+    public var initdb: JSONValue? = nil
+    /// `bootstrap.pg_hba`: lines used when `postgresql.pg_hba` is not set.
+    public var pgHBA: [String]? = nil
+    /// `bootstrap.users`: name → {password, options}.
+    public var users: [String: BootstrapUser] = [:]
+    /// `bootstrap.post_bootstrap` (or the older `post_init`): a command.
+    public var postBootstrap: String? = nil
+    public init() {}
+
+    /// Cluster-wide timing from `bootstrap.dcs` with Patroni's defaults.
+    public var ttl: Int { dcs["ttl"]?.intValue ?? 30 }
+    public var loopWait: Int { dcs["loop_wait"]?.intValue ?? 10 }
+    public var retryTimeout: Int { dcs["retry_timeout"]?.intValue ?? 10 }
+}
+
+public struct BootstrapUser: Sendable, Equatable {
+    public var password: String?
+    /// Options for CREATE ROLE, e.g. `createrole`, `createdb`.
+    public var options: [String]
+    public init(password: String?, options: [String]) { self.password = password; self.options = options }
+}
+
+public struct PostgresUser: Sendable, Equatable {
+    public var username: String
+    public var password: String?
+    /// sslmode, sslcert, sslkey, sslrootcert, sslcrl, channel_binding, gssencmode as given.
+    public var sslOptions: [String: String] = [:]
+    public init(username: String, password: String?) { self.username = username; self.password = password }
+}
+
+public struct PostgresSettings: Sendable, Equatable {
+    /// `postgresql.listen`: `host[,host...]:port`.
+    public var listen: String
+    /// `postgresql.connect_address`: `host:port` others use to reach this member.
+    public var connectAddress: String
+    public var dataDir: String
+    /// `postgresql.bin_dir`: empty means `pg_config --bindir`, then PATH.
+    public var binDir: String = ""
+    /// `postgresql.pgpass`: where Stork writes the pgpass file it uses for connections.
+    public var pgpass: String
+    public var superuser: PostgresUser
+    public var replication: PostgresUser
+    public var rewind: PostgresUser?
+    /// `postgresql.parameters`: override `bootstrap.dcs.postgresql.parameters`.
+    public var parameters: [String: JSONValue] = [:]
+    /// `postgresql.pg_hba`: lines; wins over `bootstrap.pg_hba`.
+    public var pgHBA: [String]? = nil
+    /// `postgresql.create_replica_methods`; empty means `[basebackup]`.
+    public var createReplicaMethods: [String] = []
+    /// `postgresql.basebackup`: a list of switches and single-key maps, or a map.
+    public var basebackup: JSONValue? = nil
+    /// Other per-method sections (`postgresql.<method>`), kept as given for later issues.
+    public var methodSections: [String: JSONValue] = [:]
+    /// `postgresql.pg_ctl_timeout`: seconds to wait for start and stop (Patroni: 60).
+    public var pgCtlTimeout: Int = 60
+    public init(listen: String, connectAddress: String, dataDir: String, pgpass: String,
+                superuser: PostgresUser, replication: PostgresUser) {
+        self.listen = listen
+        self.connectAddress = connectAddress
+        self.dataDir = dataDir
+        self.pgpass = pgpass
+        self.superuser = superuser
+        self.replication = replication
+    }
+
+    /// The port from `listen` (default 5432).
+    public var port: Int {
+        guard let colon = listen.lastIndex(of: ":"), let p = Int(listen[listen.index(after: colon)...]) else { return 5432 }
+        return p
+    }
+}

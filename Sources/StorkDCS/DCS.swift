@@ -1,0 +1,80 @@
+import Foundation
+import StorkConfig
+
+/// One member as its key `members/<name>` shows it.
+public struct Member: Sendable, Equatable {
+    public var name: String
+    /// The member key's JSON as written (Patroni 3.3 fields: conn_url, api_url, state, role,
+    /// xlog_location, timeline, tags, version, ...).
+    public var data: JSONValue
+    public init(name: String, data: JSONValue) { self.name = name; self.data = data }
+
+    public var role: String? { data["role"]?.scalarText }
+    public var state: String? { data["state"]?.scalarText }
+    public var connURL: String? { data["conn_url"]?.scalarText }
+    public var apiURL: String? { data["api_url"]?.scalarText }
+    public var xlogLocation: Int? { data["xlog_location"]?.intValue }
+    public var timeline: Int? { data["timeline"]?.intValue }
+    public var tags: [String: JSONValue] {
+        if case .object(let o)? = data["tags"] { return o }
+        return [:]
+    }
+}
+
+/// Everything the agent reads from the DCS in one cycle.
+public struct ClusterView: Sendable, Equatable {
+    /// `initialize`: nil when absent, "" while a bootstrap runs, else the system identifier.
+    public var initialize: String?
+    /// `config`: the cluster-wide dynamic configuration (JSON object), nil when absent.
+    public var config: JSONValue?
+    /// `leader`: the member name holding the leader lock, nil when nobody holds it.
+    public var leader: String?
+    public var members: [Member]
+    /// `optime/leader` (or `status.optime`): the last WAL position the leader published.
+    public var leaderOptime: Int?
+    public init(initialize: String? = nil, config: JSONValue? = nil, leader: String? = nil,
+                members: [Member] = [], leaderOptime: Int? = nil) {
+        self.initialize = initialize
+        self.config = config
+        self.leader = leader
+        self.members = members
+        self.leaderOptime = leaderOptime
+    }
+
+    public func member(named name: String) -> Member? { members.first { $0.name == name } }
+    public var leaderMember: Member? { leader.flatMap { member(named: $0) } }
+}
+
+/// A DCS backend: Patroni's key layout under `<namespace>/<scope>/`.
+/// Every call either does what it says or throws `DCSError`; a `false` result means the
+/// DCS answered and the condition (create-only, owner) did not hold.
+public protocol DCS: Sendable {
+    /// Reads `initialize`, `config`, `leader`, `members/*` and `optime/leader` in one go.
+    func clusterView() async throws -> ClusterView
+    /// Creates `initialize` with `value` only if it does not exist (the bootstrap race).
+    func createInitialize(_ value: String) async throws -> Bool
+    /// Sets `initialize` to `value` (the system identifier once bootstrapped).
+    func setInitialize(_ value: String) async throws
+    /// Deletes `initialize` (a failed bootstrap).
+    func deleteInitialize() async throws
+    /// Creates `leader` = this member's name with a TTL, only if it does not exist.
+    func acquireLeader(ttl: Int) async throws -> Bool
+    /// Extends `leader` if this member still holds it; false if another holds it or it is gone.
+    func refreshLeader(ttl: Int) async throws -> Bool
+    /// Deletes `leader` if this member holds it.
+    func deleteLeader() async throws
+    /// Writes `members/<name>` with a TTL.
+    func touchMember(_ data: JSONValue, ttl: Int) async throws
+    /// Removes `members/<name>` (a clean shutdown).
+    func deleteMember() async throws
+    /// Writes `config` (JSON) only if absent (`createOnly`) or unconditionally.
+    func writeConfig(_ config: JSONValue, createOnly: Bool) async throws -> Bool
+    /// Writes `optime/leader` (and Patroni 3's `status`) with the leader's WAL position.
+    func writeLeaderOptime(_ lsn: Int) async throws
+}
+
+public struct DCSError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,92 @@
+// The public surface of StorkPostgres that the agent uses. Bodies are filled in by the
+// module's implementation files; signatures here are the contract.
+import Foundation
+import Logging
+import StorkConfig
+
+/// An OS user that child processes run as when Stork itself runs as root
+/// (tests do; initdb and postgres refuse root).
+public struct OSUser: Sendable, Equatable {
+    public var name: String
+    public var uid: UInt32
+    public var gid: UInt32
+    public init(name: String, uid: UInt32, gid: UInt32) { self.name = name; self.uid = uid; self.gid = gid }
+}
+
+/// One external command: run without a shell, in its own session so that a timeout or a
+/// cancellation tears down the whole process group (pg_basebackup's WAL-streaming child too).
+public struct Command: Sendable {
+    public var executable: String
+    public var arguments: [String]
+    /// Added to (or replacing in) the inherited environment.
+    public var environment: [String: String] = [:]
+    public var workingDirectory: String? = nil
+    /// Seconds; nil means no limit. On expiry: SIGTERM to the group, 10 s, then SIGKILL.
+    public var timeout: Double? = nil
+    public var runAs: OSUser? = nil
+    public init(_ executable: String, _ arguments: [String] = []) {
+        self.executable = executable
+        self.arguments = arguments
+    }
+}
+
+public struct CommandResult: Sendable {
+    /// The exit status; for a process ended by a signal, 128 + the signal number.
+    public var exitStatus: Int32
+    /// The last lines (at most 64 KiB) of standard output and standard error, interleaved.
+    public var output: String
+    public var timedOut: Bool
+    public var succeeded: Bool { exitStatus == 0 && !timedOut }
+    public init(exitStatus: Int32, output: String, timedOut: Bool) {
+        self.exitStatus = exitStatus
+        self.output = output
+        self.timedOut = timedOut
+    }
+}
+
+/// What `pg_controldata` says about a data directory.
+public struct ControlData: Sendable, Equatable {
+    public var systemIdentifier: String
+    /// "in production", "shut down", "shut down in recovery", "in archive recovery", ...
+    public var clusterState: String
+    public var timeline: Int
+    /// Latest checkpoint location as an integer LSN.
+    public var checkpointLSN: Int
+    public var fields: [String: String]
+    public init(systemIdentifier: String, clusterState: String, timeline: Int, checkpointLSN: Int, fields: [String: String]) {
+        self.systemIdentifier = systemIdentifier
+        self.clusterState = clusterState
+        self.timeline = timeline
+        self.checkpointLSN = checkpointLSN
+        self.fields = fields
+    }
+}
+
+/// The running server's state as libpq reads it.
+public struct ServerState: Sendable, Equatable {
+    public var inRecovery: Bool
+    /// Primary: pg_current_wal_lsn(); replica: the larger of receive and replay LSN.
+    public var walPosition: Int
+    public var replayLSN: Int?
+    public var receiveLSN: Int?
+    public var timeline: Int
+    /// server_version_num, e.g. 150018.
+    public var serverVersion: Int
+    /// A replica's WAL receiver is streaming (pg_stat_wal_receiver.status = 'streaming').
+    public var streaming: Bool
+    public init(inRecovery: Bool, walPosition: Int, replayLSN: Int?, receiveLSN: Int?, timeline: Int, serverVersion: Int, streaming: Bool) {
+        self.inRecovery = inRecovery
+        self.walPosition = walPosition
+        self.replayLSN = replayLSN
+        self.receiveLSN = receiveLSN
+        self.timeline = timeline
+        self.serverVersion = serverVersion
+        self.streaming = streaming
+    }
+}
+
+public struct PostgresError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,71 @@
+import Foundation
+import StorkPostgres
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Helpers for tests that use real services: ports on loopback, directories owned by the
+/// `postgres` OS user (initdb refuses root), and processes stopped by PID.
+public enum TestSupport {
+    /// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read, close).
+    public static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        precondition(fd >= 0, "socket() failed")
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = 0
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    /// The OS user child processes run as when the tests run as root; nil otherwise.
+    public static var postgresUser: OSUser? {
+        guard geteuid() == 0 else { return nil }
+        guard let pw = getpwnam("postgres") else { fatalError("tests run as root need the postgres OS user: apt-get install postgresql") }
+        return OSUser(name: "postgres", uid: pw.pointee.pw_uid, gid: pw.pointee.pw_gid)
+    }
+
+    /// A new empty directory under /tmp, owned by the postgres user when running as root.
+    public static func makeTempDir(_ label: String = "stork") -> String {
+        var template = Array("/tmp/\(label)-XXXXXX".utf8CString)
+        let path = template.withUnsafeMutableBufferPointer { buf -> String in
+            guard let p = mkdtemp(buf.baseAddress!) else { fatalError("mkdtemp failed") }
+            return String(cString: p)
+        }
+        chmod(path, 0o755)
+        if let u = postgresUser { chown(path, u.uid, u.gid) }
+        return path
+    }
+
+    /// Makes `path` (and missing parents below an existing one) owned by the postgres user.
+    public static func chownToPostgres(_ path: String) {
+        if let u = postgresUser { chown(path, u.uid, u.gid) }
+    }
+
+    /// Removes a directory tree (test clean-up).
+    public static func removeTree(_ path: String) {
+        try? FileManager.default.removeItem(atPath: path)
+    }
+
+    /// Where a program is: PATH, then PostgreSQL's bin directory.
+    public static func which(_ name: String) -> String? {
+        let dirs = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
+            + ["/usr/lib/postgresql/15/bin", "/usr/sbin", "/sbin"]
+        for d in dirs where FileManager.default.isExecutableFile(atPath: d + "/" + name) { return d + "/" + name }
+        return nil
+    }
+
+    /// Polls `condition` until it is true or `timeout` seconds pass.
+    public static func waitUntil(timeout: Double, interval: Double = 0.2, _ condition: () async throws -> Bool) async rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try await condition() { return true }
+            try? await Task.sleep(nanoseconds: UInt64(interval * 1e9))
+        }
+        return try await condition()
+    }
+}
