@@ -42,10 +42,8 @@ public final class EtcdServer: @unchecked Sendable {
         env["ETCD_UNSUPPORTED_ARCH"] = "amd64"
         p.environment = env
         p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        p.standardError = FileHandle(forWritingAtPath: dataDir + ".log") ?? {
-            FileManager.default.createFile(atPath: dataDir + ".log", contents: nil)
-            return FileHandle(forWritingAtPath: dataDir + ".log")!
-        }()
+        _ = FileManager.default.createFile(atPath: dataDir + ".log", contents: nil)
+        p.standardError = FileHandle(forWritingAtPath: dataDir + ".log")
         try p.run()
         process = p
     }
