@@ -1,0 +1,460 @@
+import Foundation
+import Logging
+import StorkConfig
+import StorkDCS
+import StorkPostgres
+
+public let storkVersion = "0.1.0"
+
+/// Ends the agent with a non-zero exit status (Patroni does the same): a data directory from
+/// another cluster, a failed bootstrap.
+public struct AgentFatalError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// The HA agent of one member: every `loop_wait` seconds it reads the DCS and the local
+/// PostgreSQL, decides (`decide`, pure) and acts. Bootstrap, clone and (re)start run as one
+/// long task at a time while the loop keeps refreshing the member and leader keys.
+public actor Agent {
+    let config: Config
+    let dcs: any DCS
+    let node: PostgresNode
+    let logger: Logger
+    public nonisolated let status: StatusBoard
+
+    private var longTask: Task<Void, Never>?
+    private var longTaskName: String?
+    private var fatal: AgentFatalError?
+    private var wakeRequested = false
+    private var lastView = ClusterView()
+    private var timing: Timing
+    /// The upstream conninfo this agent last wrote for a running replica.
+    private var followedLeader: String??
+
+    public init(config: Config, dcs: any DCS, node: PostgresNode, status: StatusBoard = StatusBoard(), logger: Logger) {
+        self.config = config
+        self.dcs = dcs
+        self.node = node
+        self.status = status
+        self.logger = logger
+        self.timing = Timing(config: config, dynamic: nil)
+    }
+
+    /// Where the agent records that a clone or bootstrap of its own is under way: beside the
+    /// data directory, because pg_basebackup wants an empty directory. While it exists the
+    /// data directory is never started.
+    nonisolated var incompleteMarker: String { config.postgresql.dataDir + ".stork-incomplete" }
+
+    // MARK: - The loop
+
+    /// Runs cycles until cancelled (then stops PostgreSQL and gives up the leader key, as
+    /// Patroni does on shutdown) or until a fatal condition, which it throws.
+    public func run() async throws {
+        for key in config.unimplementedKeys {
+            logger.warning("configuration key \(key) is accepted but not implemented by Stork yet; it has no effect")
+        }
+        while !Task.isCancelled {
+            if let message = await cycle() { logger.info("\(message)") }
+            if let fatal {
+                await longTask?.value
+                throw fatal
+            }
+            await sleepUntilNextCycle()
+        }
+        await shutdown()
+    }
+
+    private func sleepUntilNextCycle() async {
+        let deadline = Date().addingTimeInterval(Double(timing.loopWait))
+        while !wakeRequested && Date() < deadline && !Task.isCancelled {
+            try? await Task.sleep(nanoseconds: 100_000_000)
+        }
+        wakeRequested = false
+    }
+
+    /// One cycle; returns the line Patroni would log for it.
+    func cycle() async -> String? {
+        let view: ClusterView
+        do {
+            view = try await dcs.clusterView()
+            status.update { $0.dcsLastSeen = Date() }
+        } catch {
+            logger.error("Error communicating with DCS: \(error)")
+            return nil
+        }
+        lastView = view
+        timing = Timing(config: config, dynamic: view.config)
+        status.update { $0.ttl = timing.ttl; $0.leaderName = view.leader }
+
+        let local = await localSnapshot()
+        let snapshot = Snapshot(me: config.name, cluster: view, local: local,
+                                mayBootstrap: true, mayLead: !config.noFailover, runningTask: longTaskName)
+        if longTaskName == nil {
+            logger.info("Lock owner: \(view.leader ?? "None"); I am \(config.name)")
+        }
+        let message = await execute(decide(snapshot), view: view, local: local)
+        await touchMember(local: local)
+        status.update { $0.lastCycle = Date() }
+        return message
+    }
+
+    // MARK: - Looking
+
+    func localSnapshot() async -> LocalSnapshot {
+        let incomplete = FileManager.default.fileExists(atPath: incompleteMarker)
+        let dirState = node.dataDirectoryState()
+        var local = LocalSnapshot(dataDirectory: dirState, incompleteWork: incomplete)
+        guard dirState == .initialized, !incomplete else { return local }
+        do {
+            let control = try await node.controlData()
+            local.systemIdentifier = control.systemIdentifier
+            let standby = FileManager.default.fileExists(atPath: config.postgresql.dataDir + "/standby.signal")
+            local.wasPrimary = !standby && ["shut down", "in production"].contains(control.clusterState)
+            status.update { $0.systemIdentifier = control.systemIdentifier }
+        } catch {
+            local.dataDirectory = .unusable("pg_controldata cannot read it: \(error)")
+            return local
+        }
+        local.running = node.isRunning()
+        if local.running, let server = try? await node.serverState() {
+            local.inRecovery = server.inRecovery
+            status.update {
+                $0.server = server
+                $0.state = "running"
+                $0.role = server.inRecovery ? "replica" : "primary"
+            }
+        } else if longTaskName == nil {
+            status.update {
+                $0.server = nil
+                $0.state = local.running ? "starting" : "stopped"
+            }
+        }
+        return local
+    }
+
+    // MARK: - Acting
+
+    func execute(_ decision: Decision, view: ClusterView, local: LocalSnapshot) async -> String? {
+        let me = config.name
+        switch decision {
+        case .waitForTask(let name):
+            if view.leader == me { _ = await refreshLeaderKey() }
+            return "\(name) in progress"
+
+        case .bootstrap:
+            do {
+                guard try await dcs.createInitialize("") else { return "failed to acquire initialize lock" }
+            } catch {
+                logger.error("Error communicating with DCS: \(error)")
+                return nil
+            }
+            startLongTask("bootstrap", state: "initializing new cluster") { agent in await agent.bootstrapNewCluster() }
+            return "trying to bootstrap a new cluster"
+
+        case .clone(let source, let isLeader):
+            let what = "\(isLeader ? "leader" : "replica") '\(source)'"
+            startLongTask("bootstrap from \(what)", state: "creating replica") { agent in
+                await agent.cloneMember(named: source, description: what)
+            }
+            return "trying to bootstrap from \(what)"
+
+        case .waitForLeader:
+            status.update { $0.state = "stopped" }
+            return "waiting for leader to bootstrap"
+
+        case .systemIDMismatch(let data, let dcs):
+            fatal = AgentFatalError("system ID mismatch, node \(me) belongs to a different cluster: \(data) != \(dcs)")
+            logger.critical("\(fatal!.message)")
+            return nil
+
+        case .claimInitialize(let sysid):
+            do {
+                if try await dcs.createInitialize(sysid) { wakeRequested = true }
+            } catch { logger.error("Error communicating with DCS: \(error)") }
+            return "recorded system identifier \(sysid) of the existing data directory in the initialize key"
+
+        case .removeIncompleteWork:
+            logger.warning("the data directory \(config.postgresql.dataDir) holds an unfinished clone or bootstrap of this agent: removing it")
+            do {
+                if node.isRunning() { try await node.stop(timeout: config.postgresql.pgCtlTimeout) }
+                try node.wipeDataDirectory()
+                try? FileManager.default.removeItem(atPath: incompleteMarker)
+                wakeRequested = true
+            } catch {
+                logger.error("could not remove the unfinished data directory: \(error)")
+            }
+            return "removed the data directory left by an unfinished clone or bootstrap"
+
+        case .unusableDataDirectory(let reason):
+            status.update { $0.state = "stopped" }
+            logger.error("data directory \(config.postgresql.dataDir) is not usable: \(reason); Stork will not start or remove it: move it away or repair it")
+            return nil
+
+        case .startPrimary:
+            startLongTask("starting primary", state: "starting") { agent in await agent.startServer(role: .primary) }
+            return "starting primary after failure"
+
+        case .acquireLeaderThenStart:
+            if await takeLeaderKey() {
+                startLongTask("starting primary", state: "starting") { agent in await agent.startServer(role: .primary) }
+                return "acquired session lock as a leader, starting as primary"
+            }
+            startLongTask("starting replica", state: "starting") { agent in await agent.startServer(role: agent.replicaRole()) }
+            return "starting as a secondary"
+
+        case .startReplica:
+            startLongTask("starting replica", state: "starting") { agent in await agent.startServer(role: agent.replicaRole()) }
+            return "starting as a secondary"
+
+        case .holdLeader:
+            if await refreshLeaderKey() {
+                if let lsn = status.snapshot.server?.walPosition { try? await dcs.writeLeaderOptime(lsn) }
+                return "no action. I am (\(me)), the leader with the lock"
+            }
+            return "failed to update leader lock"
+
+        case .acquireLeader:
+            if await takeLeaderKey() { return "acquired session lock as a leader" }
+            return "failed to acquire the leader lock"
+
+        case .demote(let leader):
+            startLongTask("demoting", state: "stopping") { agent in
+                await agent.restartAsReplica()
+            }
+            return "demoting self because \(leader.map { "\($0) holds the leader lock" } ?? "this node may not be the leader")"
+
+        case .follow(let leader):
+            if followedLeader != .some(leader) {
+                startLongTask("following a new leader", state: "starting") { agent in await agent.restartAsReplica() }
+                return "changing primary_conninfo and restarting in progress"
+            }
+            if let leader { return "no action. I am (\(me)), a secondary, and following a leader (\(leader))" }
+            return "no action. I am (\(me)), a secondary, and there is no leader"
+        }
+    }
+
+    private func takeLeaderKey() async -> Bool {
+        do {
+            let ok = try await dcs.acquireLeader(ttl: timing.ttl)
+            status.update { $0.holdsLeaderKey = ok }
+            return ok
+        } catch {
+            logger.error("Error communicating with DCS: \(error)")
+            return false
+        }
+    }
+
+    private func refreshLeaderKey() async -> Bool {
+        do {
+            let ok = try await dcs.refreshLeader(ttl: timing.ttl)
+            status.update { $0.holdsLeaderKey = ok }
+            return ok
+        } catch {
+            logger.error("Error communicating with DCS: \(error)")
+            return false
+        }
+    }
+
+    func touchMember(local: LocalSnapshot) async {
+        let s = status.snapshot
+        var data: [String: JSONValue] = [
+            "conn_url": .string(node.connURL),
+            "api_url": .string(apiURL),
+            "state": .string(s.state),
+            "role": .string(s.role),
+            "version": .string(storkVersion),
+        ]
+        if let server = s.server, s.state == "running" {
+            data["xlog_location"] = .int(server.walPosition)
+            data["timeline"] = .int(server.timeline)
+            if server.inRecovery {
+                if let r = server.replayLSN { data["replay_lsn"] = .int(r) }
+                if let r = server.receiveLSN { data["receive_lsn"] = .int(r) }
+                if server.streaming { data["replication_state"] = .string("streaming") }
+            }
+        }
+        if !config.tags.isEmpty { data["tags"] = .object(config.tags) }
+        do { try await dcs.touchMember(.object(data), ttl: timing.ttl) } catch {
+            logger.error("Error communicating with DCS: \(error)")
+        }
+    }
+
+    nonisolated var apiURL: String {
+        let scheme = config.restapi.certfile == nil ? "http" : "https"
+        return "\(scheme)://\(config.restapi.connectAddress)/patroni"
+    }
+
+    // MARK: - Long tasks
+
+    private func startLongTask(_ name: String, state: String, _ body: @escaping @Sendable (Agent) async -> Void) {
+        guard longTask == nil else { return }
+        longTaskName = name
+        status.update { $0.state = state; $0.task = name }
+        longTask = Task { [self] in
+            await body(self)
+            self.finishLongTask()
+        }
+    }
+
+    private func finishLongTask() {
+        longTask = nil
+        longTaskName = nil
+        status.update { $0.task = nil }
+        wakeRequested = true  // the loop runs at once, not after loop_wait
+    }
+
+    func replicaRole() -> ServerRole {
+        guard let leader = lastView.leaderMember, leader.name != config.name, let url = leader.connURL else {
+            return .replica(primaryConninfo: nil)
+        }
+        return .replica(primaryConninfo: node.replicationConninfo(toConnURL: url))
+    }
+
+    private func writeConfig(role: ServerRole) throws {
+        try node.writeConfiguration(parameters: effectiveParameters(config: config, dynamic: lastView.config),
+                                    hba: effectiveHBA(config: config), role: role)
+    }
+
+    func startServer(role: ServerRole) async {
+        do {
+            try writeConfig(role: role)
+            try await node.start(timeout: config.postgresql.pgCtlTimeout)
+            status.update { $0.postmasterStartTime = Date() }
+            if case .replica = role { followedLeader = .some(lastView.leader == config.name ? nil : lastView.leader) }
+        } catch {
+            status.update { $0.state = "start failed" }
+            logger.error("failed to start PostgreSQL: \(error)")
+        }
+    }
+
+    func restartAsReplica() async {
+        do {
+            if node.isRunning() { try await node.stop(timeout: config.postgresql.pgCtlTimeout) }
+        } catch {
+            logger.error("failed to stop PostgreSQL: \(error)")
+            return
+        }
+        await startServer(role: replicaRole())
+    }
+
+    /// The winner of the `initialize` race: initdb, start, roles, post_bootstrap, then the
+    /// system identifier in `initialize`, `config`, and the leader key.
+    func bootstrapNewCluster() async {
+        let pg = config.postgresql
+        do {
+            try markIncomplete()
+            try await node.initdb(options: config.bootstrap.initdb)
+            try writeConfig(role: .primary)
+            try await node.start(timeout: pg.pgCtlTimeout)
+            status.update { $0.postmasterStartTime = Date() }
+            try await node.createRoles(users: config.bootstrap.users)
+            if let post = config.bootstrap.postBootstrap {
+                logger.info("running post_bootstrap")
+                try await node.runPostBootstrap(post)
+            }
+            let sysid = try await node.controlData().systemIdentifier
+            try await dcs.setInitialize(sysid)
+            _ = try await dcs.writeConfig(.object(config.bootstrap.dcs), createOnly: true)
+            guard try await dcs.acquireLeader(ttl: timing.ttl) else {
+                throw AgentFatalError("another member took the leader key during bootstrap")
+            }
+            status.update { $0.holdsLeaderKey = true; $0.state = "running"; $0.role = "primary" }
+            try? FileManager.default.removeItem(atPath: incompleteMarker)
+            logger.info("initialized a new cluster")
+        } catch {
+            await failBootstrap(error)
+        }
+    }
+
+    /// Undo a failed bootstrap without losing anything: stop PostgreSQL, give `initialize`
+    /// back so another member can try, move the data directory aside, exit non-zero.
+    private func failBootstrap(_ error: any Error) async {
+        let pg = config.postgresql
+        logger.error("bootstrap failed: \(error)")
+        status.update { $0.state = "initdb failed" }
+        if node.isRunning() { try? await node.stop(timeout: pg.pgCtlTimeout) }
+        do { try await dcs.deleteInitialize() } catch { logger.error("could not remove the initialize key: \(error)") }
+        var movedTo = ""
+        if node.dataDirectoryState() != .empty {
+            let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: .current,
+                                                    formatOptions: [.withFullDate, .withTime, .withDashSeparatorInDate])
+            movedTo = pg.dataDir + "_" + stamp.replacingOccurrences(of: ":", with: "")
+            do {
+                try FileManager.default.moveItem(atPath: pg.dataDir, toPath: movedTo)
+                logger.info("moved the data directory of the failed bootstrap aside to \(movedTo)")
+            } catch {
+                logger.error("could not move \(pg.dataDir) aside: \(error)")
+                movedTo = ""
+            }
+        }
+        try? FileManager.default.removeItem(atPath: incompleteMarker)
+        fatal = AgentFatalError("failed to bootstrap the cluster: \(error)" + (movedTo.isEmpty ? "" : "; its data directory is kept at \(movedTo)"))
+    }
+
+    /// Builds this member with pg_basebackup from `name`: two attempts, the directory wiped
+    /// between them; on success starts it as a replica of the leader.
+    func cloneMember(named name: String, description: String) async {
+        guard let source = lastView.member(named: name), let url = source.connURL else {
+            logger.error("cannot clone from \(description): its member key has no conn_url")
+            return
+        }
+        let conninfo = node.replicationConninfo(toConnURL: url)
+        do { try markIncomplete() } catch {
+            logger.error("\(error)")
+            return
+        }
+        var lastError: (any Error)?
+        for attempt in 1...2 {
+            do {
+                try await node.basebackup(from: conninfo, options: config.postgresql.basebackup)
+                lastError = nil
+                break
+            } catch {
+                lastError = error
+                logger.error("Error when fetching backup: pg_basebackup failed (attempt \(attempt) of 2): \(error)")
+                try? node.wipeDataDirectory()
+                if Task.isCancelled { break }
+                if attempt < 2 { try? await Task.sleep(nanoseconds: 1_000_000_000) }
+            }
+        }
+        if let lastError {
+            try? node.wipeDataDirectory()
+            try? FileManager.default.removeItem(atPath: incompleteMarker)
+            status.update { $0.state = "stopped" }
+            logger.error("Error creating replica using method basebackup: \(lastError); will try again on the next cycle")
+            logger.error("failed to bootstrap from \(description)")
+            return
+        }
+        logger.info("replica has been created using basebackup")
+        do {
+            try writeConfig(role: replicaRole())
+            try? FileManager.default.removeItem(atPath: incompleteMarker)
+            logger.info("bootstrapped from \(description)")
+        } catch {
+            logger.error("could not write the replica configuration: \(error)")
+            return
+        }
+        await startServer(role: replicaRole())
+    }
+
+    private func markIncomplete() throws {
+        guard FileManager.default.createFile(atPath: incompleteMarker, contents: Data("\(getpid())\n".utf8)) else {
+            throw AgentFatalError("cannot create \(incompleteMarker): the directory above the data directory must be writable by Stork")
+        }
+    }
+
+    /// Shutdown on SIGTERM/SIGINT: cancel the long task, stop PostgreSQL, release the leader key.
+    func shutdown() async {
+        longTask?.cancel()
+        await longTask?.value
+        if node.isRunning() {
+            logger.info("stopping PostgreSQL")
+            do { try await node.stop(timeout: config.postgresql.pgCtlTimeout) } catch { logger.error("failed to stop PostgreSQL: \(error)") }
+        }
+        if status.snapshot.holdsLeaderKey { try? await dcs.deleteLeader() }
+        try? await dcs.deleteMember()
+        logger.info("Stork agent stopped")
+    }
+}

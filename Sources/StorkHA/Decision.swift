@@ -1,0 +1,139 @@
+import StorkConfig
+import StorkDCS
+import StorkPostgres
+
+/// What the agent knows about its own node at the start of a cycle.
+public struct LocalSnapshot: Sendable, Equatable {
+    public var dataDirectory: DataDirectoryState
+    /// From pg_controldata when the data directory is initialized.
+    public var systemIdentifier: String?
+    /// pg_controldata says the server last ran as a primary (no standby.signal, state
+    /// `shut down` or `in production`).
+    public var wasPrimary: Bool
+    public var running: Bool
+    /// nil when the server is not running or does not answer.
+    public var inRecovery: Bool?
+    /// A marker left by this agent's own clone or bootstrap that did not finish: the data
+    /// directory holds the agent's own failed work, never a database to start.
+    public var incompleteWork: Bool
+
+    public init(dataDirectory: DataDirectoryState, systemIdentifier: String? = nil, wasPrimary: Bool = false,
+                running: Bool = false, inRecovery: Bool? = nil, incompleteWork: Bool = false) {
+        self.dataDirectory = dataDirectory
+        self.systemIdentifier = systemIdentifier
+        self.wasPrimary = wasPrimary
+        self.running = running
+        self.inRecovery = inRecovery
+        self.incompleteWork = incompleteWork
+    }
+}
+
+/// Everything one decision depends on.
+public struct Snapshot: Sendable, Equatable {
+    public var me: String
+    public var cluster: ClusterView
+    public var local: LocalSnapshot
+    /// The configuration has a `bootstrap` section and the node is not tagged `nofailover`.
+    public var mayBootstrap: Bool
+    /// The node is not tagged `nofailover`: it may hold the leader key.
+    public var mayLead: Bool
+    /// The description of the long task that is running, if one is.
+    public var runningTask: String?
+
+    public init(me: String, cluster: ClusterView, local: LocalSnapshot, mayBootstrap: Bool = true, mayLead: Bool = true,
+                runningTask: String? = nil) {
+        self.me = me
+        self.cluster = cluster
+        self.local = local
+        self.mayBootstrap = mayBootstrap && mayLead
+        self.mayLead = mayLead
+        self.runningTask = runningTask
+    }
+
+    public var iAmLeader: Bool { cluster.leader == me }
+}
+
+/// The action for one cycle: a pure function of the snapshot (`decide`), carried out by the agent.
+public enum Decision: Sendable, Equatable {
+    /// A long task runs: only the member key (and the leader key, if held) are refreshed.
+    case waitForTask(String)
+    /// Race for `initialize`; the winner bootstraps a new cluster.
+    case bootstrap
+    /// Build this member from another one with pg_basebackup.
+    case clone(from: String, isLeader: Bool)
+    /// `initialize` exists (or a bootstrap runs elsewhere) but nobody can be cloned from.
+    case waitForLeader
+    /// The data directory belongs to another cluster: fatal.
+    case systemIDMismatch(data: String, dcs: String)
+    /// The cluster has no `initialize` key but this node has data: record its system identifier.
+    case claimInitialize(String)
+    /// The data directory holds this agent's own unfinished clone or bootstrap: wipe it.
+    case removeIncompleteWork
+    /// The data directory is neither empty nor usable: never start it, say why.
+    case unusableDataDirectory(String)
+    /// PostgreSQL is stopped: start it as primary (this node holds the leader key).
+    case startPrimary
+    /// PostgreSQL is stopped and nobody holds the leader key, and it last ran as primary:
+    /// take the key, then start as primary; start as a replica if the key is taken.
+    case acquireLeaderThenStart
+    /// PostgreSQL is stopped: start it as a replica of `leader` (nil: no leader known).
+    case startReplica(leader: String?)
+    /// A running primary holding the leader key.
+    case holdLeader
+    /// A running primary and nobody holds the leader key.
+    case acquireLeader
+    /// A running primary while another member holds the key: step down and follow it.
+    case demote(leader: String?)
+    /// A running replica: make sure it follows `leader`.
+    case follow(leader: String?)
+}
+
+/// The agent's decision for one cycle. Pure: the table tests in StorkHATests cover it.
+public func decide(_ s: Snapshot) -> Decision {
+    if let task = s.runningTask { return .waitForTask(task) }
+    let cluster = s.cluster
+    let local = s.local
+
+    if local.incompleteWork { return .removeIncompleteWork }
+
+    switch local.dataDirectory {
+    case .unusable(let reason):
+        return .unusableDataDirectory(reason)
+    case .empty:
+        if cluster.leader == nil && cluster.initialize == nil && s.mayBootstrap { return .bootstrap }
+        if let source = cloneSource(s) { return .clone(from: source.name, isLeader: source.name == cluster.leader) }
+        return .waitForLeader
+    case .initialized:
+        break
+    }
+
+    if let mine = local.systemIdentifier, let theirs = cluster.initialize, !theirs.isEmpty, mine != theirs {
+        return .systemIDMismatch(data: mine, dcs: theirs)
+    }
+    if let mine = local.systemIdentifier, cluster.initialize == nil, cluster.leader == nil {
+        return .claimInitialize(mine)
+    }
+
+    if !local.running {
+        if s.iAmLeader { return .startPrimary }
+        if cluster.leader == nil && local.wasPrimary && s.mayLead { return .acquireLeaderThenStart }
+        return .startReplica(leader: cluster.leader)
+    }
+
+    if local.inRecovery == false {
+        if s.iAmLeader { return .holdLeader }
+        if let other = cluster.leader { return .demote(leader: other) }
+        return s.mayLead ? .acquireLeader : .demote(leader: nil)
+    }
+    return .follow(leader: cluster.leader == s.me ? nil : cluster.leader)
+}
+
+/// The member to clone from: a running member tagged `clonefrom` (the most advanced one),
+/// else the leader when its member key says where it is.
+func cloneSource(_ s: Snapshot) -> Member? {
+    let others = s.cluster.members.filter { $0.name != s.me && $0.connURL != nil }
+    let tagged = others.filter { $0.tags["clonefrom"]?.isTruthy == true && $0.state == "running" }
+    if let best = tagged.max(by: { ($0.xlogLocation ?? 0) < ($1.xlogLocation ?? 0) }) { return best }
+    guard let leader = s.cluster.leader else { return nil }
+    return others.first { $0.name == leader && $0.state == "running" }
+}

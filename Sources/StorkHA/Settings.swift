@@ -1,0 +1,61 @@
+import StorkConfig
+
+/// PostgreSQL parameters every member runs with, as Patroni 3.3 sets them when the user
+/// does not: replication needs them on every member alike.
+let defaultParameters: [String: JSONValue] = [
+    "wal_level": .string("replica"),
+    "hot_standby": .bool(true),
+    "max_connections": .int(100),
+    "max_wal_senders": .int(10),
+    "max_replication_slots": .int(10),
+    "max_prepared_transactions": .int(0),
+    "max_locks_per_transaction": .int(64),
+    "max_worker_processes": .int(8),
+    "track_commit_timestamp": .bool(false),
+    "wal_log_hints": .bool(true),
+]
+
+/// The parameters written to `postgresql.conf`: Patroni's defaults, then the cluster-wide
+/// `postgresql.parameters` of the DCS `config` key (or `bootstrap.dcs` before it exists),
+/// then the member's own `postgresql.parameters`, then what Stork must control.
+public func effectiveParameters(config: Config, dynamic: JSONValue?) -> [String: JSONValue] {
+    var p = defaultParameters
+    let clusterWide = dynamic ?? .object(config.bootstrap.dcs)
+    if case .object(let params)? = clusterWide["postgresql"]?["parameters"] {
+        p.merge(params) { _, new in new }
+    }
+    p.merge(config.postgresql.parameters) { _, new in new }
+    let listen = config.postgresql.listen
+    let hosts = listen.lastIndex(of: ":").map { String(listen[..<$0]) } ?? listen
+    p["listen_addresses"] = .string(hosts.isEmpty ? "localhost" : hosts)
+    p["port"] = .int(config.postgresql.port)
+    p["cluster_name"] = .string(config.scope)
+    return p
+}
+
+/// `pg_hba.conf` lines: `postgresql.pg_hba`, else `bootstrap.pg_hba`, else a default that lets the
+/// replication user and every user in with a password from loopback and trusts local sockets.
+public func effectiveHBA(config: Config) -> [String] {
+    if let lines = config.postgresql.pgHBA ?? config.bootstrap.pgHBA { return lines }
+    let repl = config.postgresql.replication.username
+    return [
+        "local all all trust",
+        "host replication \(repl) 127.0.0.1/32 scram-sha-256",
+        "host replication \(repl) ::1/128 scram-sha-256",
+        "host all all 127.0.0.1/32 scram-sha-256",
+        "host all all ::1/128 scram-sha-256",
+    ]
+}
+
+/// Cluster timing: the DCS `config` key wins over `bootstrap.dcs`, with Patroni's defaults.
+public struct Timing: Sendable, Equatable {
+    public var ttl: Int
+    public var loopWait: Int
+    public var retryTimeout: Int
+
+    public init(config: Config, dynamic: JSONValue?) {
+        ttl = dynamic?["ttl"]?.intValue ?? config.bootstrap.ttl
+        loopWait = dynamic?["loop_wait"]?.intValue ?? config.bootstrap.loopWait
+        retryTimeout = dynamic?["retry_timeout"]?.intValue ?? config.bootstrap.retryTimeout
+    }
+}

@@ -1,0 +1,34 @@
+import Foundation
+import Synchronization
+import StorkConfig
+import StorkPostgres
+
+/// The member's state as the REST API and the member key show it.
+public struct MemberStatus: Sendable, Equatable {
+    /// Patroni's states: `stopped`, `starting`, `running`, `creating replica`,
+    /// `initializing new cluster`, `initdb failed`, `stopping`, `crashed`, ...
+    public var state: String = "stopped"
+    /// `primary`, `replica` or `uninitialized`.
+    public var role: String = "uninitialized"
+    public var server: ServerState?
+    public var systemIdentifier: String?
+    public var holdsLeaderKey: Bool = false
+    public var leaderName: String?
+    public var postmasterStartTime: Date?
+    /// When the DCS last answered.
+    public var dcsLastSeen: Date?
+    /// When the HA loop last completed a cycle (liveness).
+    public var lastCycle: Date?
+    public var ttl: Int = 30
+    /// The long task running now, if any.
+    public var task: String?
+    public init() {}
+}
+
+/// One place where the agent publishes its status and the REST API reads it.
+public final class StatusBoard: Sendable {
+    private let current = Mutex(MemberStatus())
+    public init() {}
+    public var snapshot: MemberStatus { current.withLock { $0 } }
+    public func update(_ body: (inout MemberStatus) -> Void) { current.withLock { body(&$0) } }
+}

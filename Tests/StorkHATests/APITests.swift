@@ -1,0 +1,92 @@
+import Foundation
+import Testing
+import StorkConfig
+import StorkDCS
+import StorkHA
+import StorkPostgres
+
+private func config(tags: [String: JSONValue] = [:]) -> Config {
+    let pg = PostgresSettings(listen: "127.0.0.1:5432", connectAddress: "127.0.0.1:5432", dataDir: "/tmp/x", pgpass: "/tmp/pgpass",
+                              superuser: PostgresUser(username: "postgres", password: "s3cret"),
+                              replication: PostgresUser(username: "replicator", password: "r3pl"))
+    var c = Config(scope: "batman", name: "pg0", dcs: .local(path: "/tmp/dcs"), postgresql: pg)
+    c.tags = tags
+    return c
+}
+
+private func status(state: String, role: String, leader: Bool, inRecovery: Bool = false, lastCycle: Date? = Date()) -> MemberStatus {
+    var s = MemberStatus()
+    s.state = state
+    s.role = role
+    s.holdsLeaderKey = leader
+    s.lastCycle = lastCycle
+    s.systemIdentifier = "7001"
+    if state == "running" {
+        s.server = ServerState(inRecovery: inRecovery, walPosition: 50_331_648, replayLSN: inRecovery ? 50_331_000 : nil,
+                               receiveLSN: inRecovery ? 50_331_648 : nil, timeline: 1, serverVersion: 150018, streaming: inRecovery)
+    }
+    return s
+}
+
+@Suite("REST API answers")
+struct APITests {
+    @Test func healthCheckCodes() {
+        let c = config()
+        let primary = status(state: "running", role: "primary", leader: true)
+        let replica = status(state: "running", role: "replica", leader: false, inRecovery: true)
+        let cloning = status(state: "creating replica", role: "uninitialized", leader: false)
+        let table: [(String, MemberStatus, Int)] = [
+            ("/patroni", primary, 200), ("/patroni", cloning, 200),
+            ("/", primary, 200), ("/primary", primary, 200), ("/master", primary, 200), ("/leader", primary, 200),
+            ("/primary", replica, 503), ("/replica", primary, 503), ("/replica", replica, 200),
+            ("/primary", cloning, 503), ("/replica", cloning, 503), ("/health", cloning, 503),
+            ("/health", replica, 200), ("/readiness", replica, 200), ("/readiness", cloning, 503),
+            ("/liveness", cloning, 200),
+            ("/liveness", status(state: "running", role: "primary", leader: true, lastCycle: Date(timeIntervalSinceNow: -100)), 503),
+            // a primary that lost its key must not take writes through a load balancer
+            ("/primary", status(state: "running", role: "primary", leader: false), 503),
+        ]
+        for (path, s, code) in table {
+            #expect(APIResponses.statusCode(path: path, s, config: c) == code, "\(path) with \(s.state)/\(s.role)")
+        }
+        #expect(APIResponses.statusCode(path: "/nope", primary, config: c) == nil)
+        #expect(APIResponses.statusCode(path: "/replica", replica, config: config(tags: ["noloadbalance": .bool(true)])) == 503)
+    }
+
+    @Test func patroniDocumentFields() {
+        let c = config()
+        let doc = APIResponses.patroniDocument(status(state: "running", role: "primary", leader: true), config: c)
+        #expect(doc["state"] == .string("running"))
+        #expect(doc["role"] == .string("primary"))
+        #expect(doc["server_version"] == .int(150018))
+        #expect(doc["timeline"] == .int(1))
+        #expect(doc["xlog"]?["location"] == .int(50_331_648))
+        #expect(doc["database_system_identifier"] == .string("7001"))
+        #expect(doc["patroni"]?["scope"] == .string("batman"))
+        #expect(doc["patroni"]?["name"] == .string("pg0"))
+        let rdoc = APIResponses.patroniDocument(status(state: "running", role: "replica", leader: false, inRecovery: true), config: c)
+        #expect(rdoc["xlog"]?["received_location"] == .int(50_331_648))
+        #expect(rdoc["xlog"]?["replayed_location"] == .int(50_331_000))
+        #expect(rdoc["replication_state"] == .string("streaming"))
+        let cloning = APIResponses.patroniDocument(status(state: "creating replica", role: "uninitialized", leader: false), config: c)
+        #expect(cloning["state"] == .string("creating replica"))
+        #expect(cloning["xlog"] == nil)
+    }
+
+    @Test func clusterTableLooksLikePatronictl() {
+        let view = ClusterView(initialize: "7001", leader: "pg0", members: [
+            Member(name: "pg1", data: .object(["conn_url": .string("postgres://127.0.0.1:5433/postgres"), "state": .string("running"),
+                                                "role": .string("replica"), "xlog_location": .int(3 * 1024 * 1024), "timeline": .int(1),
+                                                "replication_state": .string("streaming")])),
+            Member(name: "pg0", data: .object(["conn_url": .string("postgres://127.0.0.1:5432/postgres"), "state": .string("running"),
+                                                "role": .string("primary"), "xlog_location": .int(10 * 1024 * 1024), "timeline": .int(1)])),
+        ])
+        let text = ClusterTable.render(scope: "batman", view: view)
+        let lines = text.split(separator: "\n").map(String.init)
+        #expect(lines[0].hasPrefix("+ Cluster: batman (7001) "))
+        #expect(lines[1] == "| Member | Host           | Role    | State     | TL | Lag in MB |")
+        #expect(lines[3] == "| pg0    | 127.0.0.1:5432 | Leader  | running   |  1 |           |")
+        #expect(lines[4] == "| pg1    | 127.0.0.1:5433 | Replica | streaming |  1 |         7 |")
+        #expect(lines.count == 6)
+    }
+}

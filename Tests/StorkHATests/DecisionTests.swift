@@ -1,0 +1,115 @@
+import Foundation
+import Testing
+import StorkConfig
+import StorkDCS
+import StorkHA
+import StorkPostgres
+
+private func member(_ name: String, state: String = "running", role: String = "replica", xlog: Int = 0,
+                    tags: [String: JSONValue] = [:], connURL: String? = nil) -> Member {
+    var data: [String: JSONValue] = ["state": .string(state), "role": .string(role), "xlog_location": .int(xlog),
+                                     "conn_url": .string(connURL ?? "postgres://127.0.0.1:5432/postgres")]
+    if connURL == "" { data["conn_url"] = nil }
+    if !tags.isEmpty { data["tags"] = .object(tags) }
+    return Member(name: name, data: .object(data))
+}
+
+private let empty = LocalSnapshot(dataDirectory: .empty)
+private let stoppedReplica = LocalSnapshot(dataDirectory: .initialized, systemIdentifier: "7001")
+private let stoppedPrimary = LocalSnapshot(dataDirectory: .initialized, systemIdentifier: "7001", wasPrimary: true)
+private let runningPrimary = LocalSnapshot(dataDirectory: .initialized, systemIdentifier: "7001", wasPrimary: true,
+                                           running: true, inRecovery: false)
+private let runningReplica = LocalSnapshot(dataDirectory: .initialized, systemIdentifier: "7001", running: true, inRecovery: true)
+private let leaderView = ClusterView(initialize: "7001", leader: "pg0", members: [member("pg0", role: "primary")])
+
+struct DecisionCase: CustomTestStringConvertible, Sendable {
+    var label: String
+    var snapshot: Snapshot
+    var expected: Decision
+    var testDescription: String { label }
+}
+
+private let cases: [DecisionCase] = [
+    .init(label: "a long task runs: wait for it",
+          snapshot: Snapshot(me: "pg1", cluster: leaderView, local: empty, runningTask: "bootstrap from leader 'pg0'"),
+          expected: .waitForTask("bootstrap from leader 'pg0'")),
+    .init(label: "empty dir, empty DCS: race to bootstrap",
+          snapshot: Snapshot(me: "pg0", cluster: ClusterView(), local: empty), expected: .bootstrap),
+    .init(label: "empty dir, empty DCS, nofailover: never bootstrap",
+          snapshot: Snapshot(me: "pg0", cluster: ClusterView(), local: empty, mayLead: false), expected: .waitForLeader),
+    .init(label: "empty dir, empty DCS, no bootstrap section: wait",
+          snapshot: Snapshot(me: "pg0", cluster: ClusterView(), local: empty, mayBootstrap: false), expected: .waitForLeader),
+    .init(label: "empty dir, bootstrap running elsewhere (initialize is empty): wait",
+          snapshot: Snapshot(me: "pg1", cluster: ClusterView(initialize: ""), local: empty), expected: .waitForLeader),
+    .init(label: "empty dir, initialize set, no leader: wait",
+          snapshot: Snapshot(me: "pg1", cluster: ClusterView(initialize: "7001"), local: empty), expected: .waitForLeader),
+    .init(label: "empty dir, leader running: clone from the leader",
+          snapshot: Snapshot(me: "pg1", cluster: leaderView, local: empty), expected: .clone(from: "pg0", isLeader: true)),
+    .init(label: "empty dir, leader's member key has no conn_url: wait",
+          snapshot: Snapshot(me: "pg1", cluster: ClusterView(initialize: "7001", leader: "pg0",
+                                                             members: [member("pg0", role: "primary", connURL: "")]), local: empty),
+          expected: .waitForLeader),
+    .init(label: "empty dir, leader not running yet: wait",
+          snapshot: Snapshot(me: "pg1", cluster: ClusterView(initialize: "7001", leader: "pg0",
+                                                             members: [member("pg0", state: "starting", role: "primary")]), local: empty),
+          expected: .waitForLeader),
+    .init(label: "empty dir, a running clonefrom replica: clone from the most advanced one",
+          snapshot: Snapshot(me: "pg3", cluster: ClusterView(initialize: "7001", leader: "pg0", members: [
+              member("pg0", role: "primary", xlog: 900),
+              member("pg1", xlog: 100, tags: ["clonefrom": .bool(true)]),
+              member("pg2", xlog: 500, tags: ["clonefrom": .bool(true)]),
+              member("pg4", xlog: 800),
+          ]), local: empty),
+          expected: .clone(from: "pg2", isLeader: false)),
+    .init(label: "empty dir, clonefrom member not running: the leader",
+          snapshot: Snapshot(me: "pg3", cluster: ClusterView(initialize: "7001", leader: "pg0", members: [
+              member("pg0", role: "primary"), member("pg1", state: "stopped", tags: ["clonefrom": .bool(true)]),
+          ]), local: empty),
+          expected: .clone(from: "pg0", isLeader: true)),
+    .init(label: "our own unfinished clone: remove it first, whatever the DCS says",
+          snapshot: Snapshot(me: "pg1", cluster: leaderView,
+                             local: LocalSnapshot(dataDirectory: .initialized, systemIdentifier: "7001", incompleteWork: true)),
+          expected: .removeIncompleteWork),
+    .init(label: "unusable data directory: never start or remove it",
+          snapshot: Snapshot(me: "pg1", cluster: leaderView, local: LocalSnapshot(dataDirectory: .unusable("no PG_VERSION"))),
+          expected: .unusableDataDirectory("no PG_VERSION")),
+    .init(label: "data from another cluster: mismatch",
+          snapshot: Snapshot(me: "pg1", cluster: leaderView,
+                             local: LocalSnapshot(dataDirectory: .initialized, systemIdentifier: "6999")),
+          expected: .systemIDMismatch(data: "6999", dcs: "7001")),
+    .init(label: "data, but no initialize key and no leader: record ours",
+          snapshot: Snapshot(me: "pg0", cluster: ClusterView(), local: stoppedPrimary), expected: .claimInitialize("7001")),
+    .init(label: "stopped, I hold the leader key: start as primary",
+          snapshot: Snapshot(me: "pg0", cluster: leaderView, local: stoppedPrimary), expected: .startPrimary),
+    .init(label: "stopped former primary, nobody holds the key: take it, then start",
+          snapshot: Snapshot(me: "pg0", cluster: ClusterView(initialize: "7001"), local: stoppedPrimary),
+          expected: .acquireLeaderThenStart),
+    .init(label: "stopped former primary, nofailover: start as a replica",
+          snapshot: Snapshot(me: "pg0", cluster: ClusterView(initialize: "7001"), local: stoppedPrimary, mayLead: false),
+          expected: .startReplica(leader: nil)),
+    .init(label: "stopped former primary, another leader: start as its replica",
+          snapshot: Snapshot(me: "pg1", cluster: leaderView, local: stoppedPrimary), expected: .startReplica(leader: "pg0")),
+    .init(label: "stopped replica: start following the leader",
+          snapshot: Snapshot(me: "pg1", cluster: leaderView, local: stoppedReplica), expected: .startReplica(leader: "pg0")),
+    .init(label: "running primary with the key: hold it",
+          snapshot: Snapshot(me: "pg0", cluster: leaderView, local: runningPrimary), expected: .holdLeader),
+    .init(label: "running primary, no key: take it",
+          snapshot: Snapshot(me: "pg0", cluster: ClusterView(initialize: "7001"), local: runningPrimary), expected: .acquireLeader),
+    .init(label: "running primary, nofailover, no key: step down",
+          snapshot: Snapshot(me: "pg0", cluster: ClusterView(initialize: "7001"), local: runningPrimary, mayLead: false),
+          expected: .demote(leader: nil)),
+    .init(label: "running primary while another holds the key: step down",
+          snapshot: Snapshot(me: "pg1", cluster: leaderView, local: runningPrimary), expected: .demote(leader: "pg0")),
+    .init(label: "running replica: follow the leader",
+          snapshot: Snapshot(me: "pg1", cluster: leaderView, local: runningReplica), expected: .follow(leader: "pg0")),
+    .init(label: "running replica, no leader: no upstream",
+          snapshot: Snapshot(me: "pg1", cluster: ClusterView(initialize: "7001"), local: runningReplica), expected: .follow(leader: nil)),
+]
+
+@Suite("The agent's decision table")
+struct DecisionTests {
+    @Test(arguments: cases)
+    func decision(_ c: DecisionCase) {
+        #expect(decide(c.snapshot) == c.expected)
+    }
+}

@@ -1,0 +1,212 @@
+import Foundation
+import Logging
+import Testing
+import StorkConfig
+import StorkDCS
+import StorkTestSupport
+
+/// Reads the cluster as the agents wrote it, through the same backend code.
+func readView(scope: String, dcs: TestDCS) async throws -> ClusterView {
+    let settings: DCSSettings
+    switch dcs {
+    case .etcd(let urls): settings = .etcd3(Etcd3Settings(endpoints: urls))
+    case .local(let path): settings = .local(path: path)
+    }
+    let pg = PostgresSettings(listen: "127.0.0.1:1", connectAddress: "127.0.0.1:1", dataDir: "/nonexistent", pgpass: "/nonexistent",
+                              superuser: PostgresUser(username: "postgres", password: nil),
+                              replication: PostgresUser(username: "replicator", password: nil))
+    let config = Config(scope: scope, name: "reader", dcs: settings, postgresql: pg)
+    return try await makeDCS(config: config, logger: Logger(label: "test")).clusterView()
+}
+
+func count(_ needle: String, in text: String) -> Int { text.components(separatedBy: needle).count - 1 }
+
+/// Three agents on empty directories: one bootstraps, two clone, all stream; then a replica's
+/// agent is restarted and rejoins without cloning again.
+func threeMembersBootstrapAndRejoin(dcs: TestDCS) async throws {
+    let cluster = TestCluster(dcs: dcs)
+    defer { cluster.destroy() }
+    for i in 0..<3 { cluster.addMember("pg\(i)") }
+    for m in cluster.members { try m.start() }
+
+    let streaming = await cluster.waitAllStreaming(timeout: 120)
+    #expect(streaming, "cluster did not reach one primary and two streaming replicas\n\(cluster.logs())")
+    guard streaming else { return }
+
+    let logs = cluster.members.map(\.log)
+    #expect(logs.map { count("initialized a new cluster", in: $0) }.reduce(0, +) == 1, "exactly one initdb\n\(cluster.logs())")
+    #expect(logs.map { count("replica has been created using basebackup", in: $0) }.reduce(0, +) == 2)
+
+    let primaries = await cluster.primaries()
+    #expect(primaries.count == 1)
+    let primary = try #require(primaries.first)
+    let sysid = primary.sql("SELECT system_identifier FROM pg_control_system()")
+    let view = try await readView(scope: cluster.scope, dcs: dcs)
+    #expect(view.initialize != nil && view.initialize == sysid)
+    #expect(view.leader == primary.name)
+    #expect(Set(view.members.map(\.name)) == ["pg0", "pg1", "pg2"])
+    for m in view.members {
+        #expect(m.connURL == "postgres://127.0.0.1:\(cluster.members.first { $0.name == m.name }!.pgPort)/postgres")
+        #expect(m.apiURL?.hasSuffix("/patroni") == true)
+        #expect(m.state == "running")
+        #expect(m.role == (m.name == primary.name ? "primary" : "replica"))
+        #expect(m.timeline == 1)
+    }
+    #expect(view.config?["loop_wait"]?.intValue == 1)
+
+    // GET /patroni answers Patroni's fields.
+    let (code, doc) = await primary.api("/patroni")
+    #expect(code == 200)
+    #expect(doc["role"] as? String == "primary")
+    #expect(doc["database_system_identifier"] as? String == sysid)
+    #expect((doc["patroni"] as? [String: Any])?["scope"] as? String == "batman")
+
+    // A replica's agent stopped and started again rejoins without a new clone.
+    let replica = try #require(cluster.members.first { $0 !== primary })
+    replica.stop()
+    #expect(!FileManager.default.fileExists(atPath: replica.dataDir + "/postmaster.pid"), "the agent stops PostgreSQL on SIGTERM")
+    try replica.start()
+    let back = await cluster.waitAllStreaming(timeout: 60)
+    #expect(back, "replica did not rejoin\n\(cluster.logs())")
+    #expect(count("replica has been created using basebackup", in: replica.log) == 1, "no second clone\n\(replica.log)")
+
+    // stork list shows the three members with the right roles.
+    let list = try runStork(["list", primary.configPath])
+    #expect(list.status == 0, "\(list.err)")
+    #expect(list.out.contains("| \(primary.name) ") && list.out.contains("Leader"))
+    #expect(count("Replica", in: list.out) == 2 && count("streaming", in: list.out) == 2, "\(list.out)")
+}
+
+@Suite("A cluster on etcd", .serialized)
+struct EtcdClusterTests {
+    @Test(.timeLimit(.minutes(5)))
+    func threeMembersOnEtcd() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        try await threeMembersBootstrapAndRejoin(dcs: .etcd([etcd.clientURL]))
+    }
+
+    /// Five agents started together on empty directories, ten rounds: exactly one initdb each round.
+    @Test(.timeLimit(.minutes(10)))
+    func initializeRace() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let rounds = Int(ProcessInfo.processInfo.environment["STORK_RACE_ROUNDS"] ?? "") ?? 10
+        for round in 1...rounds {
+            let cluster = TestCluster(scope: "race\(round)", dcs: .etcd([etcd.clientURL]))
+            defer { cluster.destroy() }
+            for i in 0..<5 { cluster.addMember("pg\(i)") }
+            for m in cluster.members { try m.start() }
+            let ok = await cluster.waitAllStreaming(timeout: 120)
+            let initdbs = cluster.members.filter { $0.log.contains("initialized a new cluster") }.count
+            let clones = cluster.members.filter { $0.log.contains("replica has been created using basebackup") }.count
+            #expect(ok, "round \(round): not all streaming\n\(cluster.logs())")
+            #expect(initdbs == 1, "round \(round): \(initdbs) members ran initdb\n\(cluster.logs())")
+            #expect(clones == 4, "round \(round): \(clones) clones")
+            if !ok || initdbs != 1 { return }
+        }
+    }
+
+    /// A data directory of another cluster: the agent says so, exits non-zero, touches nothing.
+    @Test(.timeLimit(.minutes(3)))
+    func systemIdentifierMismatch() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        let first = cluster.addMember("pg0")
+        try first.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+
+        let stranger = cluster.addMember("pg1")
+        let initdb = try runAsPostgres("/usr/lib/postgresql/15/bin/initdb", ["-D", stranger.dataDir, "-A", "trust", "-U", "postgres"])
+        try #require(initdb.status == 0, "\(initdb.output)")
+        let before = try snapshotTree(stranger.dataDir)
+        let otherSysid = try runAsPostgres("/usr/lib/postgresql/15/bin/pg_controldata", [stranger.dataDir]).output
+            .split(separator: "\n").first { $0.hasPrefix("Database system identifier") }?.split(separator: ":").last?
+            .trimmingCharacters(in: .whitespaces)
+        let sysid = first.sql("SELECT system_identifier FROM pg_control_system()")
+
+        try stranger.start()
+        let status = await stranger.waitForExit(timeout: 30)
+        #expect(status != nil && status != 0, "the agent must exit non-zero\n\(stranger.log)")
+        #expect(stranger.log.contains("system ID mismatch, node pg1 belongs to a different cluster: \(otherSysid ?? "?") != \(sysid ?? "?")"),
+                "\(stranger.log)")
+        #expect(try snapshotTree(stranger.dataDir) == before, "the foreign data directory must be untouched")
+        #expect(await first.api("/primary").0 == 200)
+    }
+
+    /// A clone that cannot succeed (wrong replication password): two attempts with the directory
+    /// wiped between them, a clear error, tried again on a later cycle, the leader untouched.
+    @Test(.timeLimit(.minutes(3)))
+    func cloneThatCannotSucceed() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        let leader = cluster.addMember("pg0")
+        try leader.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        let leaderSysid = leader.sql("SELECT system_identifier FROM pg_control_system()")
+
+        let bad = cluster.addMember("pg1", replicationPassword: "wrong-password")
+        try bad.start()
+        let retried = await TestSupport.waitUntil(timeout: 60) {
+            count("Error creating replica using method basebackup", in: bad.log) >= 2
+        }
+        #expect(retried, "a failed clone is tried again on a later cycle\n\(bad.log)")
+        #expect(bad.log.contains("attempt 1 of 2") && bad.log.contains("attempt 2 of 2"))
+        #expect(bad.log.contains("password authentication failed"), "the error says why\n\(bad.log)")
+        #expect(!bad.log.contains("wrong-password"), "no password in the logs")
+        #expect(!FileManager.default.fileExists(atPath: bad.dataDir + "/PG_VERSION"), "the half-built directory is wiped")
+        #expect(await bad.api("/health").0 == 503)
+        #expect(await leader.api("/primary").0 == 200)
+        #expect(leader.sql("SELECT system_identifier FROM pg_control_system()") == leaderSysid)
+        #expect(leader.sql("SELECT count(*) FROM pg_stat_replication") == "0")
+    }
+
+    /// etcd as a three-member cluster; one etcd member stopped while the Stork cluster runs:
+    /// the agents move to another endpoint and nothing changes role.
+    @Test(.timeLimit(.minutes(4)))
+    func etcdMemberLoss() async throws {
+        let etcds = try await EtcdServer.startCluster(count: 3)
+        defer { etcds.forEach { $0.destroy() } }
+        let cluster = TestCluster(dcs: .etcd(etcds.map(\.clientURL)))
+        defer { cluster.destroy() }
+        for i in 0..<3 { cluster.addMember("pg\(i)") }
+        for m in cluster.members { try m.start() }
+        #expect(await cluster.waitAllStreaming(timeout: 120), "\(cluster.logs())")
+        let primaryBefore = await cluster.primaries().map(\.name)
+
+        etcds[0].stop()  // the first endpoint every agent lists
+        // Longer than ttl: a primary that could not reach etcd would lose its key by now.
+        try await Task.sleep(nanoseconds: 15_000_000_000)
+        #expect(await cluster.primaries().map(\.name) == primaryBefore)
+        #expect(await cluster.waitAllStreaming(timeout: 20), "\(cluster.logs())")
+        for m in cluster.members { #expect(!m.log.contains("demoting"), "\(m.name) changed role\n\(m.log)") }
+        let view = try await readView(scope: cluster.scope, dcs: .etcd([etcds[1].clientURL]))
+        #expect(view.leader == primaryBefore.first)
+    }
+}
+
+@Suite("A cluster on the embedded single-host store", .serialized)
+struct LocalClusterTests {
+    @Test(.timeLimit(.minutes(5)))
+    func threeMembersOnLocalStore() async throws {
+        let dir = TestSupport.makeTempDir("stork-dcs")
+        defer { TestSupport.removeTree(dir) }
+        try await threeMembersBootstrapAndRejoin(dcs: .local(dir))
+    }
+}
+
+/// The relative paths and sizes of every file under `path` (a directory left untouched keeps both).
+func snapshotTree(_ path: String) throws -> [String: Int] {
+    var out: [String: Int] = [:]
+    let fm = FileManager.default
+    guard let e = fm.enumerator(atPath: path) else { return out }
+    for case let rel as String in e {
+        let attrs = try fm.attributesOfItem(atPath: path + "/" + rel)
+        out[rel] = (attrs[.size] as? Int) ?? -1
+    }
+    return out
+}

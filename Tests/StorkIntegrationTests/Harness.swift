@@ -1,0 +1,262 @@
+import Foundation
+import StorkTestSupport
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The `stork` binary under test: `STORK_BIN` (scripts/test sets it), else the debug build.
+let storkBinary: String = {
+    if let bin = ProcessInfo.processInfo.environment["STORK_BIN"] { return bin }
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    return root.appendingPathComponent(".build/debug/stork").path
+}()
+
+let superuserPassword = "super-Secret-1"
+let replicationPassword = "repl-Secret-2"
+
+/// Which DCS a test cluster uses.
+enum TestDCS {
+    case etcd([String])
+    case local(String)
+
+    var yaml: String {
+        switch self {
+        case .etcd(let urls):
+            let hosts = urls.map { $0.replacingOccurrences(of: "http://", with: "") }.joined(separator: ",")
+            return "etcd3:\n  hosts: \(hosts)\n"
+        case .local(let path):
+            return "local:\n  path: \(path)\n"
+        }
+    }
+}
+
+/// One member: its configuration file, ports, directories and (when started) its agent process.
+final class TestMember: @unchecked Sendable {
+    // @unchecked: tests drive a member from one task at a time.
+    let name: String
+    let base: String
+    let pgPort: Int
+    let apiPort: Int
+    var process: Process?
+    var extraYAML: String
+
+    var dataDir: String { base + "/data" }
+    var configPath: String { base + "/stork.yml" }
+    var logPath: String { base + "/agent.log" }
+
+    init(name: String, scope: String, dcs: TestDCS, root: String, replicationPassword: String = replicationPassword,
+         extraYAML: String = "", bootstrap: Bool = true) {
+        self.name = name
+        self.base = root + "/" + name
+        self.pgPort = TestSupport.freePort()
+        self.apiPort = TestSupport.freePort()
+        self.extraYAML = extraYAML
+        mkdir(base, 0o755)
+        TestSupport.chownToPostgres(base)
+        let bootstrapSection = bootstrap ? """
+            bootstrap:
+              dcs:
+                ttl: 10
+                loop_wait: 1
+                retry_timeout: 4
+              initdb:
+              - encoding: UTF8
+              - data-checksums
+              pg_hba:
+              - local all all trust
+              - host replication replicator 127.0.0.1/32 scram-sha-256
+              - host all all 127.0.0.1/32 scram-sha-256
+
+            """ : ""
+        let yaml = """
+            scope: \(scope)
+            name: \(name)
+            restapi:
+              listen: 127.0.0.1:\(apiPort)
+              connect_address: 127.0.0.1:\(apiPort)
+            \(dcs.yaml)\(bootstrapSection)postgresql:
+              listen: 127.0.0.1:\(pgPort)
+              connect_address: 127.0.0.1:\(pgPort)
+              data_dir: \(dataDir)
+              pgpass: \(base)/pgpass
+              authentication:
+                superuser:
+                  username: postgres
+                  password: \(superuserPassword)
+                replication:
+                  username: replicator
+                  password: \(replicationPassword)
+              parameters:
+                unix_socket_directories: \(base)
+                shared_buffers: 16MB
+                max_connections: 30
+            \(extraYAML)
+            """
+        FileManager.default.createFile(atPath: configPath, contents: Data(yaml.utf8))
+        TestSupport.chownToPostgres(configPath)
+    }
+
+    /// Starts `stork agent` as the postgres OS user, its output in agent.log.
+    func start() throws {
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let p = Process()
+        if let user = TestSupport.postgresUser {
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            p.arguments = ["--reuid=\(user.uid)", "--regid=\(user.gid)", "--init-groups", storkBinary, "agent", configPath]
+        } else {
+            p.executableURL = URL(fileURLWithPath: storkBinary)
+            p.arguments = ["agent", configPath]
+        }
+        var env = ProcessInfo.processInfo.environment
+        env["HOME"] = base
+        p.environment = env
+        let log = FileHandle(forWritingAtPath: logPath)
+        log?.seekToEndOfFile()
+        p.standardOutput = log
+        p.standardError = log
+        try p.run()
+        process = p
+    }
+
+    var isAgentRunning: Bool { process?.isRunning ?? false }
+
+    /// SIGTERM to the agent (it stops PostgreSQL and releases its keys), then waits.
+    func stop(timeout: Double = 60) {
+        guard let p = process, p.isRunning else { return }
+        kill(p.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(timeout)
+        while p.isRunning && Date() < deadline { usleep(100_000) }
+        if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+    }
+
+    /// Waits for the agent to exit by itself; its exit status, or nil on timeout.
+    func waitForExit(timeout: Double) async -> Int32? {
+        guard let p = process else { return nil }
+        let ok = await TestSupport.waitUntil(timeout: timeout) { !p.isRunning }
+        return ok ? p.terminationStatus : nil
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// Stops a PostgreSQL that an agent left behind (after SIGKILL of the agent, say).
+    func stopPostgresIfRunning() {
+        guard FileManager.default.fileExists(atPath: dataDir + "/postmaster.pid") else { return }
+        _ = try? runAsPostgres("/usr/lib/postgresql/15/bin/pg_ctl", ["stop", "-D", dataDir, "-m", "immediate", "-w"])
+    }
+
+    /// GET on the member's REST API: status code and JSON body.
+    func api(_ path: String) async -> (Int, [String: Any]) {
+        guard let url = URL(string: "http://127.0.0.1:\(apiPort)\(path)") else { return (0, [:]) }
+        var request = URLRequest(url: url)
+        request.timeoutInterval = 3
+        guard let (data, response) = try? await URLSession.shared.data(for: request),
+              let http = response as? HTTPURLResponse else { return (0, [:]) }
+        let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+        return (http.statusCode, json)
+    }
+
+    /// Runs SQL on this member's PostgreSQL as the superuser; nil when it cannot connect.
+    func sql(_ query: String) -> String? {
+        let r = try? runAsPostgres("/usr/lib/postgresql/15/bin/psql",
+                                   ["-h", "127.0.0.1", "-p", String(pgPort), "-U", "postgres", "-d", "postgres",
+                                    "-Atc", query], env: ["PGPASSWORD": superuserPassword, "PGCONNECT_TIMEOUT": "3"])
+        guard let r, r.status == 0 else { return nil }
+        return r.output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
+
+/// Runs a program as the postgres OS user (when root) and returns its status and output.
+@discardableResult
+func runAsPostgres(_ program: String, _ args: [String], env: [String: String] = [:]) throws -> (status: Int32, output: String) {
+    let p = Process()
+    if let user = TestSupport.postgresUser {
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        p.arguments = ["--reuid=\(user.uid)", "--regid=\(user.gid)", "--init-groups", program] + args
+    } else {
+        p.executableURL = URL(fileURLWithPath: program)
+        p.arguments = args
+    }
+    var e = ProcessInfo.processInfo.environment
+    e.merge(env) { _, n in n }
+    p.environment = e
+    p.currentDirectoryURL = URL(fileURLWithPath: "/tmp")
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    try p.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+/// Runs `stork` with arguments (as the current user) and returns its status, stdout and stderr.
+func runStork(_ args: [String], env: [String: String] = [:]) throws -> (status: Int32, out: String, err: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: storkBinary)
+    p.arguments = args
+    var e = ProcessInfo.processInfo.environment
+    for k in e.keys where k.hasPrefix("PATRONI_") { e[k] = nil }
+    e.merge(env) { _, n in n }
+    p.environment = e
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let r = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: r, as: UTF8.self))
+}
+
+/// A set of members of one cluster in one temporary directory, torn down by `destroy()`.
+final class TestCluster: @unchecked Sendable {
+    let root: String
+    let scope: String
+    let dcs: TestDCS
+    var members: [TestMember] = []
+
+    init(scope: String = "batman", dcs: TestDCS) {
+        self.root = TestSupport.makeTempDir("stork-it")
+        self.scope = scope
+        self.dcs = dcs
+    }
+
+    @discardableResult
+    func addMember(_ name: String, replicationPassword: String = replicationPassword, extraYAML: String = "") -> TestMember {
+        let m = TestMember(name: name, scope: scope, dcs: dcs, root: root, replicationPassword: replicationPassword, extraYAML: extraYAML)
+        members.append(m)
+        return m
+    }
+
+    /// The members whose REST API says `/primary` 200.
+    func primaries() async -> [TestMember] {
+        var out: [TestMember] = []
+        for m in members where await m.api("/primary").0 == 200 { out.append(m) }
+        return out
+    }
+
+    /// Waits until exactly one primary and every other started member is a streaming replica
+    /// that the primary lists in pg_stat_replication under its member name.
+    func waitAllStreaming(timeout: Double) async -> Bool {
+        await TestSupport.waitUntil(timeout: timeout, interval: 0.5) {
+            let ps = await primaries()
+            guard ps.count == 1, let primary = ps.first else { return false }
+            let expected = Set(members.filter { $0 !== primary && $0.isAgentRunning }.map(\.name))
+            let rows = primary.sql("SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'") ?? ""
+            return Set(rows.split(separator: "\n").map(String.init)) == expected
+        }
+    }
+
+    func logs() -> String {
+        members.map { "----- \($0.name) -----\n" + String($0.log.suffix(6000)) }.joined(separator: "\n")
+    }
+
+    func destroy() {
+        for m in members { m.stop(timeout: 30) }
+        for m in members { m.stopPostgresIfRunning() }
+        TestSupport.removeTree(root)
+    }
+}

@@ -1,0 +1,32 @@
+# Shared by scripts/test, scripts/demo and scripts/bench.
+
+# apt packages Stork needs to build and to run its tests.
+STORK_APT_PACKAGES="postgresql-15 postgresql-client-15 libpq-dev libcurl4-openssl-dev libarchive-dev etcd-server etcd-client rsync pgbackrest"
+
+install_missing() {
+    local missing=()
+    for p in $STORK_APT_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then return 0; fi
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing packages: ${missing[*]}; run as root or install them with apt-get" >&2
+        exit 1
+    fi
+    echo "== installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Debian starts a default cluster and etcd on install; stop the ones the packages started
+    # so they do not hold ports 5432/2379 (by their service names, not by process name).
+    if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+        systemctl stop etcd postgresql >/dev/null 2>&1 || true
+    fi
+}
+
+# PostgreSQL's default socket directory on Debian; missing on a machine that never booted
+# the postgresql service.
+ensure_runtime_dirs() {
+    if [ "$(id -u)" -eq 0 ]; then
+        install -d -o postgres -g postgres -m 2775 /var/run/postgresql
+    fi
+}
