@@ -1,4 +1,5 @@
 import Foundation
+import StorkPostgres
 import StorkTestSupport
 #if canImport(FoundationNetworking)
 import FoundationNetworking
