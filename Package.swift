@@ -46,12 +46,14 @@ let package = Package(
             "StorkHA",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: strict),
         .executableTarget(name: "stork", dependencies: [
             "StorkConfig", "StorkDCS", "StorkPostgres", "StorkHA", "StorkAPI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ], swiftSettings: strict),
 
         // Real services for tests: free ports, temporary directories owned by the postgres user, etcd.

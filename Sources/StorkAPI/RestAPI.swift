@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import ServiceLifecycle
 import StorkConfig
 import StorkHA
 
@@ -9,7 +10,7 @@ import StorkHA
 public enum RestAPI {
     /// The Hummingbird application; run it in the agent's ServiceGroup.
     public static func makeApplication(config: Config, status: StatusBoard, logger: Logger,
-                                       onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
+                                       onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> any Service {
         let (host, port) = try listenAddress(config.restapi.listen)
         let router = Router()
         let paths = ["/", "/patroni", "/primary", "/master", "/leader", "/replica", "/read-write", "/read-only",

@@ -12,7 +12,7 @@ public struct Config: Sendable, Equatable {
     public var name: String
     public var log = LogSettings()
     public var restapi = RestAPISettings()
-    /// Exactly one DCS: `etcd3` (or `etcd`, read as etcd v3) or Stork's embedded `local` store.
+    /// Exactly one DCS: `etcd3` or Stork's embedded `local` store (a Patroni `etcd` v2 section is refused).
     public var dcs: DCSSettings
     public var bootstrap = BootstrapSettings()
     public var postgresql: PostgresSettings
@@ -91,6 +91,10 @@ public struct BootstrapSettings: Sendable, Equatable {
     public var users: [String: BootstrapUser] = [:]
     /// `bootstrap.post_bootstrap` (or the older `post_init`): a command.
     public var postBootstrap: String? = nil
+    /// Custom bootstrap method sections (`bootstrap.<method>` with `command`, `no_params`,
+    /// `keep_existing_recovery_conf`, `recovery_conf`, extra keys), kept as given: the section
+    /// named by `method`, and any other section that has a `command`.
+    public var methodSections: [String: JSONValue] = [:]
     public init() {}
 
     /// Cluster-wide timing from `bootstrap.dcs` with Patroni's defaults.

@@ -71,7 +71,7 @@ extension JSONValue {
     public var intValue: Int? {
         switch self {
         case .int(let i): return i
-        case .double(let d): return d == d.rounded() ? Int(d) : nil
+        case .double(let d): return Int(exactly: d)  // nil for fractions, infinities and out-of-range values
         case .string(let s): return Int(s.trimmingCharacters(in: .whitespaces))
         default: return nil
         }

@@ -1,1 +1,137 @@
-print("stork")
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import UnixSignals
+import StorkAPI
+import StorkConfig
+import StorkDCS
+import StorkHA
+import StorkPostgres
+
+@main
+struct Stork: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stork",
+        abstract: "Builds PostgreSQL clusters and their replicas; reads Patroni's YAML.",
+        version: storkVersion,
+        subcommands: [AgentCommand.self, CheckCommand.self, ListCommand.self])
+}
+
+/// Loads the configuration or prints every problem, one line each, and exits with status 2.
+func loadConfigOrExit(_ path: String?) throws -> LoadedConfig {
+    do {
+        return try ConfigLoader.load(path: path)
+    } catch {
+        for issue in error.issues { FileHandle.standardError.write(Data("\(issue)\n".utf8)) }
+        throw ExitCode(2)
+    }
+}
+
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Run the HA agent beside one PostgreSQL instance (like `patroni CONFIG`).",
+        discussion: """
+            Bootstraps a new cluster (initdb) when the DCS has none, clones this member from the \
+            leader with pg_basebackup when its data directory is empty, and keeps PostgreSQL running \
+            in its role. Stops PostgreSQL and releases the leader key on SIGTERM or SIGINT. \
+            Without CONFIG, PATRONI_CONFIGURATION or PATRONI_* variables must give the configuration.
+            """)
+
+    @Argument(help: "Patroni YAML configuration file.")
+    var configFile: String?
+
+    func run() async throws {
+        let loaded = try loadConfigOrExit(configFile)
+        let config = loaded.config
+        StorkLogging.bootstrap(level: config.log.level, json: config.log.type == "json")
+        let logger = Logger(label: "stork")
+        for warning in loaded.warnings { logger.warning("\(warning)") }
+        if geteuid() == 0 {
+            logger.critical("stork agent must not run as root: PostgreSQL refuses to. Run it as the PostgreSQL OS user, e.g. `runuser -u postgres -- stork agent FILE`")
+            throw ExitCode(1)
+        }
+        let dcs = makeDCS(config: config, logger: logger)
+        let node = PostgresNode(settings: config.postgresql, memberName: config.name, logger: logger)
+        let status = StatusBoard()
+        let agent = Agent(config: config, dcs: dcs, node: node, status: status, logger: logger)
+        let api: any Service
+        do {
+            api = try RestAPI.makeApplication(config: config, status: status, logger: logger) { port in
+                logger.info("REST API listening on \(config.restapi.listen) (port \(port))")
+            }
+        } catch {
+            logger.critical("\(error)")
+            throw ExitCode(2)
+        }
+        var quiet = logger
+        quiet.logLevel = .critical
+        let group = ServiceGroup(configuration: .init(
+            services: [
+                .init(service: AgentService(agent: agent), successTerminationBehavior: .gracefullyShutdownGroup,
+                      failureTerminationBehavior: .gracefullyShutdownGroup),
+                .init(service: api, successTerminationBehavior: .gracefullyShutdownGroup,
+                      failureTerminationBehavior: .gracefullyShutdownGroup),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: quiet))
+        do {
+            try await group.run()
+        } catch let error as AgentFatalError {
+            logger.critical("\(error.message)")
+            throw ExitCode(1)
+        } catch {
+            logger.critical("Stork agent stopped: \(error)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// The agent as a service: graceful shutdown cancels its loop, and the loop then stops
+/// PostgreSQL and releases the leader key.
+struct AgentService: Service {
+    let agent: Agent
+    func run() async throws {
+        try await cancelWhenGracefulShutdown { try await agent.run() }
+    }
+}
+
+struct CheckCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Validate a configuration and print it as Stork understands it, passwords masked.",
+        discussion: "Exit status 0 when valid; 2 with one line per problem, each naming the key, when not.")
+
+    @Argument(help: "Patroni YAML configuration file.")
+    var configFile: String?
+
+    func run() async throws {
+        let loaded = try loadConfigOrExit(configFile)
+        for warning in loaded.warnings { print("# warning: \(warning)") }
+        for key in loaded.config.unimplementedKeys { print("# not implemented yet, ignored: \(key)") }
+        print(loaded.config.renderMasked(), terminator: "")
+    }
+}
+
+struct ListCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list",
+        abstract: "List the cluster's members as the DCS shows them (like `patronictl list`).")
+
+    @Argument(help: "Patroni YAML configuration file (or PATRONI_* variables).")
+    var configFile: String?
+
+    func run() async throws {
+        let config = try loadConfigOrExit(configFile).config
+        StorkLogging.bootstrap(level: "ERROR", json: false)
+        let dcs = makeDCS(config: config, logger: Logger(label: "stork"))
+        do {
+            let view = try await dcs.clusterView()
+            print(ClusterTable.render(scope: config.scope, view: view), terminator: "")
+        } catch {
+            FileHandle.standardError.write(Data("stork list: cannot read the cluster from the DCS: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}

@@ -1,0 +1,495 @@
+import Foundation
+
+/// Reads a merged configuration tree into `Config`, collecting every issue with its key path,
+/// the adjustments made (warnings) and the keys Stork does not implement.
+struct ConfigReader {
+    let environment: [String: String]
+    var issues: [ConfigIssue] = []
+    var warnings: [String] = []
+    var unimplemented: [String] = []
+
+    init(environment: [String: String]) { self.environment = environment }
+
+    // MARK: - Helpers
+
+    mutating func issue(_ path: String, _ message: String) {
+        issues.append(ConfigIssue(path: path, message: message))
+    }
+
+    /// Lists the keys of `map` that are not in `known` as unimplemented (`prefix.key`).
+    mutating func unknownKeys(_ map: [String: JSONValue], known: Set<String>, prefix: String) {
+        for key in map.keys where !known.contains(key) {
+            unimplemented.append(prefix.isEmpty ? key : "\(prefix).\(key)")
+        }
+    }
+
+    /// A map, or nil when absent or null; an issue when present with another type.
+    mutating func map(_ value: JSONValue?, _ path: String) -> [String: JSONValue]? {
+        switch value {
+        case nil, .null?: return nil
+        case .object(let m)?: return m
+        case .some: issue(path, "expected a map"); return nil
+        }
+    }
+
+    /// A string; numbers are taken as their text. Nil when absent or null.
+    mutating func string(_ value: JSONValue?, _ path: String) -> String? {
+        switch value {
+        case nil, .null?: return nil
+        case .string(let s)?: return s
+        case .int?, .double?: return value!.scalarText
+        case .bool(let b)?: issue(path, "\(b): expected a string (quote the value)"); return nil
+        case .array?, .object?: issue(path, "expected a string, found \(ConfigLoader.kindName(value!))"); return nil
+        }
+    }
+
+    /// A required non-empty string.
+    mutating func required(_ value: JSONValue?, _ path: String) -> String? {
+        guard let s = string(value, path) else {
+            if value == nil || value == .null { issue(path, "required") }
+            return nil
+        }
+        if s.isEmpty { issue(path, "required"); return nil }
+        return s
+    }
+
+    mutating func int(_ value: JSONValue?, _ path: String) -> Int? {
+        guard let value, value != .null else { return nil }
+        if let i = value.intValue { return i }
+        issue(path, "\(quoted(value)): expected an integer")
+        return nil
+    }
+
+    mutating func stringList(_ value: JSONValue?, _ path: String) -> [String]? {
+        switch value {
+        case nil, .null?: return nil
+        case .array(let items)?:
+            var out: [String] = []
+            for item in items {
+                switch item {
+                case .string(let s): out.append(s)
+                case .int, .double: out.append(item.scalarText!)
+                default: issue(path, "expected a list of strings"); return nil
+                }
+            }
+            return out
+        case .some: issue(path, "expected a list of strings"); return nil
+        }
+    }
+
+    func quoted(_ value: JSONValue) -> String {
+        if case .string(let s) = value { return "\"\(s)\"" }
+        return value.scalarText.map { "\"\($0)\"" } ?? value.jsonString()
+    }
+
+    // MARK: - Addresses
+
+    /// `host:port` (IPv6 as `[addr]:port`). `defaultPort` allows a bare host; `allowEmptyHost`
+    /// allows `:port` (listen on every address).
+    mutating func hostPort(_ text: String, _ path: String, defaultPort: Int? = nil,
+                           allowEmptyHost: Bool = false) -> (host: String, port: Int)? {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        var host: Substring
+        var portText: Substring?
+        if t.hasPrefix("[") && !t.contains("]") {
+            issue(path, "\"\(text)\": expected host:port")
+            return nil
+        } else if t.hasPrefix("["), let close = t.firstIndex(of: "]") {
+            host = t[t.index(after: t.startIndex)..<close]
+            let rest = t[t.index(after: close)...]
+            if rest.isEmpty { portText = nil }
+            else if rest.first == ":" { portText = rest.dropFirst() }
+            else { issue(path, "\"\(text)\": expected host:port"); return nil }
+        } else if let colon = t.lastIndex(of: ":") {
+            host = t[..<colon]
+            portText = t[t.index(after: colon)...]
+        } else {
+            host = t[...]
+            portText = nil
+        }
+        let port: Int
+        if let portText {
+            guard let p = Int(portText) else {
+                issue(path, portText.isEmpty ? "\"\(text)\": expected host:port" : "\"\(text)\": port is not a number")
+                return nil
+            }
+            guard (1...65535).contains(p) else { issue(path, "\"\(text)\": port must be between 1 and 65535"); return nil }
+            port = p
+        } else if let defaultPort {
+            port = defaultPort
+        } else {
+            issue(path, "\"\(text)\": expected host:port")
+            return nil
+        }
+        if host.isEmpty && !allowEmptyHost { issue(path, "\"\(text)\": expected host:port"); return nil }
+        return (String(host), port)
+    }
+
+    static func wildcard(_ host: String) -> Bool {
+        ["", "*", "0.0.0.0", "::", "[::]"].contains(host)
+    }
+
+    static func urlHost(_ host: String) -> String { host.contains(":") ? "[\(host)]" : host }
+
+    // MARK: - The whole configuration
+
+    mutating func read(_ root: [String: JSONValue]) -> Config? {
+        unknownKeys(root, known: ["scope", "namespace", "name", "log", "restapi", "etcd3", "etcd", "local",
+                                  "bootstrap", "postgresql", "tags"], prefix: "")
+
+        let scope = required(root["scope"], "scope")
+        let name = required(root["name"], "name")
+        let namespace = string(root["namespace"], "namespace")
+        let log = readLog(root["log"])
+        let restapi = readRestAPI(root["restapi"])
+        let dcs = readDCS(root)
+        let bootstrap = readBootstrap(root["bootstrap"])
+        let postgresql = readPostgres(root["postgresql"])
+        var tags: [String: JSONValue] = [:]
+        if let t = map(root["tags"], "tags") { tags = t }
+
+        guard issues.isEmpty, let scope, let name, let dcs, let postgresql else { return nil }
+        var config = Config(scope: scope, name: name, dcs: dcs, postgresql: postgresql)
+        if let namespace, !namespace.isEmpty { config.namespace = namespace }
+        config.log = log
+        config.restapi = restapi
+        config.bootstrap = bootstrap
+        config.tags = tags
+        config.unimplementedKeys = unimplemented.sorted()
+        return config
+    }
+
+    mutating func readLog(_ value: JSONValue?) -> LogSettings {
+        var log = LogSettings()
+        guard let m = map(value, "log") else { return log }
+        unknownKeys(m, known: ["level", "type"], prefix: "log")
+        if let level = string(m["level"], "log.level") {
+            switch level.uppercased() {
+            case "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL": log.level = level.uppercased()
+            case "WARN": log.level = "WARNING"
+            case "FATAL": log.level = "CRITICAL"
+            default: issue("log.level", "\"\(level)\": expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+            }
+        }
+        if let type = string(m["type"], "log.type") {
+            if type == "plain" || type == "json" { log.type = type }
+            else { issue("log.type", "\"\(type)\": expected plain or json") }
+        }
+        return log
+    }
+
+    mutating func readRestAPI(_ value: JSONValue?) -> RestAPISettings {
+        var api = RestAPISettings()
+        let m = map(value, "restapi") ?? [:]
+        unknownKeys(m, known: ["listen", "connect_address", "authentication", "certfile", "keyfile"], prefix: "restapi")
+        var listenHost: String?
+        if let listen = required(m["listen"], "restapi.listen"),
+           let hp = hostPort(listen, "restapi.listen", allowEmptyHost: true) {
+            api.listen = listen
+            listenHost = hp.host
+        }
+        if let connect = string(m["connect_address"], "restapi.connect_address"), !connect.isEmpty {
+            if hostPort(connect, "restapi.connect_address") != nil { api.connectAddress = connect }
+        } else if let listenHost {
+            // Patroni falls back to `listen`; an address that binds everywhere cannot be connected to.
+            if Self.wildcard(listenHost) {
+                issue("restapi.connect_address", "required when restapi.listen (\"\(api.listen)\") has no specific host")
+            } else {
+                api.connectAddress = api.listen
+            }
+        }
+        if let auth = map(m["authentication"], "restapi.authentication") {
+            unknownKeys(auth, known: ["username", "password"], prefix: "restapi.authentication")
+            api.username = string(auth["username"], "restapi.authentication.username")
+            api.password = string(auth["password"], "restapi.authentication.password")
+        }
+        api.certfile = string(m["certfile"], "restapi.certfile")
+        api.keyfile = string(m["keyfile"], "restapi.keyfile")
+        return api
+    }
+
+    // MARK: - DCS
+
+    mutating func readDCS(_ root: [String: JSONValue]) -> DCSSettings? {
+        if root["etcd"] != nil {
+            issue("etcd", "Stork speaks the etcd v3 API only; rename the section to etcd3")
+        }
+        let given = ["etcd3", "local"].filter { root[$0] != nil }
+        if given.count > 1 {
+            issue(given.joined(separator: ", "), "only one DCS may be configured; keep etcd3 or local, not both")
+            return nil
+        }
+        if given.isEmpty {
+            if root["etcd"] == nil { issue("etcd3", "required (or local for the embedded single-host store)") }
+            return nil
+        }
+        if given[0] == "local" {
+            guard let m = map(root["local"], "local") else {
+                if root["local"] == .null { issue("local.path", "required") }
+                return nil
+            }
+            unknownKeys(m, known: ["path"], prefix: "local")
+            guard let path = required(m["path"], "local.path") else { return nil }
+            return .local(path: path)
+        }
+        guard let m = map(root["etcd3"], "etcd3") else {
+            if root["etcd3"] == .null { issue("etcd3", "host, hosts or url required") }
+            return nil
+        }
+        return readEtcd3(m).map(DCSSettings.etcd3)
+    }
+
+    mutating func readEtcd3(_ m: [String: JSONValue]) -> Etcd3Settings? {
+        unknownKeys(m, known: ["host", "hosts", "port", "url", "protocol", "username", "password", "cacert", "cert", "key"],
+                    prefix: "etcd3")
+        let before = issues.count
+        var proto = "http"
+        if let p = string(m["protocol"], "etcd3.protocol") {
+            if p == "http" || p == "https" { proto = p } else { issue("etcd3.protocol", "\"\(p)\": expected http or https") }
+        }
+        let defaultPort = int(m["port"], "etcd3.port") ?? 2379
+        var endpoints: [String] = []
+        if let url = string(m["url"], "etcd3.url") {
+            if let u = URLComponents(string: url), let scheme = u.scheme?.lowercased(), scheme == "http" || scheme == "https",
+               let host = u.host, !host.isEmpty {
+                let port = u.port ?? 2379
+                let h = host.hasPrefix("[") ? host : Self.urlHost(host)
+                endpoints = ["\(scheme)://\(h):\(port)"]
+            } else {
+                issue("etcd3.url", "\"\(url)\": expected a URL like http://host:2379")
+            }
+        } else if let hostsValue = m["hosts"], hostsValue != .null {
+            var items: [String] = []
+            switch hostsValue {
+            case .string(let s): items = s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            case .array: items = stringList(hostsValue, "etcd3.hosts") ?? []
+            default: issue("etcd3.hosts", "expected a list of host:port or a comma-separated string")
+            }
+            for item in items where !item.isEmpty {
+                if let hp = hostPort(item, "etcd3.hosts", defaultPort: defaultPort) {
+                    endpoints.append("\(proto)://\(Self.urlHost(hp.host)):\(hp.port)")
+                }
+            }
+            if endpoints.isEmpty && issues.count == before { issue("etcd3.hosts", "expected at least one host:port") }
+        } else if let host = string(m["host"], "etcd3.host") {
+            if let hp = hostPort(host, "etcd3.host", defaultPort: defaultPort) {
+                endpoints = ["\(proto)://\(Self.urlHost(hp.host)):\(hp.port)"]
+            }
+        } else if issues.count == before {
+            issue("etcd3", "host, hosts or url required")
+        }
+        var etcd = Etcd3Settings(endpoints: endpoints)
+        etcd.username = string(m["username"], "etcd3.username")
+        etcd.password = string(m["password"], "etcd3.password")
+        etcd.cacert = string(m["cacert"], "etcd3.cacert")
+        etcd.cert = string(m["cert"], "etcd3.cert")
+        etcd.key = string(m["key"], "etcd3.key")
+        return issues.count == before ? etcd : nil
+    }
+
+    // MARK: - bootstrap
+
+    mutating func readBootstrap(_ value: JSONValue?) -> BootstrapSettings {
+        var b = BootstrapSettings()
+        guard let m = map(value, "bootstrap") else { return b }
+        if let dcs = map(m["dcs"], "bootstrap.dcs") { b.dcs = readBootstrapDCS(dcs) }
+        if let method = string(m["method"], "bootstrap.method"), !method.isEmpty { b.method = method }
+        if let initdb = m["initdb"], initdb != .null {
+            _ = UserOptions.process(initdb, refused: UserOptions.refusedInitdbOptions, path: "bootstrap.initdb", issues: &issues)
+            b.initdb = initdb
+        }
+        b.pgHBA = stringList(m["pg_hba"], "bootstrap.pg_hba")
+        if let users = map(m["users"], "bootstrap.users") {
+            for name in users.keys.sorted() {
+                let path = "bootstrap.users.\(name)"
+                guard let u = map(users[name], path) else { b.users[name] = BootstrapUser(password: nil, options: []); continue }
+                unknownKeys(u, known: ["password", "options"], prefix: path)
+                let password = string(u["password"], "\(path).password")
+                let options = stringList(u["options"], "\(path).options") ?? []
+                b.users[name] = BootstrapUser(password: password, options: options)
+            }
+        }
+        let postInit = string(m["post_init"], "bootstrap.post_init")
+        let postBootstrap = string(m["post_bootstrap"], "bootstrap.post_bootstrap")
+        b.postBootstrap = postBootstrap ?? postInit
+
+        var known: Set<String> = ["dcs", "method", "initdb", "pg_hba", "users", "post_init", "post_bootstrap"]
+        for (key, section) in m where !known.contains(key) {
+            if key == b.method {
+                if let s = map(section, "bootstrap.\(key)") { b.methodSections[key] = .object(s) }
+                known.insert(key)
+            } else if case .object(let s) = section, s["command"] != nil {
+                b.methodSections[key] = section
+                known.insert(key)
+            }
+        }
+        unknownKeys(m, known: known, prefix: "bootstrap")
+        if b.method != "initdb" && b.methodSections[b.method]?["command"] == nil {
+            warnings.append("bootstrap.method is \"\(b.method)\" but bootstrap.\(b.method).command is not set; initdb is used, as Patroni does")
+        }
+        return b
+    }
+
+    /// Checks the timing values and adjusts them as Patroni's `_validate_and_adjust_timeouts` does:
+    /// minimums loop_wait 1, retry_timeout 3, ttl 20; then `loop_wait + 2*retry_timeout <= ttl`,
+    /// lowering loop_wait first and retry_timeout only when loop_wait is already 1.
+    mutating func readBootstrapDCS(_ dcs: [String: JSONValue]) -> [String: JSONValue] {
+        var out = dcs
+        let ttlValue = int(dcs["ttl"], "bootstrap.dcs.ttl")
+        let loopValue = int(dcs["loop_wait"], "bootstrap.dcs.loop_wait")
+        let retryValue = int(dcs["retry_timeout"], "bootstrap.dcs.retry_timeout")
+        for key in ["maximum_lag_on_failover", "maximum_lag_on_syncnode", "primary_start_timeout",
+                    "primary_stop_timeout", "synchronous_node_count"] {
+            _ = int(dcs[key], "bootstrap.dcs.\(key)")
+        }
+        if let pg = map(dcs["postgresql"], "bootstrap.dcs.postgresql") {
+            _ = map(pg["parameters"], "bootstrap.dcs.postgresql.parameters")
+            _ = stringList(pg["pg_hba"], "bootstrap.dcs.postgresql.pg_hba")
+        }
+        // Only adjust when all three read as integers (or are absent).
+        let bad = (dcs["ttl"] != nil && ttlValue == nil) || (dcs["loop_wait"] != nil && loopValue == nil)
+            || (dcs["retry_timeout"] != nil && retryValue == nil)
+        if bad { return out }
+
+        func atLeast(_ key: String, _ value: Int, _ minimum: Int) -> Int {
+            if value < minimum {
+                warnings.append("bootstrap.dcs.\(key): \(value) is below the minimum \(minimum); using \(minimum)")
+                out[key] = .int(minimum)
+                return minimum
+            }
+            return value
+        }
+        let loopWait = atLeast("loop_wait", loopValue ?? 10, 1)
+        let retryTimeout = atLeast("retry_timeout", retryValue ?? 10, 3)
+        let ttl = atLeast("ttl", ttlValue ?? 30, 20)
+        if 1 + 2 * retryTimeout > ttl {
+            let newRetry = (ttl - 1) / 2
+            out["loop_wait"] = .int(1)
+            out["retry_timeout"] = .int(newRetry)
+            warnings.append("bootstrap.dcs: loop_wait + 2*retry_timeout must not exceed ttl (\(ttl)); "
+                + "loop_wait adjusted from \(loopWait) to 1 and retry_timeout from \(retryTimeout) to \(newRetry)")
+        } else if loopWait + 2 * retryTimeout > ttl {
+            let newLoop = ttl - 2 * retryTimeout
+            out["loop_wait"] = .int(newLoop)
+            warnings.append("bootstrap.dcs: loop_wait + 2*retry_timeout must not exceed ttl (\(ttl), retry_timeout \(retryTimeout)); "
+                + "loop_wait adjusted from \(loopWait) to \(newLoop)")
+        }
+        return out
+    }
+
+    // MARK: - postgresql
+
+    mutating func readPostgres(_ value: JSONValue?) -> PostgresSettings? {
+        let before = issues.count
+        let m = map(value, "postgresql") ?? [:]
+        if value != nil && value != .null && issues.count > before { return nil }
+
+        var listen = ""
+        var listenHosts: [String] = []
+        if let l = required(m["listen"], "postgresql.listen") {
+            if let colon = l.lastIndex(of: ":") {
+                let hosts = l[..<colon].split(separator: ",", omittingEmptySubsequences: false)
+                    .map { $0.trimmingCharacters(in: .whitespaces) }
+                let portText = l[l.index(after: colon)...]
+                if let p = Int(portText) {
+                    if !(1...65535).contains(p) { issue("postgresql.listen", "\"\(l)\": port must be between 1 and 65535") }
+                    else if hosts.count > 1 && hosts.contains(where: { $0.isEmpty || $0 == "*" }) {
+                        issue("postgresql.listen", "\"\(l)\": expected host[,host...]:port")
+                    } else {
+                        listen = l
+                        listenHosts = hosts
+                    }
+                } else {
+                    issue("postgresql.listen", portText.isEmpty ? "\"\(l)\": expected host[,host...]:port" : "\"\(l)\": port is not a number")
+                }
+            } else {
+                issue("postgresql.listen", "\"\(l)\": expected host[,host...]:port")
+            }
+        }
+        var connect = ""
+        if let c = string(m["connect_address"], "postgresql.connect_address"), !c.isEmpty {
+            if hostPort(c, "postgresql.connect_address") != nil { connect = c }
+        } else if !listen.isEmpty {
+            if listenHosts.count == 1 && !Self.wildcard(listenHosts[0]) {
+                connect = listen
+            } else {
+                issue("postgresql.connect_address", "required when postgresql.listen (\"\(listen)\") has no single specific host")
+            }
+        }
+        let dataDir = required(m["data_dir"], "postgresql.data_dir")
+        let binDir = string(m["bin_dir"], "postgresql.bin_dir") ?? ""
+        var pgpass = string(m["pgpass"], "postgresql.pgpass") ?? ""
+        if pgpass.isEmpty {
+            // Patroni: os.path.join(os.path.expanduser('~'), 'pgpass')
+            let home = environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()
+            pgpass = (home as NSString).appendingPathComponent("pgpass")
+        } else if !pgpass.hasPrefix("/") {
+            pgpass = (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(pgpass)
+        }
+
+        let auth = map(m["authentication"], "postgresql.authentication") ?? [:]
+        unknownKeys(auth, known: ["superuser", "replication", "rewind"], prefix: "postgresql.authentication")
+        let superuser = readUser(auth["superuser"], "postgresql.authentication.superuser", required: true)
+        let replication = readUser(auth["replication"], "postgresql.authentication.replication", required: true)
+        let rewind = readUser(auth["rewind"], "postgresql.authentication.rewind", required: false)
+
+        let parameters = map(m["parameters"], "postgresql.parameters") ?? [:]
+        let pgHBA = stringList(m["pg_hba"], "postgresql.pg_hba")
+        var methods: [String] = []
+        switch m["create_replica_methods"] {
+        case nil, .null?: break
+        case .string(let s)?:
+            methods = s.split(whereSeparator: { $0 == "," || $0 == " " }).map(String.init)
+        case let v?:
+            methods = stringList(v, "postgresql.create_replica_methods") ?? []
+        }
+        var basebackup: JSONValue?
+        if let bb = m["basebackup"], bb != .null {
+            _ = UserOptions.process(bb, refused: UserOptions.refusedBasebackupOptions, path: "postgresql.basebackup", issues: &issues)
+            basebackup = bb
+        }
+        let timeout = int(m["pg_ctl_timeout"], "postgresql.pg_ctl_timeout")
+        if let timeout, timeout < 0 { issue("postgresql.pg_ctl_timeout", "\(timeout): must not be negative") }
+
+        var known: Set<String> = ["listen", "connect_address", "data_dir", "bin_dir", "pgpass", "authentication",
+                                  "parameters", "pg_hba", "create_replica_methods", "basebackup", "pg_ctl_timeout"]
+        var sections: [String: JSONValue] = [:]
+        for (key, section) in m where !known.contains(key) {
+            if methods.contains(key) {
+                if let s = map(section, "postgresql.\(key)") { sections[key] = .object(s) }
+                known.insert(key)
+            } else if case .object(let s) = section, s["command"] != nil {
+                sections[key] = section
+                known.insert(key)
+            }
+        }
+        unknownKeys(m, known: known, prefix: "postgresql")
+
+        guard issues.count == before, let dataDir, let superuser, let replication else { return nil }
+        var pg = PostgresSettings(listen: listen, connectAddress: connect, dataDir: dataDir, pgpass: pgpass,
+                                  superuser: superuser, replication: replication)
+        pg.binDir = binDir
+        pg.rewind = rewind
+        pg.parameters = parameters
+        pg.pgHBA = pgHBA
+        pg.createReplicaMethods = methods
+        pg.basebackup = basebackup
+        pg.methodSections = sections
+        if let timeout { pg.pgCtlTimeout = timeout }
+        return pg
+    }
+
+    mutating func readUser(_ value: JSONValue?, _ path: String, required isRequired: Bool) -> PostgresUser? {
+        guard let m = map(value, path) else {
+            if isRequired && (value == nil || value == .null) { issue("\(path).username", "required") }
+            return nil
+        }
+        unknownKeys(m, known: Set(ConfigLoader.authenticationKeys), prefix: path)
+        guard let username = required(m["username"], "\(path).username") else { return nil }
+        var user = PostgresUser(username: username, password: string(m["password"], "\(path).password"))
+        for key in ConfigLoader.authenticationKeys where key != "username" && key != "password" {
+            if let v = string(m[key], "\(path).\(key)") { user.sslOptions[key] = v }
+        }
+        return user
+    }
+}

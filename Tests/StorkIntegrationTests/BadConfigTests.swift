@@ -1,0 +1,100 @@
+import Foundation
+import Testing
+import StorkTestSupport
+
+private let valid = """
+    scope: batman
+    name: pg0
+    restapi:
+      listen: 127.0.0.1:8008
+      connect_address: 127.0.0.1:8008
+    etcd3:
+      hosts: 127.0.0.1:2379
+    postgresql:
+      listen: 127.0.0.1:5432
+      connect_address: 127.0.0.1:5432
+      data_dir: /tmp/stork-never-created
+      authentication:
+        superuser:
+          username: postgres
+          password: topsecret-su
+        replication:
+          username: replicator
+          password: topsecret-repl
+
+    """
+
+struct BadConfig: CustomTestStringConvertible, Sendable {
+    var label: String
+    var yaml: String
+    /// Lines `stork check` and `stork agent` must print, each one whole line of stderr.
+    var expected: [String]
+    var testDescription: String { label }
+}
+
+private let badConfigs: [BadConfig] = [
+    .init(label: "no data_dir", yaml: valid.replacingOccurrences(of: "  data_dir: /tmp/stork-never-created\n", with: ""),
+          expected: ["postgresql.data_dir: required"]),
+    .init(label: "etcd port not a number", yaml: valid.replacingOccurrences(of: "127.0.0.1:2379", with: "x:y"),
+          expected: ["etcd3.hosts: \"x:y\": port is not a number"]),
+    .init(label: "restapi.listen not host:port", yaml: valid.replacingOccurrences(of: "listen: 127.0.0.1:8008", with: "listen: abc"),
+          expected: ["restapi.listen: \"abc\": expected host:port"]),
+    .init(label: "no DCS", yaml: valid.replacingOccurrences(of: "etcd3:\n  hosts: 127.0.0.1:2379\n", with: ""),
+          expected: ["etcd3: required (or local for the embedded single-host store)"]),
+    .init(label: "etcd v2 section", yaml: valid.replacingOccurrences(of: "etcd3:", with: "etcd:"),
+          expected: ["etcd: Stork speaks the etcd v3 API only; rename the section to etcd3"]),
+    .init(label: "ttl not a number", yaml: valid + "bootstrap:\n  dcs:\n    ttl: abc\n",
+          expected: ["bootstrap.dcs.ttl: \"abc\": expected an integer"]),
+    .init(label: "refused initdb option", yaml: valid + "bootstrap:\n  initdb:\n  - pgdata: /elsewhere\n",
+          expected: ["bootstrap.initdb: option \"pgdata\" is set by Stork and cannot be given"]),
+    .init(label: "two problems at once", yaml: valid.replacingOccurrences(of: "scope: batman\nname: pg0\n", with: ""),
+          expected: ["scope: required", "name: required"]),
+    .init(label: "YAML syntax error", yaml: "scope: batman\nname: [pg0\nrestapi: {\n",
+          expected: ["YAML syntax error"]),
+]
+
+@Suite("Bad configurations: one line per problem, exit status 2, nothing started")
+struct BadConfigTests {
+    @Test(arguments: badConfigs)
+    func checkRefuses(_ c: BadConfig) throws {
+        let dir = TestSupport.makeTempDir("stork-badcfg")
+        defer { TestSupport.removeTree(dir) }
+        let path = dir + "/bad.yml"
+        FileManager.default.createFile(atPath: path, contents: Data(c.yaml.utf8))
+        for command in ["check", "agent"] {
+            let r = try runStork([command, path])
+            #expect(r.status == 2, "stork \(command) exit status\n\(r.err)")
+            let lines = r.err.split(separator: "\n").map(String.init)
+            for want in c.expected {
+                #expect(lines.contains { $0 == want || (want == "YAML syntax error" && $0.hasPrefix(path + ":") && $0.contains(want)) },
+                        "stork \(command): missing line \(want)\n\(r.err)")
+            }
+            #expect(!r.err.contains("topsecret"), "no password in error output")
+            #expect(!FileManager.default.fileExists(atPath: "/tmp/stork-never-created"), "nothing started")
+        }
+    }
+
+    @Test func yamlErrorHasLineAndColumn() throws {
+        let dir = TestSupport.makeTempDir("stork-badcfg")
+        defer { TestSupport.removeTree(dir) }
+        let path = dir + "/bad.yml"
+        FileManager.default.createFile(atPath: path, contents: Data("scope: x\n  name: [\n".utf8))
+        let r = try runStork(["check", path])
+        #expect(r.status == 2)
+        #expect(r.err.hasPrefix("\(path):2:7: YAML syntax error: "), "\(r.err)")
+    }
+
+    @Test func checkMasksPasswords() throws {
+        let dir = TestSupport.makeTempDir("stork-badcfg")
+        defer { TestSupport.removeTree(dir) }
+        let path = dir + "/good.yml"
+        FileManager.default.createFile(atPath: path, contents: Data(valid.utf8))
+        let r = try runStork(["check", path])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(r.out.contains("data_dir: /tmp/stork-never-created"))
+        #expect(r.out.contains("******") && !r.out.contains("topsecret"))
+        // PATRONI_* variables win over the file.
+        let env = try runStork(["check", path], env: ["PATRONI_POSTGRESQL_DATA_DIR": "/srv/pg", "PATRONI_NAME": "pg9"])
+        #expect(env.out.contains("data_dir: /srv/pg") && env.out.contains("name: pg9"), "\(env.out)")
+    }
+}
