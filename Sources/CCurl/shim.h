@@ -9,3 +9,6 @@ static inline CURLcode stork_curl_setopt_write_function(CURL *h, size_t (*f)(cha
     return curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, f);
 }
 static inline CURLcode stork_curl_getinfo_long(CURL *h, CURLINFO i, long *v) { return curl_easy_getinfo(h, i, v); }
+
+// Macros Swift cannot import (they refer to other macros): copies as constants.
+static const long stork_curl_global_default = CURL_GLOBAL_DEFAULT;

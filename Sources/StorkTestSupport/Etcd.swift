@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking  // String(contentsOf: http URL) needs it on Linux
+#endif
 #if canImport(Glibc)
 import Glibc
 #endif

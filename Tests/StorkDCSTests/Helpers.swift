@@ -1,4 +1,8 @@
 import Foundation
+#if canImport(FoundationNetworking)
+// EtcdServer.waitReady reads /health with String(contentsOf:), which needs FoundationNetworking linked.
+import FoundationNetworking
+#endif
 import Logging
 import StorkConfig
 import StorkDCS
@@ -87,7 +91,7 @@ func etcdctlLeaseGrantedTTL(_ endpoint: String, lease: Int64) async throws -> In
     let (_, out) = try await runTool(etcdctl, ["--endpoints=\(endpoint)", "lease", "timetolive", String(lease, radix: 16), "-w", "json"],
                                      environment: ["ETCDCTL_API": "3"])
     guard let json = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any],
-          let granted = (json["grantedTTL"] as? NSNumber)?.intValue else {
+          let granted = (json["granted-ttl"] as? NSNumber)?.intValue else {
         throw EtcdTestError("etcdctl lease timetolive failed: \(out)")
     }
     return granted

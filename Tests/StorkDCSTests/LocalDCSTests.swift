@@ -154,12 +154,12 @@ struct LocalDCSTests {
     func errors() async throws {
         let dir = TestSupport.makeTempDir("localdcs")
         defer { TestSupport.removeTree(dir) }
-        FileManager.default.createFile(atPath: dir + "/file", contents: Data("x".utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/file", contents: Data("x".utf8))
         let bad = LocalDCS(path: dir + "/file", keyPrefix: "/service/x/", memberName: "a", logger: testLogger)
         let e1 = await #expect(throws: DCSError.self) { try await bad.clusterView() }
         #expect(e1?.message.contains("is not a directory") == true)
 
-        FileManager.default.createFile(atPath: dir + "/store.json", contents: Data("{oops".utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/store.json", contents: Data("{oops".utf8))
         let corrupt = LocalDCS(path: dir, keyPrefix: "/service/x/", memberName: "a", logger: testLogger)
         let e2 = await #expect(throws: DCSError.self) { try await corrupt.createInitialize("") }
         #expect(e2?.message.contains("is not a Stork store") == true)
