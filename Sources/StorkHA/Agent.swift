@@ -63,7 +63,9 @@ public actor Agent {
             }
             await sleepUntilNextCycle()
         }
-        await shutdown()
+        // The loop's task is cancelled now; stopping PostgreSQL must not be (the process
+        // runner would tear pg_ctl down at once), so it runs in a task of its own.
+        await Task { await self.shutdown() }.value
     }
 
     private func sleepUntilNextCycle() async {

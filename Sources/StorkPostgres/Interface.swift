@@ -87,6 +87,15 @@ public struct ServerState: Sendable, Equatable {
 
 public struct PostgresError: Error, CustomStringConvertible, Sendable {
     public var message: String
+    /// The server's SQLSTATE (`PQresultErrorField(PG_DIAG_SQLSTATE)`) for a failed statement.
+    public var sqlState: String? = nil
+    /// The server's DETAIL and HINT for a failed statement.
+    public var detail: String? = nil
+    public var hint: String? = nil
+    /// For a failed external command (initdb, pg_basebackup, post_bootstrap, ...): its exit
+    /// status (128 + signal when signalled) and the tail of its output.
+    public var exitStatus: Int32? = nil
+    public var outputTail: String? = nil
     public init(_ message: String) { self.message = message }
     public var description: String { message }
 }

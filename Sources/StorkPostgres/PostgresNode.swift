@@ -1,6 +1,10 @@
 import Foundation
 import Logging
 import StorkConfig
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What is at `postgresql.data_dir`.
 public enum DataDirectoryState: Sendable, Equatable {
@@ -36,64 +40,271 @@ public final class PostgresNode: Sendable {
         self.logger = logger
     }
 
+    /// Replication credentials for upstreams this node reads from (basebackup,
+    /// `primary_conninfo`); every pgpass write keeps them beside the local superuser's.
+    let upstreamPgpass = Mutex<[PgpassEntry]>([])
+
     /// Full path of a PostgreSQL program (`initdb`, `pg_ctl`, ...): `bin_dir`, else
     /// `pg_config --bindir`, else the name itself (PATH).
-    public func binary(_ name: String) -> String { fatalError("not implemented") }
+    public func binary(_ name: String) -> String {
+        if !settings.binDir.isEmpty { return (settings.binDir as NSString).appendingPathComponent(name) }
+        if let dir = PostgresNode.pgConfigBindir { return (dir as NSString).appendingPathComponent(name) }
+        return name
+    }
 
-    public func dataDirectoryState() -> DataDirectoryState { fatalError("not implemented") }
+    /// `pg_config --bindir`, asked once per process.
+    static let pgConfigBindir: String? = ProcessRunner.captureSynchronously("pg_config", ["--bindir"])
+
+    public func dataDirectoryState() -> DataDirectoryState {
+        let fm = FileManager.default
+        var isDirectory: ObjCBool = false
+        guard fm.fileExists(atPath: settings.dataDir, isDirectory: &isDirectory) else { return .empty }
+        guard isDirectory.boolValue else { return .unusable("\(settings.dataDir) is not a directory") }
+        guard let entries = try? fm.contentsOfDirectory(atPath: settings.dataDir) else {
+            return .unusable("cannot list \(settings.dataDir)")
+        }
+        // Like Patroni: hidden files and lost+found (a mount point) do not make it a data directory.
+        if entries.allSatisfy({ $0.hasPrefix(".") || $0 == "lost+found" }) { return .empty }
+        let missing = ["PG_VERSION", "global/pg_control"].filter { !fm.fileExists(atPath: settings.dataDir + "/" + $0) }
+        if missing.isEmpty { return .initialized }
+        return .unusable("\(settings.dataDir) is not empty but has no \(missing.joined(separator: " and "))")
+    }
 
     /// Runs `pg_controldata` on the data directory.
-    public func controlData() async throws -> ControlData { throw PostgresError("not implemented") }
+    public func controlData() async throws -> ControlData {
+        var command = Command(binary("pg_controldata"), [settings.dataDir])
+        command.environment = ["LANG": "C", "LC_ALL": "C"]
+        command.timeout = 30
+        let result = try await run(command)
+        guard result.succeeded else { throw PostgresNode.failure("pg_controldata", result) }
+        return try PostgresNode.parseControlData(result.output)
+    }
 
     /// `initdb` with `bootstrap.initdb` options (both Patroni forms; `pgdata`, `nosync`,
     /// `pwfile`, `sync-only`, `version` refused), `--username` = the superuser, and its
     /// password through a temporary 0600 file removed afterwards.
-    public func initdb(options: JSONValue?) async throws { throw PostgresError("not implemented") }
+    public func initdb(options: JSONValue?) async throws {
+        let userArguments: [String]
+        do { userArguments = try UserOptions.initdbArguments(options) } catch {
+            throw PostgresError("bootstrap.initdb: \(error)")
+        }
+        try ensureDataDirectory()
+        var arguments = ["-D", settings.dataDir] + userArguments + ["--username=\(settings.superuser.username)"]
+        var passwordFile: String?
+        defer { if let passwordFile { unlink(passwordFile) } }
+        if let password = settings.superuser.password {
+            passwordFile = try writeTemporaryFile(prefix: "stork-pwfile", contents: password + "\n")
+            arguments.append("--pwfile=\(passwordFile!)")
+        }
+        logger.debug("running initdb", metadata: ["stork.data_dir": "\(settings.dataDir)"])
+        let result = try await run(Command(binary("initdb"), arguments))
+        guard result.succeeded else { throw PostgresNode.failure("initdb", result) }
+    }
 
     /// `pg_basebackup -D data_dir -X stream -c fast` from `conninfo` (no password in it: the
     /// replication password goes through the pgpass file), with `postgresql.basebackup`
     /// options in both forms (Patroni's refused options refused).
-    public func basebackup(from conninfo: String, options: JSONValue?) async throws { throw PostgresError("not implemented") }
+    public func basebackup(from conninfo: String, options: JSONValue?) async throws {
+        let userArguments: [String]
+        do { userArguments = try UserOptions.basebackupArguments(options) } catch {
+            throw PostgresError("postgresql.basebackup: \(error)")
+        }
+        rememberUpstream(conninfo: conninfo)
+        try writePgpass(entries: pgpassEntries())
+        try ensureDataDirectory()
+        var command = Command(binary("pg_basebackup"), [
+            "--pgdata=\(settings.dataDir)", "-X", "stream", "--checkpoint=fast", "--dbname=\(conninfo)",
+        ] + userArguments)
+        command.environment = ["PGPASSFILE": settings.pgpass]
+        logger.debug("running pg_basebackup", metadata: ["stork.data_dir": "\(settings.dataDir)"])
+        let result = try await run(command)
+        guard result.succeeded else { throw PostgresNode.failure("pg_basebackup", result) }
+    }
 
     /// Writes the managed configuration: `postgresql.conf` (the original kept once as
     /// `postgresql.base.conf` and included), `pg_hba.conf` from `hba`, and for a replica
     /// `standby.signal` and `primary_conninfo`; for a primary removes `standby.signal`.
     public func writeConfiguration(parameters: [String: JSONValue], hba: [String], role: ServerRole) throws {
-        throw PostgresError("not implemented")
+        let fm = FileManager.default
+        let conf = settings.dataDir + "/postgresql.conf"
+        let base = settings.dataDir + "/postgresql.base.conf"
+        if !fm.fileExists(atPath: base) {
+            if fm.fileExists(atPath: conf) {
+                guard rename(conf, base) == 0 else { throw PostgresError("cannot rename \(conf) to \(base): \(String(cString: strerror(errno)))") }
+                chmod(base, 0o600)
+                if let user = runAs { chown(base, user.uid, user.gid) }
+            } else {
+                try writeOwnedFile(base, contents: "")
+            }
+        }
+        var conninfo: String?
+        if case .replica(let upstream) = role, let upstream {
+            conninfo = upstream + " passfile=" + ConnInfo.quote(settings.pgpass)
+            rememberUpstream(conninfo: upstream)
+            try writePgpass(entries: pgpassEntries())
+        }
+        try writeOwnedFile(conf, contents: PostgresNode.renderPostgresqlConf(
+            parameters: parameters, listen: settings.listen, primaryConninfo: conninfo))
+        if !hba.isEmpty {
+            let path = parameters["hba_file"]?.scalarText ?? settings.dataDir + "/pg_hba.conf"
+            try writeOwnedFile(path, contents: PostgresNode.managedHeader + "\n" + hba.map { $0 + "\n" }.joined())
+        }
+        switch role {
+        case .replica:
+            try writeOwnedFile(settings.dataDir + "/standby.signal", contents: "")
+        case .primary:
+            for name in ["standby.signal", "recovery.signal"] {
+                let path = settings.dataDir + "/" + name
+                if unlink(path) != 0 && errno != ENOENT {
+                    throw PostgresError("cannot remove \(path): \(String(cString: strerror(errno)))")
+                }
+            }
+        }
     }
 
     /// `pg_ctl start -w -t timeout -l <log>`; throws when the server does not start.
-    public func start(timeout: Int) async throws { throw PostgresError("not implemented") }
+    public func start(timeout: Int) async throws {
+        let log = serverLogPath
+        logger.info("starting PostgreSQL", metadata: ["stork.data_dir": "\(settings.dataDir)", "stork.log": "\(log)"])
+        var command = Command(binary("pg_ctl"), ["start", "-D", settings.dataDir, "-w", "-t", String(timeout), "-l", log])
+        command.timeout = Double(timeout) + 30
+        let result = try await run(command)
+        guard result.succeeded else {
+            var error = PostgresNode.failure("pg_ctl start", result)
+            let tail = PostgresNode.tail(ofFile: log, lines: 30)
+            if !tail.isEmpty { error.message += "\nserver log \(log):\n" + tail }
+            throw error
+        }
+    }
 
     /// `pg_ctl stop -m mode -w -t timeout`; `fast` by default, escalating to `immediate` on timeout.
-    public func stop(mode: String = "fast", timeout: Int) async throws { throw PostgresError("not implemented") }
+    public func stop(mode: String = "fast", timeout: Int) async throws {
+        guard isRunning() else { return }
+        var command = Command(binary("pg_ctl"), ["stop", "-D", settings.dataDir, "-m", mode, "-w", "-t", String(timeout)])
+        command.timeout = Double(timeout) + 30
+        var result = try await run(command)
+        if result.succeeded || !isRunning() { return }
+        if mode != "immediate" {
+            logger.warning("PostgreSQL did not stop in time; stopping it in immediate mode", metadata: ["stork.data_dir": "\(settings.dataDir)"])
+            command.arguments = ["stop", "-D", settings.dataDir, "-m", "immediate", "-w", "-t", String(timeout)]
+            result = try await run(command)
+            if result.succeeded || !isRunning() { return }
+        }
+        throw PostgresNode.failure("pg_ctl stop", result)
+    }
 
     /// `postmaster.pid` names a live postmaster.
-    public func isRunning() -> Bool { fatalError("not implemented") }
+    public func isRunning() -> Bool {
+        guard let text = try? String(contentsOfFile: settings.dataDir + "/postmaster.pid", encoding: .utf8),
+              let first = text.split(separator: "\n", maxSplits: 1).first,
+              let pid = Int32(first.trimmingCharacters(in: .whitespaces)), pid > 0 else { return false }
+        return kill(pid, 0) == 0 || errno == EPERM
+    }
 
     /// Connects over the local socket or `listen` address as the superuser and reads
     /// recovery state, WAL positions, timeline, version and receiver status.
-    public func serverState() async throws -> ServerState { throw PostgresError("not implemented") }
+    public func serverState() async throws -> ServerState {
+        let connection = try await localConnection()
+        defer { Task { await connection.close() } }
+        let rows = try await connection.query("""
+            SELECT pg_catalog.pg_is_in_recovery(),
+                   pg_catalog.current_setting('server_version_num'),
+                   CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL ELSE pg_catalog.pg_current_wal_lsn()::text END,
+                   pg_catalog.pg_last_wal_receive_lsn()::text,
+                   pg_catalog.pg_last_wal_replay_lsn()::text,
+                   (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint())::text,
+                   (SELECT received_tli FROM pg_catalog.pg_stat_wal_receiver)::text,
+                   (SELECT status FROM pg_catalog.pg_stat_wal_receiver)
+            """)
+        guard let row = rows.first, row.count == 8 else { throw PostgresError("server state query returned no row") }
+        let inRecovery = row[0] == "t"
+        let receive = row[3].flatMap(LSN.parse)
+        let replay = row[4].flatMap(LSN.parse)
+        let checkpointTimeline = row[5].flatMap { Int($0) } ?? 0
+        let position = inRecovery ? max(receive ?? 0, replay ?? 0) : (row[2].flatMap(LSN.parse) ?? 0)
+        let timeline = inRecovery ? (row[6].flatMap { Int($0) } ?? checkpointTimeline) : checkpointTimeline
+        return ServerState(inRecovery: inRecovery, walPosition: position, replayLSN: replay, receiveLSN: receive,
+                           timeline: timeline, serverVersion: row[1].flatMap { Int($0) } ?? 0,
+                           streaming: row[7] == "streaming")
+    }
 
     /// Creates or updates the replication role and `bootstrap.users`, and sets the
     /// superuser's password, on a freshly bootstrapped primary.
-    public func createRoles(users: [String: BootstrapUser]) async throws { throw PostgresError("not implemented") }
+    public func createRoles(users: [String: BootstrapUser]) async throws {
+        let connection = try await localConnection()
+        defer { Task { await connection.close() } }
+        // Keep passwords out of the server log, as Patroni does.
+        for statement in ["SET log_statement TO none", "SET log_min_duration_statement TO -1",
+                          "SET log_min_error_statement TO panic", "SET synchronous_commit TO local"] {
+            try await connection.query(statement)
+        }
+        if let password = settings.superuser.password {
+            try await createOrUpdateRole(connection, name: settings.superuser.username, password: password, options: ["SUPERUSER"])
+        }
+        try await createOrUpdateRole(connection, name: settings.replication.username,
+                                     password: settings.replication.password, options: ["REPLICATION"])
+        for name in users.keys.sorted() {
+            let user = users[name]!
+            try await createOrUpdateRole(connection, name: name, password: user.password, options: user.options)
+        }
+    }
 
     /// Runs `post_bootstrap` with the new primary's connection string as its one argument,
     /// a pgpass file in `PGPASSFILE`; throws with its exit status and output tail on failure.
-    public func runPostBootstrap(_ command: String) async throws { throw PostgresError("not implemented") }
+    public func runPostBootstrap(_ command: String) async throws {
+        guard let words = UserOptions.shellWords(command), let executable = words.first else {
+            throw PostgresError("post_bootstrap: cannot split the command: \(command)")
+        }
+        try writePgpass(entries: pgpassEntries())
+        var cmd = Command(executable, Array(words.dropFirst()) + [localConninfo(passfile: false)])
+        cmd.environment = ["PGPASSFILE": settings.pgpass, "PGOPTIONS": "-c synchronous_commit=local -c statement_timeout=0"]
+        let result = try await run(cmd)
+        guard result.succeeded else { throw PostgresNode.failure("post_bootstrap \(executable)", result) }
+    }
 
     /// Removes everything inside the data directory (keeping the directory itself).
     /// Only for the agent's own failed work.
-    public func wipeDataDirectory() throws { throw PostgresError("not implemented") }
+    ///
+    /// Symbolic links inside (a `pg_wal` moved elsewhere, tablespaces) are removed as links;
+    /// what they point to is left alone.
+    public func wipeDataDirectory() throws {
+        let fm = FileManager.default
+        let dir = settings.dataDir
+        logger.debug("wiping data directory", metadata: ["stork.data_dir": "\(dir)"])
+        let entries: [String]
+        do { entries = try fm.contentsOfDirectory(atPath: dir) } catch {
+            if !fm.fileExists(atPath: dir) { return }
+            throw PostgresError("cannot list \(dir): \(error.localizedDescription)")
+        }
+        for entry in entries {
+            do { try fm.removeItem(atPath: dir + "/" + entry) } catch {
+                throw PostgresError("cannot remove \(dir)/\(entry): \(error.localizedDescription)")
+            }
+        }
+        chmod(dir, 0o700)
+    }
 
     /// Runs `SELECT pg_promote()` / `pg_ctl promote`.
-    public func promote() async throws { throw PostgresError("not implemented") }
+    public func promote() async throws {
+        var command = Command(binary("pg_ctl"), ["promote", "-D", settings.dataDir, "-w", "-t", String(settings.pgCtlTimeout)])
+        command.timeout = Double(settings.pgCtlTimeout) + 30
+        let result = try await run(command)
+        guard result.succeeded else { throw PostgresNode.failure("pg_ctl promote", result) }
+    }
 
     /// `postgres://host:port/postgres` for the member key's `conn_url`.
-    public var connURL: String { fatalError("not implemented") }
+    public var connURL: String { "postgres://\(settings.connectAddress)/postgres" }
 
     /// The conninfo (no password) to reach a member from its `conn_url` as the replication user,
     /// with `application_name` = this member's name. Used for `primary_conninfo` and basebackup.
-    public func replicationConninfo(toConnURL url: String) -> String { fatalError("not implemented") }
+    public func replicationConninfo(toConnURL url: String) -> String {
+        let (host, port) = PostgresNode.hostAndPort(fromConnURL: url)
+        var pairs: [(String, String)] = [("host", host), ("port", port),
+                                         ("user", settings.replication.username), ("dbname", "postgres"),
+                                         ("application_name", memberName)]
+        for key in settings.replication.sslOptions.keys.sorted() {
+            pairs.append((key, settings.replication.sslOptions[key]!))
+        }
+        return ConnInfo.format(pairs)
+    }
 }

@@ -60,7 +60,7 @@ final class TestMember: @unchecked Sendable {
         let bootstrapSection = bootstrap ? """
             bootstrap:
               dcs:
-                ttl: 10
+                ttl: 20
                 loop_wait: 1
                 retry_timeout: 4
               initdb:
@@ -102,7 +102,7 @@ final class TestMember: @unchecked Sendable {
 
     /// Starts `stork agent` as the postgres OS user, its output in agent.log.
     func start() throws {
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
         let p = Process()
         if let user = TestSupport.postgresUser {
             p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
@@ -247,7 +247,12 @@ final class TestCluster: @unchecked Sendable {
             guard ps.count == 1, let primary = ps.first else { return false }
             let expected = Set(members.filter { $0 !== primary && $0.isAgentRunning }.map(\.name))
             let rows = primary.sql("SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'") ?? ""
-            return Set(rows.split(separator: "\n").map(String.init)) == expected
+            guard Set(rows.split(separator: "\n").map(String.init)) == expected else { return false }
+            // pg_basebackup's own WAL stream shows in pg_stat_replication too: ask each replica.
+            for m in members where m !== primary && m.isAgentRunning {
+                guard m.sql("SELECT status FROM pg_stat_wal_receiver") == "streaming", await m.api("/replica").0 == 200 else { return false }
+            }
+            return true
         }
     }
 

@@ -1,0 +1,91 @@
+import Foundation
+import StorkConfig
+
+/// PostgreSQL log sequence numbers: `16/B374D848` ↔ an integer.
+public enum LSN {
+    /// `"16/B374D848"` → `0x16_B374D848`; nil for anything else.
+    public static func parse(_ text: String) -> Int? {
+        let parts = text.trimmingCharacters(in: .whitespaces).split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, (1...8).contains(parts[0].count), (1...8).contains(parts[1].count),
+              let high = UInt64(parts[0], radix: 16), let low = UInt64(parts[1], radix: 16) else { return nil }
+        return Int(truncatingIfNeeded: high << 32 | low)
+    }
+
+    /// `0x16_B374D848` → `"16/B374D848"` (PostgreSQL's spelling: upper case, no padding).
+    public static func format(_ lsn: Int) -> String {
+        let value = UInt64(truncatingIfNeeded: lsn)
+        return String(value >> 32, radix: 16, uppercase: true) + "/" + String(value & 0xFFFF_FFFF, radix: 16, uppercase: true)
+    }
+}
+
+/// libpq connection strings (`key=value ...`).
+public enum ConnInfo {
+    /// A value as libpq wants it: bare when it is plain, otherwise in single quotes with
+    /// `\` and `'` escaped by a backslash.
+    public static func quote(_ value: String) -> String {
+        let plain = !value.isEmpty && value.allSatisfy { !$0.isWhitespace && $0 != "'" && $0 != "\\" && $0 != "=" }
+        if plain { return value }
+        return "'" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'"
+    }
+
+    /// `key=value` pairs in order, values quoted when needed.
+    public static func format(_ pairs: [(String, String)]) -> String {
+        pairs.map { "\($0.0)=\(quote($0.1))" }.joined(separator: " ")
+    }
+
+    /// Parses `key=value` text (quotes and backslashes as libpq reads them); nil when malformed.
+    public static func parse(_ text: String) -> [(key: String, value: String)]? {
+        var result: [(key: String, value: String)] = []
+        var chars = Array(text)[...]
+        func skipSpace() { while let c = chars.first, c.isWhitespace { chars.removeFirst() } }
+        while true {
+            skipSpace()
+            guard !chars.isEmpty else { break }
+            var key = ""
+            while let c = chars.first, c != "=", !c.isWhitespace { key.append(c); chars.removeFirst() }
+            skipSpace()
+            guard chars.popFirst() == "=", !key.isEmpty else { return nil }
+            skipSpace()
+            var value = ""
+            if chars.first == "'" {
+                chars.removeFirst()
+                var closed = false
+                while let c = chars.popFirst() {
+                    if c == "'" { closed = true; break }
+                    if c == "\\" { guard let n = chars.popFirst() else { return nil }; value.append(n) } else { value.append(c) }
+                }
+                if !closed { return nil }
+            } else {
+                while let c = chars.first, !c.isWhitespace {
+                    chars.removeFirst()
+                    if c == "\\" { guard let n = chars.popFirst() else { return nil }; value.append(n) } else { value.append(c) }
+                }
+            }
+            result.append((key, value))
+        }
+        return result
+    }
+}
+
+/// One line of a pgpass file (https://www.postgresql.org/docs/current/libpq-pgpass.html).
+public struct PgpassEntry: Sendable, Equatable {
+    public var host: String
+    public var port: String
+    public var database: String
+    public var user: String
+    public var password: String
+    public init(host: String, port: String, database: String = "*", user: String, password: String) {
+        self.host = host
+        self.port = port
+        self.database = database
+        self.user = user
+        self.password = password
+    }
+
+    /// `host:port:database:user:password` with `\` and `:` escaped.
+    public var line: String {
+        [host, port, database, user, password]
+            .map { $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: ":", with: "\\:") }
+            .joined(separator: ":")
+    }
+}
