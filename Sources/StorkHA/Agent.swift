@@ -213,6 +213,7 @@ public actor Agent {
         case .holdLeader:
             if await refreshLeaderKey() {
                 if let lsn = status.snapshot.server?.walPosition { try? await dcs.writeLeaderOptime(lsn) }
+                await manageReplicationSlots(view: view)
                 return "no action. I am (\(me)), the leader with the lock"
             }
             return "failed to update leader lock"
@@ -315,8 +316,40 @@ public actor Agent {
     }
 
     private func writeConfig(role: ServerRole) throws {
-        try node.writeConfiguration(parameters: effectiveParameters(config: config, dynamic: lastView.config),
-                                    hba: effectiveHBA(config: config), role: role)
+        var parameters = effectiveParameters(config: config, dynamic: lastView.config)
+        if case .replica(let upstream?) = role, !upstream.isEmpty, useSlots(config: config, dynamic: lastView.config) {
+            parameters["primary_slot_name"] = .string(slotName(forMember: config.name))
+        }
+        try node.writeConfiguration(parameters: parameters, hba: effectiveHBA(config: config), role: role)
+    }
+
+    /// Slot names of members this agent has seen; only these are ever dropped, never a slot
+    /// the user or another tool made (Patroni drops every slot it does not know).
+    private var memberSlots: Set<String> = []
+
+    /// On the leader: a physical slot for every other member (WAL reserved at once), and the
+    /// slots of members that left the cluster dropped once inactive.
+    func manageReplicationSlots(view: ClusterView) async {
+        guard useSlots(config: config, dynamic: view.config) else { return }
+        let wanted = Set(view.members.map(\.name).filter { $0 != config.name }.map(slotName(forMember:)))
+        memberSlots.formUnion(wanted)
+        do {
+            let connection = try await node.localConnection()
+            defer { Task { await connection.close() } }
+            let rows = try await connection.query("SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'")
+            let existing = Dictionary(rows.compactMap { r in r[0].map { ($0, r[1] == "t") } }, uniquingKeysWith: { a, _ in a })
+            for slot in wanted.subtracting(existing.keys).sorted() {
+                try await connection.query("SELECT pg_create_physical_replication_slot($1, true)", params: [slot])
+                logger.info("created physical replication slot \(slot)")
+            }
+            for (slot, active) in existing where !active && !wanted.contains(slot) && memberSlots.contains(slot) {
+                try await connection.query("SELECT pg_drop_replication_slot($1)", params: [slot])
+                memberSlots.remove(slot)
+                logger.info("dropped replication slot \(slot) of a member that left the cluster")
+            }
+        } catch {
+            logger.warning("could not manage replication slots: \(error)")
+        }
     }
 
     func startServer(role: ServerRole) async {
@@ -402,15 +435,23 @@ public actor Agent {
             logger.error("cannot clone from \(description): its member key has no conn_url")
             return
         }
-        let conninfo = node.replicationConninfo(toConnURL: url)
+        let conninfo = node.replicationConninfo(toConnURL: url, applicationName: .some(nil))
         do { try markIncomplete() } catch {
             logger.error("\(error)")
             return
         }
+        // Through a slot of its own (created by pg_basebackup when missing), so that the WAL
+        // between the end of the copy and the first streamed byte is kept by the primary.
+        let slot = useSlots(config: config, dynamic: lastView.config) ? slotName(forMember: config.name) : nil
         var lastError: (any Error)?
         for attempt in 1...2 {
             do {
-                try await node.basebackup(from: conninfo, options: config.postgresql.basebackup)
+                do {
+                    try await node.basebackup(from: conninfo, options: config.postgresql.basebackup, slot: slot, createSlot: true)
+                } catch where slot != nil && "\(error)".contains("already exists") {
+                    try? node.wipeDataDirectory()
+                    try await node.basebackup(from: conninfo, options: config.postgresql.basebackup, slot: slot)
+                }
                 lastError = nil
                 break
             } catch {

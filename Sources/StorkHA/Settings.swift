@@ -59,3 +59,18 @@ public struct Timing: Sendable, Equatable {
         retryTimeout = dynamic?["retry_timeout"]?.intValue ?? config.bootstrap.retryTimeout
     }
 }
+
+/// `postgresql.use_slots` of the cluster-wide configuration (Patroni's default: true): each
+/// replica streams through a physical slot named after it, which the primary keeps.
+public func useSlots(config: Config, dynamic: JSONValue?) -> Bool {
+    let clusterWide = dynamic ?? .object(config.bootstrap.dcs)
+    return clusterWide["postgresql"]?["use_slots"]?.isTruthy ?? true
+}
+
+/// Patroni's slot name for a member: lower case, anything but `[a-z0-9_]` becomes `_`, at most 63 bytes.
+public func slotName(forMember name: String) -> String {
+    let mapped = name.lowercased().unicodeScalars.map { c -> Character in
+        (c >= "a" && c <= "z") || (c >= "0" && c <= "9") || c == "_" ? Character(c) : "_"
+    }
+    return String(String(mapped).prefix(63))
+}

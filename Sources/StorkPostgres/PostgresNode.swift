@@ -104,10 +104,17 @@ public final class PostgresNode: Sendable {
     /// `pg_basebackup -D data_dir -X stream -c fast` from `conninfo` (no password in it: the
     /// replication password goes through the pgpass file), with `postgresql.basebackup`
     /// options in both forms (Patroni's refused options refused).
-    public func basebackup(from conninfo: String, options: JSONValue?) async throws {
-        let userArguments: [String]
+    ///
+    /// With `slot`, pg_basebackup streams WAL through that physical replication slot and, with
+    /// `createSlot`, creates it first: the slot stays after the backup, so the primary keeps the
+    /// WAL the new replica needs until it streams (unless the user's options name a slot).
+    public func basebackup(from conninfo: String, options: JSONValue?, slot: String? = nil, createSlot: Bool = false) async throws {
+        var userArguments: [String]
         do { userArguments = try UserOptions.basebackupArguments(options) } catch {
             throw PostgresError("postgresql.basebackup: \(error)")
+        }
+        if let slot, !userArguments.contains(where: { $0.hasPrefix("--slot") || $0 == "-S" }) {
+            userArguments += ["--slot=\(slot)"] + (createSlot ? ["--create-slot"] : [])
         }
         rememberUpstream(conninfo: conninfo)
         try writePgpass(entries: pgpassEntries())
@@ -295,13 +302,15 @@ public final class PostgresNode: Sendable {
     /// `postgres://host:port/postgres` for the member key's `conn_url`.
     public var connURL: String { "postgres://\(settings.connectAddress)/postgres" }
 
-    /// The conninfo (no password) to reach a member from its `conn_url` as the replication user,
-    /// with `application_name` = this member's name. Used for `primary_conninfo` and basebackup.
-    public func replicationConninfo(toConnURL url: String) -> String {
+    /// The conninfo (no password) to reach a member from its `conn_url` as the replication user.
+    /// `primary_conninfo` carries `application_name` = this member's name (what
+    /// pg_stat_replication and synchronous_standby_names show); a clone passes nil, so that
+    /// pg_basebackup's WAL stream shows as `pg_basebackup`, never as a streaming replica.
+    public func replicationConninfo(toConnURL url: String, applicationName: String?? = .none) -> String {
         let (host, port) = PostgresNode.hostAndPort(fromConnURL: url)
         var pairs: [(String, String)] = [("host", host), ("port", port),
-                                         ("user", settings.replication.username), ("dbname", "postgres"),
-                                         ("application_name", memberName)]
+                                         ("user", settings.replication.username), ("dbname", "postgres")]
+        if let name = applicationName ?? memberName { pairs.append(("application_name", name)) }
         for key in settings.replication.sslOptions.keys.sorted() {
             pairs.append((key, settings.replication.sslOptions[key]!))
         }

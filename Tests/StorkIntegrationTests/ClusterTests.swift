@@ -62,6 +62,11 @@ func threeMembersBootstrapAndRejoin(dcs: TestDCS) async throws {
     }
     #expect(view.config?["loop_wait"]?.intValue == 1)
 
+    // Each replica streams through its own physical slot on the primary (Patroni's use_slots).
+    let replicaNames = cluster.members.filter { $0 !== primary }.map(\.name).sorted()
+    #expect(primary.sql("SELECT string_agg(slot_name || ':' || active, ',' ORDER BY slot_name) FROM pg_replication_slots")
+            == replicaNames.map { "\($0):true" }.joined(separator: ","))
+
     // GET /patroni answers Patroni's fields.
     let (code, doc) = await primary.api("/patroni")
     #expect(code == 200)

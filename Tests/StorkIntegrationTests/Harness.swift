@@ -239,25 +239,44 @@ final class TestCluster: @unchecked Sendable {
         return out
     }
 
+    /// What the last `waitAllStreaming` saw when it was not yet satisfied.
+    var lastStreamingState = ""
+
     /// Waits until exactly one primary and every other started member is a streaming replica
     /// that the primary lists in pg_stat_replication under its member name.
     func waitAllStreaming(timeout: Double) async -> Bool {
         await TestSupport.waitUntil(timeout: timeout, interval: 0.5) {
             let ps = await primaries()
-            guard ps.count == 1, let primary = ps.first else { return false }
+            guard ps.count == 1, let primary = ps.first else {
+                lastStreamingState = "primaries: \(ps.map(\.name))"
+                return false
+            }
             let expected = Set(members.filter { $0 !== primary && $0.isAgentRunning }.map(\.name))
             let rows = primary.sql("SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'") ?? ""
-            guard Set(rows.split(separator: "\n").map(String.init)) == expected else { return false }
+            let seen = Set(rows.split(separator: "\n").map(String.init))
+            guard seen == expected else {
+                lastStreamingState = "primary \(primary.name) streams to \(seen.sorted()), expected \(expected.sorted())"
+                return false
+            }
             // pg_basebackup's own WAL stream shows in pg_stat_replication too: ask each replica.
             for m in members where m !== primary && m.isAgentRunning {
-                guard m.sql("SELECT status FROM pg_stat_wal_receiver") == "streaming", await m.api("/replica").0 == 200 else { return false }
+                let receiver = m.sql("SELECT status FROM pg_stat_wal_receiver")
+                let api = await m.api("/replica").0
+                guard receiver == "streaming", api == 200 else {
+                    lastStreamingState = "\(m.name): wal receiver \(receiver ?? "nil"), GET /replica \(api)"
+                    return false
+                }
             }
             return true
         }
     }
 
+    /// The member logs plus what the last wait saw, for failure messages.
     func logs() -> String {
-        members.map { "----- \($0.name) -----\n" + String($0.log.suffix(6000)) }.joined(separator: "\n")
+        "last seen: \(lastStreamingState)\n" + members.map { m in
+            let server = (try? String(contentsOfFile: m.dataDir + ".log", encoding: .utf8)) ?? ""
+            return "----- \(m.name) -----\n" + String(m.log.suffix(5000)) + "\n--- \(m.name) server log ---\n" + String(server.suffix(1500))
+        }.joined(separator: "\n")
     }
 
     func destroy() {
