@@ -407,12 +407,14 @@ public actor Agent {
     /// back so another member can try, move the data directory aside, exit non-zero.
     private func failBootstrap(_ error: any Error) async {
         let pg = config.postgresql
-        logger.error("bootstrap failed: \(error)")
+        logger.error(Task.isCancelled ? "bootstrap cancelled by shutdown: \(error)" : "bootstrap failed: \(error)")
         status.update { $0.state = "initdb failed" }
-        if node.isRunning() { try? await node.stop(timeout: pg.pgCtlTimeout) }
+        await stopPostgresUncancelled()
         do { try await dcs.deleteInitialize() } catch { logger.error("could not remove the initialize key: \(error)") }
         var movedTo = ""
-        if node.dataDirectoryState() != .empty {
+        if node.isRunning() {
+            logger.error("PostgreSQL still runs in \(pg.dataDir): the data directory stays where it is; stop the server, then move or remove the directory")
+        } else if node.dataDirectoryState() != .empty {
             let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: .current,
                                                     formatOptions: [.withFullDate, .withTime, .withDashSeparatorInDate])
             movedTo = pg.dataDir + "_" + stamp.replacingOccurrences(of: ":", with: "")
@@ -488,14 +490,22 @@ public actor Agent {
         }
     }
 
+    /// Stops PostgreSQL even when the calling task is cancelled (a shutdown during a long
+    /// task): the process runner would tear a cancelled pg_ctl down at once.
+    private func stopPostgresUncancelled() async {
+        guard node.isRunning() else { return }
+        let node = self.node, timeout = config.postgresql.pgCtlTimeout, logger = self.logger
+        await Task.detached {
+            do { try await node.stop(timeout: timeout) } catch { logger.error("failed to stop PostgreSQL: \(error)") }
+        }.value
+    }
+
     /// Shutdown on SIGTERM/SIGINT: cancel the long task, stop PostgreSQL, release the leader key.
     func shutdown() async {
         longTask?.cancel()
         await longTask?.value
-        if node.isRunning() {
-            logger.info("stopping PostgreSQL")
-            do { try await node.stop(timeout: config.postgresql.pgCtlTimeout) } catch { logger.error("failed to stop PostgreSQL: \(error)") }
-        }
+        if node.isRunning() { logger.info("stopping PostgreSQL") }
+        await stopPostgresUncancelled()
         if status.snapshot.holdsLeaderKey { try? await dcs.deleteLeader() }
         try? await dcs.deleteMember()
         logger.info("Stork agent stopped")

@@ -48,6 +48,12 @@ struct AgentCommand: AsyncParsableCommand {
         StorkLogging.bootstrap(level: config.log.level, json: config.log.type == "json")
         let logger = Logger(label: "stork")
         for warning in loaded.warnings { logger.warning("\(warning)") }
+        // libpq prefers PGPASSWORD to the pgpass file Stork writes: an inherited one would send
+        // the wrong password for every user.
+        if ProcessInfo.processInfo.environment["PGPASSWORD"] != nil {
+            unsetenv("PGPASSWORD")
+            logger.warning("PGPASSWORD is set in the environment; Stork ignores it and takes passwords from postgresql.authentication")
+        }
         if geteuid() == 0 {
             logger.critical("stork agent must not run as root: PostgreSQL refuses to. Run it as the PostgreSQL OS user, e.g. `runuser -u postgres -- stork agent FILE`")
             throw ExitCode(1)

@@ -27,7 +27,8 @@ func threeMembersBootstrapAndRejoin(dcs: TestDCS) async throws {
     let cluster = TestCluster(dcs: dcs)
     defer { cluster.destroy() }
     for i in 0..<3 { cluster.addMember("pg\(i)") }
-    for m in cluster.members { try m.start() }
+    // An inherited PGPASSWORD must not replace the configured passwords.
+    for m in cluster.members { try m.start(environment: m.name == "pg1" ? ["PGPASSWORD": "wrong-from-environment"] : [:]) }
 
     let streaming = await cluster.waitAllStreaming(timeout: 120)
     #expect(streaming, "cluster did not reach one primary and two streaming replicas\n\(cluster.logs())")
@@ -199,6 +200,39 @@ struct EtcdClusterTests {
         for m in cluster.members { #expect(!m.log.contains("demoting"), "\(m.name) changed role\n\(m.log)") }
         let view = try await readView(scope: cluster.scope, dcs: .etcd([etcds[1].clientURL]))
         #expect(view.leader == primaryBefore.first)
+    }
+}
+
+/// SIGTERM while the agent bootstraps: whatever moment it lands, no PostgreSQL is left running
+/// and the initialize key is either the finished cluster's or gone.
+@Suite("Shutdown during bootstrap", .serialized)
+struct ShutdownDuringBootstrapTests {
+    @Test(.timeLimit(.minutes(3)), arguments: ["trying to bootstrap a new cluster", "starting PostgreSQL", "accepts connections"])
+    func sigtermDuringBootstrap(after logLine: String) async throws {
+        let dir = TestSupport.makeTempDir("stork-dcs")
+        defer { TestSupport.removeTree(dir) }
+        let cluster = TestCluster(dcs: .local(dir))
+        defer { cluster.destroy() }
+        let m = cluster.addMember("pg0")
+        try m.start()
+        if logLine == "accepts connections" {
+            // Between the server's start and the end of bootstrap (roles, DCS keys).
+            #expect(await TestSupport.waitUntil(timeout: 30, interval: 0.01) { m.sql("SELECT 1") == "1" }, "\(m.log)")
+        } else {
+            #expect(await TestSupport.waitUntil(timeout: 30, interval: 0.01) { m.log.contains(logLine) }, "\(m.log)")
+        }
+        m.stop()
+        #expect(!m.isAgentRunning)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: m.base).filter { $0.hasPrefix("data") }
+        for d in leftovers where FileManager.default.fileExists(atPath: m.base + "/" + d + "/postmaster.pid") {
+            Issue.record("PostgreSQL still running in \(d) after the agent stopped\n\(m.log)")
+        }
+        let view = try await readView(scope: cluster.scope, dcs: .local(dir))
+        if let sysid = view.initialize {
+            let control = try runAsPostgres("/usr/lib/postgresql/15/bin/pg_controldata", [m.dataDir]).output
+            #expect(control.contains(sysid), "initialize \(sysid) must be the data directory's\n\(m.log)")
+        }
+        #expect(view.leader == nil, "the leader key is released on shutdown")
     }
 }
 

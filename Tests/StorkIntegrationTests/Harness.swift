@@ -101,7 +101,7 @@ final class TestMember: @unchecked Sendable {
     }
 
     /// Starts `stork agent` as the postgres OS user, its output in agent.log.
-    func start() throws {
+    func start(environment extra: [String: String] = [:]) throws {
         if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
         let p = Process()
         if let user = TestSupport.postgresUser {
@@ -113,6 +113,7 @@ final class TestMember: @unchecked Sendable {
         }
         var env = ProcessInfo.processInfo.environment
         env["HOME"] = base
+        env.merge(extra) { _, new in new }
         p.environment = env
         let log = FileHandle(forWritingAtPath: logPath)
         log?.seekToEndOfFile()
