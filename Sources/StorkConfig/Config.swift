@@ -74,7 +74,15 @@ public struct Etcd3Settings: Sendable, Equatable {
     public var cacert: String?
     public var cert: String?
     public var key: String?
-    public init(endpoints: [String]) { self.endpoints = endpoints }
+    public init(endpoints: [String], username: String? = nil, password: String? = nil,
+                cacert: String? = nil, cert: String? = nil, key: String? = nil) {
+        self.endpoints = endpoints
+        self.username = username
+        self.password = password
+        self.cacert = cacert
+        self.cert = cert
+        self.key = key
+    }
 }
 
 public struct BootstrapSettings: Sendable, Equatable {

@@ -33,32 +33,20 @@ enum GRPCCode {
     static let unauthenticated = 16
 }
 
-/// Settings of one etcd v3 JSON-gateway client.
+/// Settings of one etcd v3 JSON-gateway client: the `etcd3` section plus a per-request limit.
 public struct EtcdClientOptions: Sendable, Equatable {
-    /// `http(s)://host:port`, tried in order (the last one that answered first).
-    public var endpoints: [String]
-    public var username: String?
-    public var password: String?
-    public var cacert: String?
-    public var cert: String?
-    public var key: String?
+    /// Endpoints (tried in order, the last one that answered first), credentials, TLS files.
+    public var settings: Etcd3Settings
     /// Seconds one request may take on one endpoint (connect + answer) before the next is tried.
     public var requestTimeout: Double
 
-    public init(endpoints: [String], username: String? = nil, password: String? = nil,
-                cacert: String? = nil, cert: String? = nil, key: String? = nil, requestTimeout: Double = 3) {
-        self.endpoints = endpoints
-        self.username = username
-        self.password = password
-        self.cacert = cacert
-        self.cert = cert
-        self.key = key
+    public init(settings: Etcd3Settings, requestTimeout: Double = 3) {
+        self.settings = settings
         self.requestTimeout = requestTimeout
     }
 
-    public init(settings: Etcd3Settings, requestTimeout: Double = 3) {
-        self.init(endpoints: settings.endpoints, username: settings.username, password: settings.password,
-                  cacert: settings.cacert, cert: settings.cert, key: settings.key, requestTimeout: requestTimeout)
+    public init(endpoints: [String], username: String? = nil, password: String? = nil, requestTimeout: Double = 3) {
+        self.init(settings: Etcd3Settings(endpoints: endpoints, username: username, password: password), requestTimeout: requestTimeout)
     }
 }
 
@@ -76,8 +64,8 @@ final class EtcdConnection {
         self.curl = try CurlEasy()
     }
 
-    var hasCredentials: Bool { (options.username ?? "").isEmpty == false && options.password != nil }
-    var currentEndpoint: String? { options.endpoints.isEmpty ? nil : options.endpoints[preferred] }
+    var hasCredentials: Bool { (options.settings.username ?? "").isEmpty == false && options.settings.password != nil }
+    var currentEndpoint: String? { options.settings.endpoints.isEmpty ? nil : options.settings.endpoints[preferred] }
 
     /// One gateway call (`method` like `/kv/range`), authenticating first when credentials are
     /// set and no token is held, and once more when etcd says the token is missing or stale.
@@ -101,10 +89,10 @@ final class EtcdConnection {
 
     private func authenticate() throws(EtcdFailure) {
         token = nil
-        let name = options.username ?? ""
+        let name = options.settings.username ?? ""
         do throws(EtcdFailure) {
             let answer = try send("/auth/authenticate",
-                                  .object(["name": .string(name), "password": .string(options.password ?? "")]),
+                                  .object(["name": .string(name), "password": .string(options.settings.password ?? "")]),
                                   useToken: false)
             guard case .string(let t)? = answer["token"], !t.isEmpty else {
                 throw EtcdFailure.badResponse("/auth/authenticate answered without a token")
@@ -122,12 +110,12 @@ final class EtcdConnection {
 
     /// Tries the endpoints, the one that answered last first; remembers the one that answers.
     private func send(_ method: String, _ body: JSONValue, useToken: Bool) throws(EtcdFailure) -> JSONValue {
-        let endpoints = options.endpoints
+        let endpoints = options.settings.endpoints
         guard !endpoints.isEmpty else { throw .unreachable("etcd3: no endpoints configured") }
         let payload = body.jsonData(sortedKeys: false)
         var headers = ["Content-Type: application/json", "Expect:"]
         if useToken, let token { headers.append("Authorization: \(token)") }
-        let tls = CurlTLS(caFile: options.cacert, certFile: options.cert, keyFile: options.key)
+        let tls = CurlTLS(caFile: options.settings.cacert, certFile: options.settings.cert, keyFile: options.settings.key)
         var failures: [String] = []
         let order = [preferred] + endpoints.indices.filter { $0 != preferred }
         for index in order {

@@ -179,7 +179,7 @@ struct LocalDCSTests {
 
         config.dcs = .etcd3(Etcd3Settings(endpoints: ["http://127.0.0.1:2379"]))
         let etcd = try #require(makeDCS(config: config, logger: testLogger) as? EtcdDCS)
-        #expect(etcd.client.options.endpoints == ["http://127.0.0.1:2379"])
+        #expect(etcd.client.options.settings.endpoints == ["http://127.0.0.1:2379"])
         #expect(etcd.keys.prefix == "/service/batman/")
     }
 }
