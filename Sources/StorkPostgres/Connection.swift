@@ -95,24 +95,20 @@ public final class Connection: Sendable {
     /// `PQescapeLiteral`: a quoted SQL string literal for statements that cannot take
     /// parameters (`CREATE ROLE ... PASSWORD`), with the server's encoding rules.
     public func escapeLiteral(_ text: String) throws -> String {
-        try handle.withLock { conn in
-            guard let conn else { throw PostgresError("connection is closed") }
-            let bytes = Array(text.utf8)
-            guard let out = PQescapeLiteral(conn, text, bytes.count) else {
-                throw PostgresError("cannot quote a literal: \(Connection.trimmed(PQerrorMessage(conn)))")
-            }
-            defer { PQfreemem(out) }
-            return String(cString: out)
-        }
+        try escape(text, what: "a literal", PQescapeLiteral)
     }
 
     /// `PQescapeIdentifier`: a quoted SQL identifier (a role name).
     public func escapeIdentifier(_ text: String) throws -> String {
+        try escape(text, what: "an identifier", PQescapeIdentifier)
+    }
+
+    private func escape(_ text: String, what: String,
+                        _ function: (OpaquePointer?, UnsafePointer<CChar>?, Int) -> UnsafeMutablePointer<CChar>?) throws -> String {
         try handle.withLock { conn in
             guard let conn else { throw PostgresError("connection is closed") }
-            let bytes = Array(text.utf8)
-            guard let out = PQescapeIdentifier(conn, text, bytes.count) else {
-                throw PostgresError("cannot quote an identifier: \(Connection.trimmed(PQerrorMessage(conn)))")
+            guard let out = function(conn, text, text.utf8.count) else {
+                throw PostgresError("cannot quote \(what): \(Connection.trimmed(PQerrorMessage(conn)))")
             }
             defer { PQfreemem(out) }
             return String(cString: out)
