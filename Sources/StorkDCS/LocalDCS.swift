@@ -187,8 +187,11 @@ struct LocalStore: Codable, Equatable, Sendable {
         try makeDirectory(directory)
         let lockPath = directory + "/lock"
         let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw DCSError("local DCS: cannot open \(lockPath): \(errnoText())") }
+        guard fd >= 0 else {
+            throw DCSError("local DCS: cannot open \(lockPath): \(errnoText()); the agents' OS user must own the store's files")
+        }
         defer { close(fd) }
+        giveToDirectoryOwner(fd, directory: directory)
         while flock(fd, LOCK_EX) != 0 {
             if errno != EINTR { throw DCSError("local DCS: cannot lock \(lockPath): \(errnoText())") }
         }
@@ -215,6 +218,7 @@ struct LocalStore: Codable, Equatable, Sendable {
         let temp = "\(path).tmp.\(getpid())"
         let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw DCSError("local DCS: cannot create \(temp): \(errnoText())") }
+        giveToDirectoryOwner(fd, directory: directory)
         var ok = data.withUnsafeBytes { raw -> Bool in
             var offset = 0
             while offset < raw.count {
@@ -234,6 +238,15 @@ struct LocalStore: Codable, Equatable, Sendable {
         }
         let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dfd >= 0 { _ = fsync(dfd); close(dfd) }
+    }
+
+    /// A root process (`stork list` run by an operator) must not leave files the agents, running
+    /// as the directory's owner, cannot open: what root creates here goes to that owner.
+    private static func giveToDirectoryOwner(_ fd: Int32, directory: String) {
+        guard geteuid() == 0 else { return }
+        var st = stat()
+        guard stat(directory, &st) == 0, st.st_uid != 0 else { return }
+        _ = fchown(fd, st.st_uid, st.st_gid)
     }
 
     private static func makeDirectory(_ directory: String) throws {

@@ -27,6 +27,10 @@ func threeMembersBootstrapAndRejoin(dcs: TestDCS) async throws {
     let cluster = TestCluster(dcs: dcs)
     defer { cluster.destroy() }
     for i in 0..<3 { cluster.addMember("pg\(i)") }
+    // An operator's `stork list` as root before any agent runs must not lock the agents out of
+    // the embedded store's files.
+    let early = try runStork(["list", cluster.members[0].configPath])
+    #expect(early.status == 0, "\(early.err)")
     // An inherited PGPASSWORD must not replace the configured passwords.
     for m in cluster.members { try m.start(environment: m.name == "pg1" ? ["PGPASSWORD": "wrong-from-environment"] : [:]) }
 
