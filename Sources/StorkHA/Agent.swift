@@ -178,16 +178,29 @@ public actor Agent {
             return "recorded system identifier \(sysid) of the existing data directory in the initialize key"
 
         case .removeIncompleteWork:
-            logger.warning("the data directory \(config.postgresql.dataDir) holds an unfinished clone or bootstrap of this agent: removing it")
+            // A clone is a copy of another member: wiping it loses nothing. A bootstrap may hold
+            // what post_bootstrap loaded: it is moved aside, and the empty `initialize` this node
+            // took for it is given back so that a bootstrap can run again.
+            let work = (try? String(contentsOfFile: incompleteMarker, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+            logger.warning("the data directory \(config.postgresql.dataDir) holds an unfinished \(work ?? "clone") of this agent: removing it")
+            await stopPostgresUncancelled()
+            if node.isRunning() { return "PostgreSQL does not stop; the unfinished data directory stays" }
             do {
-                if node.isRunning() { try await node.stop(timeout: config.postgresql.pgCtlTimeout) }
-                try node.wipeDataDirectory()
+                if work == "bootstrap" {
+                    guard moveDataDirectoryAside() != nil || node.dataDirectoryState() == .empty else {
+                        return "could not move the unfinished bootstrap aside"
+                    }
+                    if view.initialize == "" { try await dcs.deleteInitialize() }
+                } else {
+                    try node.wipeDataDirectory()
+                }
                 try? FileManager.default.removeItem(atPath: incompleteMarker)
                 wakeRequested = true
             } catch {
-                logger.error("could not remove the unfinished data directory: \(error)")
+                logger.error("could not remove the unfinished work: \(error)")
+                return nil
             }
-            return "removed the data directory left by an unfinished clone or bootstrap"
+            return "removed the data directory left by an unfinished \(work ?? "clone")"
 
         case .unusableDataDirectory(let reason):
             status.update { $0.state = "stopped" }
@@ -379,7 +392,7 @@ public actor Agent {
     func bootstrapNewCluster() async {
         let pg = config.postgresql
         do {
-            try markIncomplete()
+            try markIncomplete("bootstrap")
             try await node.initdb(options: config.bootstrap.initdb)
             try writeConfig(role: .primary)
             try await node.start(timeout: pg.pgCtlTimeout)
@@ -391,12 +404,14 @@ public actor Agent {
             }
             let sysid = try await node.controlData().systemIdentifier
             try await dcs.setInitialize(sysid)
+            // From here the cluster exists: a crash leaves a data directory whose system
+            // identifier is in `initialize`, which the agent starts and leads again.
+            try? FileManager.default.removeItem(atPath: incompleteMarker)
             _ = try await dcs.writeConfig(.object(config.bootstrap.dcs), createOnly: true)
             guard try await dcs.acquireLeader(ttl: timing.ttl) else {
                 throw AgentFatalError("another member took the leader key during bootstrap")
             }
             status.update { $0.holdsLeaderKey = true; $0.state = "running"; $0.role = "primary" }
-            try? FileManager.default.removeItem(atPath: incompleteMarker)
             logger.info("initialized a new cluster")
         } catch {
             await failBootstrap(error)
@@ -414,20 +429,29 @@ public actor Agent {
         var movedTo = ""
         if node.isRunning() {
             logger.error("PostgreSQL still runs in \(pg.dataDir): the data directory stays where it is; stop the server, then move or remove the directory")
-        } else if node.dataDirectoryState() != .empty {
-            let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: .current,
-                                                    formatOptions: [.withFullDate, .withTime, .withDashSeparatorInDate])
-            movedTo = pg.dataDir + "_" + stamp.replacingOccurrences(of: ":", with: "")
-            do {
-                try FileManager.default.moveItem(atPath: pg.dataDir, toPath: movedTo)
-                logger.info("moved the data directory of the failed bootstrap aside to \(movedTo)")
-            } catch {
-                logger.error("could not move \(pg.dataDir) aside: \(error)")
-                movedTo = ""
-            }
+        } else {
+            movedTo = moveDataDirectoryAside() ?? ""
         }
         try? FileManager.default.removeItem(atPath: incompleteMarker)
         fatal = AgentFatalError("failed to bootstrap the cluster: \(error)" + (movedTo.isEmpty ? "" : "; its data directory is kept at \(movedTo)"))
+    }
+
+    /// Renames a non-empty data directory (with PostgreSQL stopped) to `<data_dir>_<timestamp>`;
+    /// the new path, or nil when there was nothing to move or the rename failed (logged).
+    private func moveDataDirectoryAside() -> String? {
+        let dataDir = config.postgresql.dataDir
+        guard node.dataDirectoryState() != .empty else { return nil }
+        let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: .current,
+                                                formatOptions: [.withFullDate, .withTime, .withDashSeparatorInDate])
+        let target = dataDir + "_" + stamp.replacingOccurrences(of: ":", with: "")
+        do {
+            try FileManager.default.moveItem(atPath: dataDir, toPath: target)
+            logger.info("moved the data directory \(dataDir) aside to \(target)")
+            return target
+        } catch {
+            logger.error("could not move \(dataDir) aside: \(error)")
+            return nil
+        }
     }
 
     /// Builds this member with pg_basebackup from `name`: two attempts, the directory wiped
@@ -438,7 +462,7 @@ public actor Agent {
             return
         }
         let conninfo = node.replicationConninfo(toConnURL: url, applicationName: .some(nil))
-        do { try markIncomplete() } catch {
+        do { try markIncomplete("clone") } catch {
             logger.error("\(error)")
             return
         }
@@ -484,8 +508,9 @@ public actor Agent {
         await startServer(role: replicaRole())
     }
 
-    private func markIncomplete() throws {
-        guard FileManager.default.createFile(atPath: incompleteMarker, contents: Data("\(getpid())\n".utf8)) else {
+    /// Records which long task owns the data directory now (`bootstrap` or `clone`).
+    private func markIncomplete(_ work: String) throws {
+        guard FileManager.default.createFile(atPath: incompleteMarker, contents: Data("\(work)\n".utf8)) else {
             throw AgentFatalError("cannot create \(incompleteMarker): the directory above the data directory must be writable by Stork")
         }
     }

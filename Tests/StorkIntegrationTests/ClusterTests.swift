@@ -240,6 +240,39 @@ struct ShutdownDuringBootstrapTests {
     }
 }
 
+/// SIGKILL while the agent bootstraps, then the agent again: its unfinished bootstrap is moved
+/// aside (never started), the empty `initialize` it held is given back, and it bootstraps anew.
+@Suite("Crash during bootstrap", .serialized)
+struct CrashDuringBootstrapTests {
+    @Test(.timeLimit(.minutes(3)))
+    func crashThenRestart() async throws {
+        let dir = TestSupport.makeTempDir("stork-dcs")
+        defer { TestSupport.removeTree(dir) }
+        let cluster = TestCluster(dcs: .local(dir))
+        defer { cluster.destroy() }
+        let m = cluster.addMember("pg0")
+        try m.start()
+        #expect(await TestSupport.waitUntil(timeout: 30, interval: 0.005) { m.log.contains("starting PostgreSQL") }, "\(m.log)")
+        m.crash()
+        let stale = try await readView(scope: cluster.scope, dcs: .local(dir))
+        try m.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        let sysid = m.sql("SELECT system_identifier FROM pg_control_system()")
+        let view = try await readView(scope: cluster.scope, dcs: .local(dir))
+        #expect(view.initialize == sysid && view.leader == "pg0")
+        let movedAside = try FileManager.default.contentsOfDirectory(atPath: m.base).filter { $0.hasPrefix("data_") }
+        if stale.initialize == "" {
+            // killed before the cluster existed: the unfinished bootstrap was moved aside
+            #expect(movedAside.count == 1, "\(m.log)")
+            #expect(m.log.contains("removed the data directory left by an unfinished bootstrap"), "\(m.log)")
+            #expect(count("initialized a new cluster", in: m.log) == 1)
+        } else {
+            #expect(movedAside.isEmpty, "a bootstrapped cluster is kept\n\(m.log)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: m.dataDir + ".stork-incomplete"))
+    }
+}
+
 @Suite("A cluster on the embedded single-host store", .serialized)
 struct LocalClusterTests {
     @Test(.timeLimit(.minutes(5)))

@@ -134,6 +134,13 @@ final class TestMember: @unchecked Sendable {
         if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
     }
 
+    /// SIGKILL to the agent: a crash. PostgreSQL and any child the agent started keep running.
+    func crash() {
+        guard let p = process, p.isRunning else { return }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+    }
+
     /// Waits for the agent to exit by itself; its exit status, or nil on timeout.
     func waitForExit(timeout: Double) async -> Int32? {
         guard let p = process else { return nil }
@@ -145,8 +152,10 @@ final class TestMember: @unchecked Sendable {
 
     /// Stops a PostgreSQL that an agent left behind (after SIGKILL of the agent, say).
     func stopPostgresIfRunning() {
-        guard FileManager.default.fileExists(atPath: dataDir + "/postmaster.pid") else { return }
-        _ = try? runAsPostgres("/usr/lib/postgresql/15/bin/pg_ctl", ["stop", "-D", dataDir, "-m", "immediate", "-w"])
+        let dirs = ((try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []).filter { $0.hasPrefix("data") }
+        for dir in dirs where FileManager.default.fileExists(atPath: base + "/" + dir + "/postmaster.pid") {
+            _ = try? runAsPostgres("/usr/lib/postgresql/15/bin/pg_ctl", ["stop", "-D", base + "/" + dir, "-m", "immediate", "-w"])
+        }
     }
 
     /// GET on the member's REST API: status code and JSON body.
