@@ -55,8 +55,16 @@ public struct RestAPISettings: Sendable, Equatable {
     public var connectAddress: String = ""
     public var username: String?
     public var password: String?
+    /// `restapi.certfile`: PEM certificate (it may hold the key too); set means HTTPS.
     public var certfile: String?
+    /// `restapi.keyfile`: PEM private key of `certfile`.
     public var keyfile: String?
+    /// `restapi.keyfile_password`: the passphrase of an encrypted `keyfile` (a secret).
+    public var keyfilePassword: String?
+    /// `restapi.cafile`: PEM CA certificates that client certificates are checked against.
+    public var cafile: String?
+    /// `restapi.verify_client`: `none` (default), `optional` or `required`.
+    public var verifyClient: String = "none"
     public init() {}
 }
 

@@ -36,8 +36,11 @@ public enum ConfigLoader {
     ///   - environment: the variables to read `PATRONI_*` from.
     /// - Throws: `ConfigError` with every issue found; a missing or unreadable file and a YAML
     ///   syntax error are reported alone (nothing else can be checked).
+    ///   - checkFiles: check the TLS files the configuration names (`TLSFileCheck`); tests of the
+    ///     key mapping alone turn it off.
     public static func load(path: String?,
-                            environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigError) -> LoadedConfig {
+                            environment: [String: String] = ProcessInfo.processInfo.environment,
+                            checkFiles: Bool = true) throws(ConfigError) -> LoadedConfig {
         let tree: [String: JSONValue]
         if let path, FileManager.default.fileExists(atPath: path) {
             tree = try readPath(path)
@@ -48,21 +51,27 @@ public enum ConfigLoader {
         } else {
             tree = [:]
         }
-        return try resolve(tree, environment: environment)
+        return try resolve(tree, environment: environment, checkFiles: checkFiles)
     }
 
     /// Like `load`, from YAML text already in memory (`source` names it in messages).
     public static func parse(yaml: String, source: String = "<config>",
-                             environment: [String: String] = [:]) throws(ConfigError) -> LoadedConfig {
-        try resolve(try document(yaml: yaml, source: source), environment: environment)
+                             environment: [String: String] = [:], checkFiles: Bool = true) throws(ConfigError) -> LoadedConfig {
+        try resolve(try document(yaml: yaml, source: source), environment: environment, checkFiles: checkFiles)
     }
 
     /// Applies the environment overrides to a parsed document, fills defaults and validates.
-    public static func resolve(_ tree: [String: JSONValue], environment: [String: String]) throws(ConfigError) -> LoadedConfig {
+    /// The TLS files are checked only once everything else is valid.
+    public static func resolve(_ tree: [String: JSONValue], environment: [String: String],
+                               checkFiles: Bool = true) throws(ConfigError) -> LoadedConfig {
         let merged = merge(tree, environmentOverrides(environment))
         var reader = ConfigReader(environment: environment)
         let config = reader.read(merged)
         if !reader.issues.isEmpty { throw ConfigError(issues: reader.issues) }
+        if checkFiles {
+            let fileIssues = TLSFileCheck.issues(config!)
+            if !fileIssues.isEmpty { throw ConfigError(issues: fileIssues) }
+        }
         return LoadedConfig(config: config!, warnings: reader.warnings)
     }
 

@@ -181,7 +181,8 @@ struct ConfigReader {
     mutating func readRestAPI(_ value: JSONValue?) -> RestAPISettings {
         var api = RestAPISettings()
         let m = map(value, "restapi") ?? [:]
-        unknownKeys(m, known: ["listen", "connect_address", "authentication", "certfile", "keyfile"], prefix: "restapi")
+        unknownKeys(m, known: ["listen", "connect_address", "authentication", "certfile", "keyfile", "keyfile_password",
+                               "cafile", "verify_client"], prefix: "restapi")
         var listenHost: String?
         if let listen = required(m["listen"], "restapi.listen"),
            let hp = hostPort(listen, "restapi.listen", allowEmptyHost: true) {
@@ -205,6 +206,12 @@ struct ConfigReader {
         }
         api.certfile = string(m["certfile"], "restapi.certfile")
         api.keyfile = string(m["keyfile"], "restapi.keyfile")
+        api.keyfilePassword = string(m["keyfile_password"], "restapi.keyfile_password")
+        api.cafile = string(m["cafile"], "restapi.cafile")
+        if let v = string(m["verify_client"], "restapi.verify_client") {
+            if ["none", "optional", "required"].contains(v) { api.verifyClient = v }
+            else { issue("restapi.verify_client", "\"\(v)\": expected none, optional or required") }
+        }
         return api
     }
 
@@ -243,7 +250,9 @@ struct ConfigReader {
         unknownKeys(m, known: ["host", "hosts", "port", "url", "protocol", "username", "password", "cacert", "cert", "key"],
                     prefix: "etcd3")
         let before = issues.count
-        var proto = "http"
+        // Patroni: https when protocol is not given but TLS files are (cacert or cert).
+        let tlsGiven = [m["cacert"], m["cert"]].contains { if case .string(let s)? = $0 { return !s.isEmpty } else { return false } }
+        var proto = tlsGiven ? "https" : "http"
         if let p = string(m["protocol"], "etcd3.protocol") {
             if p == "http" || p == "https" { proto = p } else { issue("etcd3.protocol", "\"\(p)\": expected http or https") }
         }

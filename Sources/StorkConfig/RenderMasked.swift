@@ -28,6 +28,9 @@ extension Config {
         }
         w.optional("certfile", restapi.certfile, depth: 1)
         w.optional("keyfile", restapi.keyfile, depth: 1)
+        if restapi.keyfilePassword != nil { w.scalar("keyfile_password", .string(Config.passwordMask), depth: 1) }
+        w.optional("cafile", restapi.cafile, depth: 1)
+        w.scalar("verify_client", .string(restapi.verifyClient), depth: 1)
 
         switch dcs {
         case .etcd3(let etcd):

@@ -70,10 +70,22 @@ final class CurlEasy {
         if let ca = tls.caFile { set(stork_curl_setopt_string(handle, CURLOPT_CAINFO, ca)) }
         if let cert = tls.certFile { set(stork_curl_setopt_string(handle, CURLOPT_SSLCERT, cert)) }
         if let key = tls.keyFile { set(stork_curl_setopt_string(handle, CURLOPT_SSLKEY, key)) }
+        // curl's detailed text for a failure (OpenSSL's reason for a TLS one).
+        var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
         if rc != CURLE_OK { return .failure(CurlTransportError(message: "setting up the request: " + Self.text(rc))) }
 
-        let result = curl_easy_perform(handle)
-        if result != CURLE_OK { return .failure(CurlTransportError(message: Self.text(result))) }
+        let result = errorBuffer.withUnsafeMutableBufferPointer { buffer -> CURLcode in
+            _ = stork_curl_setopt_pointer(handle, CURLOPT_ERRORBUFFER, buffer.baseAddress)
+            defer { _ = stork_curl_setopt_pointer(handle, CURLOPT_ERRORBUFFER, nil) }
+            return curl_easy_perform(handle)
+        }
+        if result != CURLE_OK {
+            let detail = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            var connects = 0
+            _ = stork_curl_getinfo_long(handle, CURLINFO_NUM_CONNECTS, &connects)
+            let https = url.lowercased().hasPrefix("https://")
+            return .failure(Self.failure(result, detail: detail, tls: tls, afterNewTLSHandshake: https && connects > 0))
+        }
         var status = 0
         _ = stork_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
         return .success(CurlResponse(status: status, body: sink.data))
@@ -82,8 +94,65 @@ final class CurlEasy {
     static func text(_ code: CURLcode) -> String {
         String(cString: curl_easy_strerror(code))
     }
+
+    /// One line for a failed exchange: curl's short text, or for a TLS failure what went wrong
+    /// in words an operator acts on (which file, which side refused) and OpenSSL's reason.
+    /// Never holds a secret: the request's headers and body are not part of it.
+    /// `afterNewTLSHandshake`: this exchange opened a new HTTPS connection. A server that refuses
+    /// the client certificate of a TLS 1.3 handshake closes the connection after it, so the
+    /// client sees a failed send or receive, sometimes without the server's alert.
+    static func failure(_ code: CURLcode, detail: String, tls: CurlTLS, afterNewTLSHandshake: Bool = false) -> CurlTransportError {
+        let reason = detail.trimmingCharacters(in: .whitespacesAndNewlines)
+        let lower = reason.lowercased()
+        var key: String?
+        func with(_ summary: String, _ k: String) -> String {
+            key = k
+            return reason.isEmpty ? "TLS: \(summary)" : "TLS: \(summary) (\(reason))"
+        }
+        let text = failureText(code, lower: lower, tls: tls, afterNewTLSHandshake: afterNewTLSHandshake, with: with)
+        return CurlTransportError(message: text, configurationKey: key)
+    }
+
+    private static func failureText(_ code: CURLcode, lower: String, tls: CurlTLS, afterNewTLSHandshake: Bool,
+                                    with: (String, String) -> String) -> String {
+        switch code {
+        case CURLE_SSL_CERTPROBLEM:
+            if lower.contains("private key") || lower.contains("key values mismatch") {
+                let key = tls.keyFile ?? tls.certFile ?? "-"
+                if access(key, R_OK) != 0 { return with("cannot read the key (etcd3.key \(key))", "etcd3.key") }
+                return with("certificate and key do not match (etcd3.cert \(tls.certFile ?? "-"), etcd3.key \(key))", "etcd3.key")
+            }
+            return with("cannot use the client certificate (etcd3.cert \(tls.certFile ?? "-"))", "etcd3.cert")
+        case CURLE_SSL_CACERT_BADFILE:
+            return with("cannot read the CA file (etcd3.cacert \(tls.caFile ?? "-"))", "etcd3.cacert")
+        case CURLE_PEER_FAILED_VERIFICATION:
+            return with(tls.caFile.map { "the server's certificate is not trusted by etcd3.cacert \($0)" }
+                        ?? "the server's certificate is not trusted (set etcd3.cacert)", "etcd3.cacert")
+        case CURLE_SSL_CLIENTCERT:
+            return with("the server requires a client certificate (set etcd3.cert and etcd3.key)", "etcd3.cert")
+        case CURLE_SSL_CONNECT_ERROR, CURLE_RECV_ERROR, CURLE_SEND_ERROR:
+            let refused = ["certificate required", "handshake failure", "bad certificate", "unknown ca",
+                           "certificate unknown", "unsupported certificate"].contains { lower.contains($0) }
+            let closed = afterNewTLSHandshake && code != CURLE_SSL_CONNECT_ERROR
+            if (refused || closed) && (tls.certFile == nil || lower.contains("certificate required")) {
+                return with("the server requires a client certificate (set etcd3.cert and etcd3.key)", "etcd3.cert")
+            }
+            if refused || closed {
+                return with("the server refused the client certificate (etcd3.cert \(tls.certFile ?? "-") is not signed by a CA it trusts)", "etcd3.cert")
+            }
+            if lower.contains("wrong version number") || lower.contains("packet length too long") {
+                return with("the server does not speak TLS (use http:// for this endpoint)", "etcd3.protocol")
+            }
+            if code == CURLE_SSL_CONNECT_ERROR || lower.contains("ssl") || lower.contains("tls") { return with("handshake failed", "etcd3.cacert") }
+            return text(code)
+        default:
+            return text(code)
+        }
+    }
 }
 
 struct CurlTransportError: Error, Sendable {
     var message: String
+    /// The `etcd3` key to fix when the failure is a TLS configuration problem.
+    var configurationKey: String? = nil
 }

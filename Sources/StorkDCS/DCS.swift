@@ -75,6 +75,14 @@ public protocol DCS: Sendable {
 
 public struct DCSError: Error, CustomStringConvertible, Sendable {
     public var message: String
-    public init(_ message: String) { self.message = message }
+    /// The configuration key whose value the DCS refused (`etcd3.password` for a wrong password,
+    /// `etcd3.cert`, `etcd3.key` or `etcd3.cacert` for a TLS problem), so that a caller can stop
+    /// at start with `key: message` and exit status 2; nil for a failure that may pass
+    /// (unreachable, timeout).
+    public var configurationKey: String?
+    public init(_ message: String, configurationKey: String? = nil) {
+        self.message = message
+        self.configurationKey = configurationKey
+    }
     public var description: String { message }
 }

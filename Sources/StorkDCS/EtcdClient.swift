@@ -5,7 +5,7 @@ import Synchronization
 /// A failure of one etcd call, before it becomes a `DCSError`.
 enum EtcdFailure: Error, Sendable {
     /// No endpoint answered (connection refused, timeout, TLS, or etcd unavailable on each).
-    case unreachable(String)
+    case unreachable(String, key: String? = nil)
     /// etcd answered with an error (gRPC `code`, etcd's `message`).
     case server(httpStatus: Int, code: Int, message: String)
     /// etcd answered something that is not the JSON we expect.
@@ -13,9 +13,12 @@ enum EtcdFailure: Error, Sendable {
 
     var dcsError: DCSError {
         switch self {
-        case .unreachable(let m): return DCSError(m)
+        case .unreachable(let m, let key): return DCSError(m, configurationKey: key)
         case .server(let status, let code, let message):
-            return DCSError("etcd3: \(message) (gRPC code \(code), HTTP \(status))")
+            var key: String?
+            if message.contains("invalid user ID or password") { key = "etcd3.password" }
+            else if message.contains("etcd refuses JSON-gateway requests that carry a client certificate") { key = "etcd3.cert" }
+            return DCSError("etcd3: \(message) (gRPC code \(code), HTTP \(status))", configurationKey: key)
         case .badResponse(let m): return DCSError("etcd3: " + m)
         }
     }
@@ -117,6 +120,7 @@ final class EtcdConnection {
         if useToken, let token { headers.append("Authorization: \(token)") }
         let tls = CurlTLS(caFile: options.settings.cacert, certFile: options.settings.cert, keyFile: options.settings.key)
         var failures: [String] = []
+        var keys: [String?] = []
         let order = [preferred] + endpoints.indices.filter { $0 != preferred }
         for index in order {
             let base = endpoints[index].hasSuffix("/") ? String(endpoints[index].dropLast()) : endpoints[index]
@@ -124,13 +128,15 @@ final class EtcdConnection {
                              timeout: options.requestTimeout, tls: tls) {
             case .failure(let transport):
                 failures.append("\(endpoints[index]): \(transport.message)")
+                keys.append(transport.configurationKey)
                 continue
             case .success(let response):
                 let json = JSONValue.parse(json: response.body)
-                if let error = Self.error(in: json, status: response.status) {
+                if let error = Self.error(in: json, status: response.status, body: response.body) {
                     if case .server(_, let code, let message) = error,
                        code == GRPCCode.unavailable || code == GRPCCode.deadlineExceeded {
                         failures.append("\(endpoints[index]): \(message)")
+                        keys.append(nil)
                         continue
                     }
                     preferred = index
@@ -138,21 +144,35 @@ final class EtcdConnection {
                 }
                 guard let json else {
                     failures.append("\(endpoints[index]): HTTP \(response.status), not JSON")
+                    keys.append(nil)
                     continue
                 }
                 preferred = index
                 return json
             }
         }
-        throw .unreachable("etcd3: no endpoint answered (" + failures.joined(separator: "; ") + ")")
+        // A configuration problem only when every endpoint refused for the same setting.
+        let key = Set(keys).count == 1 ? keys.first! : nil
+        throw .unreachable("etcd3: no endpoint answered (" + failures.joined(separator: "; ") + ")", key: key)
     }
 
     /// The error etcd's gateway reports: `{"error": ..., "code": N, "message": ...}` with an HTTP
     /// status of 400 or more (a streaming call nests it: `{"error": {"grpc_code", "message"}}`).
-    private static func error(in json: JSONValue?, status: Int) -> EtcdFailure? {
+    /// A plain-text error body's first line (at most 200 characters) is the message.
+    private static func error(in json: JSONValue?, status: Int, body: Data = Data()) -> EtcdFailure? {
         guard let json else {
-            return status >= 400 ? .server(httpStatus: status, code: status == 503 ? GRPCCode.unavailable : 2,
-                                            message: "HTTP \(status)") : nil
+            guard status >= 400 else { return nil }
+            var message = "HTTP \(status)"
+            let text = String(decoding: body.prefix(400), as: UTF8.self)
+                .split(whereSeparator: \.isNewline).first.map { String($0.prefix(200)).trimmingCharacters(in: .whitespaces) } ?? ""
+            if text.contains("CommonName of client sending a request against gateway") {
+                // etcd 3.4 with --client-cert-auth and authentication enabled refuses every gateway request.
+                message = "etcd refuses JSON-gateway requests that carry a client certificate while etcd authentication is enabled "
+                    + "(--client-cert-auth with users); use etcd3.cert/etcd3.key or etcd3.username/etcd3.password, not both"
+            } else if !text.isEmpty {
+                message = text
+            }
+            return .server(httpStatus: status, code: status == 503 ? GRPCCode.unavailable : 2, message: message)
         }
         if case .object(let nested)? = json["error"] {
             return .server(httpStatus: nested["http_code"]?.intValue ?? status,

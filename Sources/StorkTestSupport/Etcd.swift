@@ -6,11 +6,30 @@ import FoundationNetworking  // String(contentsOf: http URL) needs it on Linux
 import Glibc
 #endif
 
+/// The TLS files of an etcd started in TLS mode: the CA that signed the server certificate and
+/// that etcd trusts for client certificates, the server's pair, and one client pair it accepts.
+public struct EtcdTLSFiles: Sendable {
+    public var caCert: String
+    public var serverCert: String
+    public var serverKey: String
+    public var clientCert: String
+    public var clientKey: String
+}
+
 /// A real etcd member (Debian's `etcd-server`) on free loopback ports with its own data
 /// directory; `stop()` ends it by PID and removes the directory.
+///
+/// With `tls`, the member serves its clients over HTTPS only (`--cert-file`/`--key-file`, a
+/// server certificate for 127.0.0.1) and requires a client certificate signed by that CA
+/// (`--client-cert-auth --trusted-ca-file`); `tlsFiles` holds the paths a client needs.
 public final class EtcdServer: @unchecked Sendable {
     // @unchecked: `process` is set once in init and only read afterwards.
     public let clientURL: String
+    public let tlsFiles: EtcdTLSFiles?
+    /// In TLS mode: whether etcd requires client certificates (`--client-cert-auth`). etcd 3.4's
+    /// JSON gateway refuses every request with a client certificate once authentication is
+    /// enabled, so tests of etcd users over TLS turn it off.
+    public let clientCertAuth: Bool
     public let peerURL: String
     public let name: String
     public let dataDir: String
@@ -19,9 +38,20 @@ public final class EtcdServer: @unchecked Sendable {
     /// Starts one member. For a cluster, pass every member's `name=peerURL` in `initialCluster`
     /// and start all of them before waiting (`waitReady`).
     public init(name: String = "etcd0", clientPort: Int = TestSupport.freePort(), peerPort: Int = TestSupport.freePort(),
-                initialCluster: String? = nil, start: Bool = true) throws {
+                initialCluster: String? = nil, tls certificates: TestCertificates? = nil, clientCertAuth: Bool = true,
+                start: Bool = true) throws {
         self.name = name
-        self.clientURL = "http://127.0.0.1:\(clientPort)"
+        self.clientCertAuth = clientCertAuth
+        if let certificates {
+            let server = try certificates.issue("etcd-server-\(name)-\(clientPort)", cn: "127.0.0.1")
+            let client = try certificates.issue("etcd-client-\(name)-\(clientPort)", cn: "stork")
+            tlsFiles = EtcdTLSFiles(caCert: certificates.caCert, serverCert: server.cert, serverKey: server.key,
+                                    clientCert: client.cert, clientKey: client.key)
+            self.clientURL = "https://127.0.0.1:\(clientPort)"
+        } else {
+            tlsFiles = nil
+            self.clientURL = "http://127.0.0.1:\(clientPort)"
+        }
         self.peerURL = "http://127.0.0.1:\(peerPort)"
         self.dataDir = TestSupport.makeTempDir("etcd-\(name)")
         if start { try self.start(initialCluster: initialCluster ?? "\(name)=\(peerURL)") }
@@ -41,6 +71,10 @@ public final class EtcdServer: @unchecked Sendable {
             "--initial-cluster-token", "stork-test-\(getpid())",
             "--log-level", "error",
         ]
+        if let tls = tlsFiles {
+            p.arguments! += ["--cert-file", tls.serverCert, "--key-file", tls.serverKey]
+            if clientCertAuth { p.arguments! += ["--client-cert-auth", "--trusted-ca-file", tls.caCert] }
+        }
         var env = ProcessInfo.processInfo.environment
         env["ETCD_UNSUPPORTED_ARCH"] = "amd64"
         p.environment = env
@@ -52,7 +86,19 @@ public final class EtcdServer: @unchecked Sendable {
     }
 
     /// Waits until `/health` answers (a cluster answers once a quorum is up).
+    /// In TLS mode it asks with the `curl` command and the client pair.
     public func waitReady(timeout: Double = 30) async throws {
+        if let tls = tlsFiles {
+            guard let curl = TestSupport.which("curl") else { throw EtcdTestError("curl is not installed: apt-get install curl") }
+            let url = clientURL + "/health"
+            let ok = await TestSupport.waitUntil(timeout: timeout) {
+                let out = Self.output(curl, ["-s", "--max-time", "2", "--cacert", tls.caCert, "--cert", tls.clientCert,
+                                             "--key", tls.clientKey, url])
+                return out.contains("true")
+            }
+            if !ok { throw EtcdTestError("etcd \(name) at \(clientURL) did not become healthy in \(timeout) s; see \(dataDir).log") }
+            return
+        }
         let url = URL(string: clientURL + "/health")!
         let ok = await TestSupport.waitUntil(timeout: timeout) {
             guard let out = try? String(contentsOf: url, encoding: .utf8) else { return false }
@@ -80,9 +126,23 @@ public final class EtcdServer: @unchecked Sendable {
 
     deinit { destroy() }
 
-    /// A ready single-member etcd.
-    public static func startSingle() async throws -> EtcdServer {
-        let e = try EtcdServer()
+    /// A program's standard output ("" when it cannot run).
+    static func output(_ path: String, _ arguments: [String]) -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = arguments
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        guard (try? p.run()) != nil else { return "" }
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// A ready single-member etcd; with `tls`, serving HTTPS and requiring client certificates.
+    public static func startSingle(tls certificates: TestCertificates? = nil, clientCertAuth: Bool = true) async throws -> EtcdServer {
+        let e = try EtcdServer(tls: certificates, clientCertAuth: clientCertAuth)
         try await e.waitReady()
         return e
     }

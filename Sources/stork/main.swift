@@ -59,6 +59,16 @@ struct AgentCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let dcs = makeDCS(config: config, logger: logger)
+        // A DCS that refuses the configured credentials or certificates will not change its
+        // mind: say which key is wrong and start nothing. An unreachable one may come back.
+        do {
+            _ = try await dcs.clusterView()
+        } catch let error as DCSError where error.configurationKey != nil {
+            FileHandle.standardError.write(Data("\(error.configurationKey!): \(error.message)\n".utf8))
+            throw ExitCode(2)
+        } catch {
+            logger.warning("DCS not reachable at start: \(error); the agent keeps trying")
+        }
         let node = PostgresNode(settings: config.postgresql, memberName: config.name, logger: logger)
         let status = StatusBoard()
         let agent = Agent(config: config, dcs: dcs, node: node, status: status, logger: logger)

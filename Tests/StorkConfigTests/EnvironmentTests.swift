@@ -37,7 +37,7 @@ struct EnvironmentTests {
     ]
 
     @Test func everyOverrideWinsOverTheFile() throws {
-        let c = try ConfigLoader.parse(yaml: postgres0YAML, environment: everything).config
+        let c = try ConfigLoader.parse(yaml: postgres0YAML, environment: everything, checkFiles: false).config
         #expect(c.name == "pg-env")
         #expect(c.scope == "robin")
         #expect(c.namespace == "/envns/")
@@ -94,7 +94,7 @@ struct EnvironmentTests {
             for (k, v) in keys { env["PATRONI_\(user)_\(k)"] = "\(v)-\(user.lowercased())" }
         }
         env["PATRONI_REWIND_USERNAME"] = "rewinder"
-        let c = try ConfigLoader.parse(yaml: minimalYAML, environment: env).config
+        let c = try ConfigLoader.parse(yaml: minimalYAML, environment: env, checkFiles: false).config
         for (name, user) in [("superuser", c.postgresql.superuser), ("replication", c.postgresql.replication),
                              ("rewind", c.postgresql.rewind!)] {
             #expect(user.sslOptions == [
@@ -136,7 +136,7 @@ struct EnvironmentTests {
             "PATRONI_POSTGRESQL_LISTEN": "10.0.0.1:5432", "PATRONI_POSTGRESQL_DATA_DIR": "/data",
             "PATRONI_SUPERUSER_USERNAME": "postgres", "PATRONI_REPLICATION_USERNAME": "rep",
         ]
-        let c = try ConfigLoader.load(path: nil, environment: env).config
+        let c = try ConfigLoader.load(path: nil, environment: env, checkFiles: false).config
         #expect(c.name == "n1" && c.scope == "s1")
         #expect(c.postgresql.connectAddress == "10.0.0.1:5432")
         #expect(c.dcs == .etcd3(Etcd3Settings(endpoints: ["http://10.0.0.9:2379"])))
@@ -147,13 +147,13 @@ struct EnvironmentTests {
 struct SourceTests {
     @Test func configurationVariableWhenNoFileIsGiven() throws {
         let env = ["PATRONI_CONFIGURATION": postgres0YAML, "PATRONI_NAME": "from-env"]
-        let c = try ConfigLoader.load(path: nil, environment: env).config
+        let c = try ConfigLoader.load(path: nil, environment: env, checkFiles: false).config
         #expect(c.scope == "batman")
         #expect(c.name == "from-env")
     }
 
     @Test func configurationVariableWhenTheFileDoesNotExist() throws {
-        let c = try ConfigLoader.load(path: "/nonexistent/stork.yml", environment: ["PATRONI_CONFIGURATION": postgres0YAML]).config
+        let c = try ConfigLoader.load(path: "/nonexistent/stork.yml", environment: ["PATRONI_CONFIGURATION": postgres0YAML], checkFiles: false).config
         #expect(c.name == "postgresql0")
     }
 

@@ -98,3 +98,39 @@ struct BadConfigTests {
         #expect(env.out.contains("data_dir: /srv/pg") && env.out.contains("name: pg9"), "\(env.out)")
     }
 }
+
+/// A DCS that refuses the configured credentials stops the agent at start: one line naming the
+/// key, exit status 2, nothing started.
+@Suite("Refused etcd credentials at start", .serialized)
+struct RefusedCredentialsTests {
+    @Test(.timeLimit(.minutes(2)))
+    func wrongEtcdPassword() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let etcdctl = try #require(TestSupport.which("etcdctl"), "etcdctl missing: apt-get install etcd-client")
+        for args in [["user", "add", "root", "--new-user-password=right-etcd-pw"], ["user", "grant-role", "root", "root"], ["auth", "enable"]] {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: etcdctl)
+            p.arguments = ["--endpoints=\(etcd.clientURL)"] + args
+            p.environment = ["ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"]
+            p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+            p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+            try p.run()
+            p.waitUntilExit()
+            try #require(p.terminationStatus == 0, "etcdctl \(args) failed")
+        }
+        let cluster = TestCluster(dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        let m = cluster.addMember("pg0", extraYAML: "")
+        var yaml = try String(contentsOfFile: m.configPath, encoding: .utf8)
+        yaml = yaml.replacingOccurrences(of: "etcd3:\n", with: "etcd3:\n  username: root\n  password: wrong-etcd-pw\n")
+        try yaml.write(toFile: m.configPath, atomically: true, encoding: .utf8)
+        TestSupport.chownToPostgres(m.configPath)
+        try m.start()
+        let status = await m.waitForExit(timeout: 30)
+        #expect(status == 2, "\(m.log)")
+        #expect(m.log.split(separator: "\n").contains { $0.hasPrefix("etcd3.password: ") }, "\(m.log)")
+        #expect(!m.log.contains("wrong-etcd-pw"))
+        #expect(!FileManager.default.fileExists(atPath: m.dataDir + "/PG_VERSION"), "nothing started")
+    }
+}
