@@ -190,6 +190,21 @@ extension PostgresNode {
         return path
     }
 
+    // MARK: - Connection strings on command lines
+
+    /// Runs `body` with `conninfo` fit for a command line (pg_basebackup's `--dbname`, the
+    /// argument of `post_bootstrap`) and the environment the program needs: secrets such as
+    /// `sslpassword` go to a temporary libpq service file (0600, owned by ``runAs``, in
+    /// `PGSERVICEFILE`), removed when `body` returns.
+    func withCommandLineConninfo<T>(_ conninfo: String,
+                                    _ body: (_ conninfo: String, _ environment: [String: String]) async throws -> T) async throws -> T {
+        let split = try ConnInfo.movingSecrets(conninfo, toService: "stork")
+        guard let text = split.serviceFile else { return try await body(conninfo, [:]) }
+        let path = try writeTemporaryFile(prefix: "stork-pgservice", contents: text)
+        defer { unlink(path) }
+        return try await body(split.conninfo, ["PGSERVICEFILE": path])
+    }
+
     // MARK: - pgpass
 
     /// Writes `settings.pgpass` (mode 0600, owned by ``runAs``) with exactly these entries.

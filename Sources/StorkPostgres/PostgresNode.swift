@@ -119,12 +119,14 @@ public final class PostgresNode: Sendable {
         rememberUpstream(conninfo: conninfo)
         try writePgpass(entries: pgpassEntries())
         try ensureDataDirectory()
-        var command = Command(binary("pg_basebackup"), [
-            "--pgdata=\(settings.dataDir)", "-X", "stream", "--checkpoint=fast", "--dbname=\(conninfo)",
-        ] + userArguments)
-        command.environment = ["PGPASSFILE": settings.pgpass]
-        logger.debug("running pg_basebackup", metadata: ["stork.data_dir": "\(settings.dataDir)"])
-        let result = try await run(command)
+        let result = try await withCommandLineConninfo(conninfo) { dbname, environment in
+            var command = Command(binary("pg_basebackup"), [
+                "--pgdata=\(settings.dataDir)", "-X", "stream", "--checkpoint=fast", "--dbname=\(dbname)",
+            ] + userArguments)
+            command.environment = environment.merging(["PGPASSFILE": settings.pgpass]) { _, new in new }
+            logger.debug("running pg_basebackup", metadata: ["stork.data_dir": "\(settings.dataDir)"])
+            return try await run(command)
+        }
         guard result.succeeded else { throw PostgresNode.failure("pg_basebackup", result) }
     }
 
@@ -256,16 +258,21 @@ public final class PostgresNode: Sendable {
         }
     }
 
-    /// Runs `post_bootstrap` with the new primary's connection string as its one argument,
-    /// a pgpass file in `PGPASSFILE`; throws with its exit status and output tail on failure.
+    /// Runs `post_bootstrap` with the new primary's connection string as its one argument
+    /// (the superuser's `ssl*` options in it; an `sslpassword` through a service file in
+    /// `PGSERVICEFILE`), a pgpass file in `PGPASSFILE`; throws with its exit status and output tail on failure.
     public func runPostBootstrap(_ command: String) async throws {
         guard let words = UserOptions.shellWords(command), let executable = words.first else {
             throw PostgresError("post_bootstrap: cannot split the command: \(command)")
         }
         try writePgpass(entries: pgpassEntries())
-        var cmd = Command(executable, Array(words.dropFirst()) + [localConninfo(passfile: false)])
-        cmd.environment = ["PGPASSFILE": settings.pgpass, "PGOPTIONS": "-c synchronous_commit=local -c statement_timeout=0"]
-        let result = try await run(cmd)
+        let result = try await withCommandLineConninfo(localConninfo(passfile: false)) { conninfo, environment in
+            var cmd = Command(executable, Array(words.dropFirst()) + [conninfo])
+            cmd.environment = environment.merging([
+                "PGPASSFILE": settings.pgpass, "PGOPTIONS": "-c synchronous_commit=local -c statement_timeout=0",
+            ]) { _, new in new }
+            return try await run(cmd)
+        }
         guard result.succeeded else { throw PostgresNode.failure("post_bootstrap \(executable)", result) }
     }
 

@@ -33,6 +33,30 @@ public enum ConnInfo {
         pairs.map { "\($0.0)=\(quote($0.1))" }.joined(separator: " ")
     }
 
+    /// Keys whose values are secrets: they never go on a command line.
+    public static let secretKeys: Set<String> = ["password", "sslpassword"]
+
+    /// Makes `conninfo` fit for a command line: its secret keys (``secretKeys``) move to the text
+    /// of a libpq service file (https://www.postgresql.org/docs/current/libpq-pgservice.html)
+    /// with one section `[service]`, and `service=<service>` takes their place. `serviceFile` is
+    /// nil, and the conninfo unchanged, when there is no secret (or the text is not `key=value`).
+    /// Throws when a secret cannot be written to a service file (a line break in it, or
+    /// whitespace at its end, which libpq would cut).
+    public static func movingSecrets(_ conninfo: String, toService service: String) throws -> (conninfo: String, serviceFile: String?) {
+        guard let pairs = parse(conninfo), pairs.contains(where: { secretKeys.contains($0.key) }) else { return (conninfo, nil) }
+        var kept: [(String, String)] = []
+        var section = "[\(service)]\n"
+        for (key, value) in pairs {
+            guard secretKeys.contains(key) else { kept.append((key, value)); continue }
+            if value.contains(where: \.isNewline) || value.last?.isWhitespace == true {
+                throw PostgresError("\(key) contains a line break or ends with whitespace: it cannot be handed to a program safely")
+            }
+            section += "\(key)=\(value)\n"
+        }
+        kept.append(("service", service))
+        return (format(kept), section)
+    }
+
     /// Parses `key=value` text (quotes and backslashes as libpq reads them); nil when malformed.
     public static func parse(_ text: String) -> [(key: String, value: String)]? {
         var result: [(key: String, value: String)] = []

@@ -43,13 +43,18 @@ final class TestMember: @unchecked Sendable {
     let apiPort: Int
     var process: Process?
     var extraYAML: String
+    /// Extra environment for every start of the agent (PATRONI_* variables, say).
+    var environment: [String: String] = [:]
+    /// When set, `sql()` connects with this client certificate (PGSSLMODE=verify-ca).
+    var clientTLS: (cert: String, key: String, rootCert: String)?
 
     var dataDir: String { base + "/data" }
     var configPath: String { base + "/stork.yml" }
     var logPath: String { base + "/agent.log" }
 
+    /// `yaml`, when given, is the whole configuration file (the rest comes from `environment`).
     init(name: String, scope: String, dcs: TestDCS, root: String, replicationPassword: String = replicationPassword,
-         extraYAML: String = "", bootstrap: Bool = true) {
+         extraYAML: String = "", bootstrap: Bool = true, yaml fullYAML: String? = nil) {
         self.name = name
         self.base = root + "/" + name
         self.pgPort = TestSupport.freePort()
@@ -72,7 +77,7 @@ final class TestMember: @unchecked Sendable {
               - host all all 127.0.0.1/32 scram-sha-256
 
             """ : ""
-        let yaml = """
+        let yaml = fullYAML ?? """
             scope: \(scope)
             name: \(name)
             restapi:
@@ -113,6 +118,7 @@ final class TestMember: @unchecked Sendable {
         }
         var env = ProcessInfo.processInfo.environment
         env["HOME"] = base
+        env.merge(environment) { _, new in new }
         env.merge(extra) { _, new in new }
         p.environment = env
         let log = FileHandle(forWritingAtPath: logPath)
@@ -171,9 +177,13 @@ final class TestMember: @unchecked Sendable {
 
     /// Runs SQL on this member's PostgreSQL as the superuser; nil when it cannot connect.
     func sql(_ query: String) -> String? {
+        var env = ["PGPASSWORD": superuserPassword, "PGCONNECT_TIMEOUT": "3"]
+        if let tls = clientTLS {
+            env.merge(["PGSSLMODE": "verify-ca", "PGSSLCERT": tls.cert, "PGSSLKEY": tls.key, "PGSSLROOTCERT": tls.rootCert]) { _, n in n }
+        }
         let r = try? runAsPostgres("/usr/lib/postgresql/15/bin/psql",
                                    ["-h", "127.0.0.1", "-p", String(pgPort), "-U", "postgres", "-d", "postgres",
-                                    "-Atc", query], env: ["PGPASSWORD": superuserPassword, "PGCONNECT_TIMEOUT": "3"])
+                                    "-Atc", query], env: env)
         guard let r, r.status == 0 else { return nil }
         return r.output.trimmingCharacters(in: .whitespacesAndNewlines)
     }
