@@ -20,6 +20,9 @@ public struct Command: Sendable {
     public var arguments: [String]
     /// Added to (or replacing in) the inherited environment.
     public var environment: [String: String] = [:]
+    /// Inherited variables whose names start with one of these are left out (`environment`
+    /// still applies): the agent's `PATRONI_*` variables hold passwords.
+    public var withoutInherited: [String] = []
     public var workingDirectory: String? = nil
     /// Seconds; nil means no limit. On expiry: SIGTERM to the group, 10 s, then SIGKILL.
     public var timeout: Double? = nil

@@ -171,12 +171,15 @@ public final class PostgresNode: Sendable {
         }
     }
 
-    /// `pg_ctl start -w -t timeout -l <log>`; throws when the server does not start.
+    /// `pg_ctl start -w -t timeout -l <log>`, without the agent's `PATRONI_*` variables; throws
+    /// when the server does not start.
     public func start(timeout: Int) async throws {
         let log = serverLogPath
         logger.info("starting PostgreSQL", metadata: ["stork.data_dir": "\(settings.dataDir)", "stork.log": "\(log)"])
         var command = Command(binary("pg_ctl"), ["start", "-D", settings.dataDir, "-w", "-t", String(timeout), "-l", log])
         command.timeout = Double(timeout) + 30
+        // Like Patroni, the server does not inherit the PATRONI_* variables (passwords among them).
+        command.withoutInherited = ["PATRONI_"]
         let result = try await run(command)
         guard result.succeeded else {
             var error = PostgresNode.failure("pg_ctl start", result)

@@ -60,6 +60,11 @@ public enum ProcessRunner {
         }
 
         var overrides: [Environment.Key: String?] = [:]
+        if !command.withoutInherited.isEmpty {
+            for key in ProcessInfo.processInfo.environment.keys where command.withoutInherited.contains(where: { key.hasPrefix($0) }) {
+                overrides.updateValue(nil, forKey: Environment.Key(stringLiteral: key))
+            }
+        }
         for (key, value) in command.environment { overrides[Environment.Key(stringLiteral: key)] = value }
         if let user = command.runAs, geteuid() == 0, user.uid != 0 {
             // Tools that look at HOME or USER should see the user they run as, not root.

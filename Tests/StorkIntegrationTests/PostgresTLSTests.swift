@@ -1,0 +1,322 @@
+import Foundation
+import Testing
+import StorkPostgres
+import StorkTestSupport
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A cluster whose PostgreSQL accepts TCP connections only over TLS with a client certificate
+/// (`hostssl ... clientcert=verify-ca`, no `host` line), configured through `PATRONI_*`
+/// variables beside a near-empty YAML file (what the variables cannot say: the DCS path,
+/// `bootstrap` and `postgresql.parameters`).
+final class TLSCluster: @unchecked Sendable {
+    let cluster: TestCluster
+    let dcsDir: String
+    let certs: TestCertificates
+    let server: (cert: String, key: String)
+    let superuser: (cert: String, key: String)
+    let replicator: (cert: String, key: String)
+
+    /// `withoutReplicationCertificate`: members whose replication user gets sslmode and
+    /// sslrootcert but no client certificate.
+    init(withoutReplicationCertificate: Set<String> = []) throws {
+        dcsDir = TestSupport.makeTempDir("stork-dcs")
+        certs = try TestCertificates()
+        server = try certs.issue("server", cn: "127.0.0.1")
+        superuser = try certs.issue("postgres", cn: "postgres")
+        let plainReplicator = try certs.issue("replicator", cn: "replicator")
+        // The replicator's key is encrypted: its passphrase (sslpassword) is a secret too.
+        replicator = (plainReplicator.cert, certs.directory + "/replicator-encrypted.key")
+        let openssl = try runAsPostgres(TestSupport.which("openssl") ?? "/usr/bin/openssl",
+                                        ["pkey", "-in", plainReplicator.key, "-out", replicator.key, "-aes256",
+                                         "-passout", "pass:" + keyPassphrase])
+        guard openssl.status == 0 else { throw PostgresTLSTestError("openssl pkey: \(openssl.output)") }
+        chmod(replicator.key, 0o600)
+        cluster = TestCluster(scope: "tls", dcs: .local(dcsDir))
+        // post_bootstrap connects with nothing but the connection string it is given.
+        let post = cluster.root + "/post_bootstrap.sh"
+        try """
+            #!/bin/sh
+            /usr/lib/postgresql/15/bin/psql "$1" -XAtc "SELECT ssl || ':' || coalesce(client_dn, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid()" > \(cluster.root)/post_bootstrap.out 2>&1
+            """.write(toFile: post, atomically: true, encoding: .utf8)
+        chmod(post, 0o755)
+        for i in 0..<3 {
+            let name = "pg\(i)"
+            let yaml = """
+                local:
+                  path: \(dcsDir)
+                bootstrap:
+                  dcs:
+                    ttl: 20
+                    loop_wait: 1
+                    retry_timeout: 4
+                  initdb:
+                  - encoding: UTF8
+                  post_bootstrap: \(post)
+                  pg_hba:
+                  - local all all trust
+                  - hostssl replication replicator 127.0.0.1/32 scram-sha-256 clientcert=verify-ca
+                  - hostssl all all 127.0.0.1/32 scram-sha-256 clientcert=verify-ca
+                postgresql:
+                  parameters:
+                    unix_socket_directories: \(cluster.root)/\(name)
+                    shared_buffers: 16MB
+                    max_connections: 30
+                    ssl: on
+                    ssl_cert_file: \(server.cert)
+                    ssl_key_file: \(server.key)
+                    ssl_ca_file: \(certs.caCert)
+                    log_connections: on
+
+                """
+            let m = TestMember(name: name, scope: "tls", dcs: cluster.dcs, root: cluster.root, yaml: yaml)
+            let pgPort = m.pgPort, apiPort = m.apiPort
+            var env = [
+                "PATRONI_NAME": name,
+                "PATRONI_SCOPE": "tls",
+                "PATRONI_RESTAPI_LISTEN": "127.0.0.1:\(apiPort)",
+                "PATRONI_RESTAPI_CONNECT_ADDRESS": "127.0.0.1:\(apiPort)",
+                "PATRONI_POSTGRESQL_LISTEN": "127.0.0.1:\(pgPort)",
+                "PATRONI_POSTGRESQL_CONNECT_ADDRESS": "127.0.0.1:\(pgPort)",
+                "PATRONI_POSTGRESQL_DATA_DIR": m.dataDir,
+                "PATRONI_POSTGRESQL_PGPASS": m.base + "/pgpass",
+                "PATRONI_SUPERUSER_USERNAME": "postgres",
+                "PATRONI_SUPERUSER_PASSWORD": superuserPassword,
+                "PATRONI_SUPERUSER_SSLMODE": "verify-ca",
+                "PATRONI_SUPERUSER_SSLROOTCERT": certs.caCert,
+                "PATRONI_SUPERUSER_SSLCERT": superuser.cert,
+                "PATRONI_SUPERUSER_SSLKEY": superuser.key,
+                "PATRONI_REPLICATION_USERNAME": "replicator",
+                "PATRONI_REPLICATION_PASSWORD": replicationPassword,
+                "PATRONI_REPLICATION_SSLMODE": "verify-ca",
+                "PATRONI_REPLICATION_SSLROOTCERT": certs.caCert,
+            ]
+            if !withoutReplicationCertificate.contains(name) {
+                env["PATRONI_REPLICATION_SSLCERT"] = replicator.cert
+                env["PATRONI_REPLICATION_SSLKEY"] = replicator.key
+                env["PATRONI_REPLICATION_SSLPASSWORD"] = keyPassphrase
+            }
+            m.environment = env
+            m.clientTLS = (superuser.cert, superuser.key, certs.caCert)
+            cluster.members.append(m)
+        }
+    }
+
+    var members: [TestMember] { cluster.members }
+
+    func destroy() {
+        cluster.destroy()
+        certs.destroy()
+        TestSupport.removeTree(dcsDir)
+    }
+}
+
+/// The passphrase of the replicator's encrypted client key.
+let keyPassphrase = "key-Passphrase-3"
+
+struct PostgresTLSTestError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// The command lines of every process the postgres OS user runs now.
+func postgresCommandLines() -> [String] {
+    let uid = TestSupport.postgresUser?.uid ?? geteuid()
+    var out: [String] = []
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where Int(entry) != nil {
+        var st = stat()
+        guard stat("/proc/\(entry)", &st) == 0, st.st_uid == uid,
+              let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"), !data.isEmpty else { continue }
+        out.append(String(decoding: data.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self))
+    }
+    return out
+}
+
+/// Reads `postgresCommandLines()` every 10 ms on a thread of its own until `stop()`.
+final class CommandLineWatch: Sendable {
+    private let state = Mutex<(running: Bool, lines: Set<String>, rounds: Int)>((true, [], 0))
+
+    init() {
+        Thread { [self] in
+            while state.withLock({ $0.running }) {
+                let lines = postgresCommandLines()
+                state.withLock { $0.lines.formUnion(lines); $0.rounds += 1 }
+                usleep(10_000)
+            }
+        }.start()
+    }
+
+    /// Stops the thread; every distinct command line seen and how many times /proc was read.
+    func stop() -> (lines: Set<String>, rounds: Int) {
+        state.withLock { $0.running = false; return ($0.lines, $0.rounds) }
+    }
+}
+
+/// Regular files under `root` (not following links) whose text holds `needle`, with their modes.
+func files(under root: String, containing needle: String, maxSize: Int = 1 << 20) -> [(path: String, mode: mode_t)] {
+    var out: [(String, mode_t)] = []
+    guard let e = FileManager.default.enumerator(atPath: root) else { return out }
+    let bytes = Array(needle.utf8)
+    for case let rel as String in e {
+        let path = root + "/" + rel
+        var st = stat()
+        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, Int(st.st_size) <= maxSize,
+              let data = FileManager.default.contents(atPath: path) else { continue }
+        if data.count >= bytes.count, data.withUnsafeBytes({ raw in
+            raw.firstRange(of: bytes) != nil
+        }) { out.append((path, st.st_mode & 0o777)) }
+    }
+    return out
+}
+
+extension UnsafeRawBufferPointer {
+    func firstRange(of needle: [UInt8]) -> Range<Int>? {
+        guard needle.count <= count else { return nil }
+        for i in 0...(count - needle.count) where self[i] == needle[0] {
+            var j = 1
+            while j < needle.count && self[i + j] == needle[j] { j += 1 }
+            if j == needle.count { return i..<(i + needle.count) }
+        }
+        return nil
+    }
+}
+
+@Suite("PostgreSQL with TLS and client certificates", .serialized)
+struct PostgresTLSTests {
+    /// Three members, only `hostssl` with client certificates: one bootstraps, two clone and
+    /// stream; no password in any postgres process's argv while they clone, nor in the logs.
+    @Test(.timeLimit(.minutes(5)))
+    func clusterWithClientCertificates() async throws {
+        let tls = try TLSCluster()
+        defer { tls.destroy() }
+        let cluster = tls.cluster
+        let (first, second, third) = (tls.members[0], tls.members[1], tls.members[2])
+        // Watch the command lines from the bootstrap (post_bootstrap) to the end of the clones.
+        let watch = CommandLineWatch()
+        defer { _ = watch.stop() }
+        try first.start()
+        let led = await TestSupport.waitUntil(timeout: 60) { await first.api("/primary").0 == 200 }
+        #expect(led, "pg0 did not bootstrap\n\(cluster.logs())")
+        guard led else { return }
+        // The server really refuses a connection without a client certificate.
+        let noCert = try runAsPostgres("/usr/lib/postgresql/15/bin/psql",
+                                       ["-h", "127.0.0.1", "-p", String(first.pgPort), "-U", "postgres", "-d", "postgres", "-Atc", "SELECT 1"],
+                                       env: ["PGPASSWORD": superuserPassword, "PGSSLMODE": "require", "PGCONNECT_TIMEOUT": "3"])
+        #expect(noCert.status != 0 && noCert.output.contains("certificate"), "\(noCert.output)")
+        #expect(first.sql("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == "t")
+
+        // Some data, so that the clones take a moment to watch.
+        #expect(first.sql("CREATE TABLE filler AS SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 300000) g; SELECT 1")?.hasSuffix("1") == true)
+
+        try second.start()
+        try third.start()
+        let streaming = await cluster.waitAllStreaming(timeout: 120)
+        let (seen, rounds) = watch.stop()
+        #expect(streaming, "cluster did not reach one primary and two streaming replicas\n\(cluster.logs())")
+        guard streaming else { return }
+        // Tests run in parallel: other clusters' pg_basebackup runs show too; ours are under our root.
+        let basebackups = seen.filter { $0.contains("pg_basebackup --pgdata=\(cluster.root)/") }
+        #expect(basebackups.count >= 2, "the watch saw \(basebackups.count) pg_basebackup commands in \(rounds) rounds")
+        for line in seen where line.contains(superuserPassword) || line.contains(replicationPassword) || line.contains(keyPassphrase) {
+            Issue.record("a secret in a command line: \(line)")
+        }
+        for line in basebackups {
+            #expect(line.contains("sslmode=verify-ca") && line.contains("sslcert=") && line.contains("sslkey=")
+                    && line.contains("sslrootcert=") && line.contains("service=stork"), "\(line)")
+        }
+
+        // Replication itself runs over TLS, as the replicator, with its client certificate.
+        let rows = first.sql("""
+            SELECT r.application_name || ':' || s.ssl || ':' || coalesce(s.client_dn, '')
+            FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) ORDER BY 1
+            """)
+        #expect(rows == "pg1:true:/CN=replicator\npg2:true:/CN=replicator", "\(rows ?? "nil")")
+        // The agent's own connections and replication ran over TLS (log_connections).
+        let serverLog = (try? String(contentsOfFile: first.dataDir + ".log", encoding: .utf8)) ?? ""
+        for needle in ["connection authorized: user=postgres database=postgres application_name=stork SSL enabled",
+                       "replication connection authorized: user=replicator application_name=pg1 SSL enabled",
+                       "replication connection authorized: user=replicator application_name=pg2 SSL enabled"] {
+            #expect(serverLog.contains(needle), "pg0's server log has no \"\(needle)\"")
+        }
+        #expect(!serverLog.contains("SSL off") && !serverLog.contains("no encryption"), "a connection without TLS")
+        // post_bootstrap reached the new primary with the superuser's certificate.
+        let post = (try? String(contentsOfFile: cluster.root + "/post_bootstrap.out", encoding: .utf8)) ?? ""
+        #expect(post.trimmingCharacters(in: .whitespacesAndNewlines) == "true:/CN=postgres", "post_bootstrap: \(post)")
+        for m in [second, third] {
+            let conf = (try? String(contentsOfFile: m.dataDir + "/postgresql.conf", encoding: .utf8)) ?? ""
+            let conninfo = conf.split(separator: "\n").first { $0.hasPrefix("primary_conninfo") }.map(String.init) ?? ""
+            for needle in ["sslmode=verify-ca", "sslcert=", "sslkey=", "sslrootcert=", "passfile="] {
+                #expect(conninfo.contains(needle), "\(m.name): primary_conninfo has no \(needle): \(conninfo)")
+            }
+            #expect(!conninfo.contains(replicationPassword))
+        }
+
+        // Secrets: no password in any log; pgpass files 0600; no private key copied elsewhere.
+        for m in tls.members {
+            let server = (try? String(contentsOfFile: m.dataDir + ".log", encoding: .utf8)) ?? ""
+            for (what, text) in [("agent log", m.log), ("server log", server)] {
+                #expect(!text.contains(superuserPassword) && !text.contains(replicationPassword) && !text.contains(keyPassphrase),
+                        "\(m.name): a secret in the \(what)")
+            }
+            var st = stat()
+            #expect(stat(m.base + "/pgpass", &st) == 0 && st.st_mode & 0o777 == 0o600, "\(m.name): pgpass mode \(String(st.st_mode & 0o777, radix: 8))")
+        }
+        // The servers do not inherit the agents' PATRONI_* variables (passwords among them).
+        for m in tls.members {
+            let pidText = (try? String(contentsOfFile: m.dataDir + "/postmaster.pid", encoding: .utf8)) ?? ""
+            let pid = pidText.split(separator: "\n").first.map(String.init) ?? ""
+            let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ").map { String(decoding: $0, as: UTF8.self) } ?? ""
+            #expect(!environ.isEmpty, "\(m.name): cannot read the postmaster's environment (pid \(pid))")
+            #expect(!environ.contains("PATRONI_") && !environ.contains(superuserPassword) && !environ.contains(replicationPassword)
+                    && !environ.contains(keyPassphrase), "\(m.name): the postmaster inherited PATRONI_* variables")
+        }
+        // The key passphrase went to pg_basebackup through a temporary service file, gone now.
+        let leftovers = ((try? FileManager.default.contentsOfDirectory(atPath: "/tmp")) ?? [])
+            .filter { $0.hasPrefix("stork-pgservice") }
+            .filter { ((try? String(contentsOfFile: "/tmp/" + $0, encoding: .utf8)) ?? "").contains(keyPassphrase) }
+        #expect(leftovers.isEmpty, "service files left behind: \(leftovers)")
+        let keyCopies = files(under: cluster.root, containing: "PRIVATE KEY")
+        #expect(keyCopies.isEmpty, "private keys under the cluster's directories: \(keyCopies.map(\.path))")
+        let passwordFiles = files(under: cluster.root, containing: replicationPassword).filter { $0.mode & 0o077 != 0 }
+        #expect(passwordFiles.isEmpty, "readable files holding a password: \(passwordFiles.map(\.path))")
+    }
+
+    /// A replica whose replication user has no client certificate: its clone fails with the
+    /// server's reason, is tried again, and the leader and the other replica go on.
+    @Test(.timeLimit(.minutes(4)))
+    func replicaWithoutClientCertificate() async throws {
+        let tls = try TLSCluster(withoutReplicationCertificate: ["pg2"])
+        defer { tls.destroy() }
+        let cluster = tls.cluster
+        let (first, second, third) = (tls.members[0], tls.members[1], tls.members[2])
+        try first.start()
+        #expect(await TestSupport.waitUntil(timeout: 60) { await first.api("/primary").0 == 200 }, "\(cluster.logs())")
+        let sysid = first.sql("SELECT system_identifier FROM pg_control_system()")
+        #expect(sysid != nil)
+        try second.start()
+        try third.start()
+        // Two attempts per cycle, then a new cycle: at least three failures.
+        let retried = await TestSupport.waitUntil(timeout: 60) {
+            count("Error when fetching backup: pg_basebackup failed", in: third.log) >= 3
+        }
+        #expect(retried, "pg2 did not retry its clone\n\(third.log)")
+        // The error entry (its first line and the output tail under it) gives the server's reason.
+        let entry = third.log.components(separatedBy: "Error when fetching backup").dropFirst().first
+            .map { $0.components(separatedBy: "\n20").first ?? $0 } ?? ""
+        #expect(entry.contains("certificate"), "the error does not say why: \(entry)")
+        #expect(third.log.contains("Error creating replica using method basebackup"), "\(third.log)")
+        #expect(!third.log.contains(replicationPassword) && !third.log.contains(superuserPassword))
+
+        // pg2 is not a replica; pg0 leads the same cluster and pg1 streams from it.
+        third.stop()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        #expect(await first.api("/primary").0 == 200)
+        #expect(first.sql("SELECT system_identifier FROM pg_control_system()") == sysid)
+        #expect(first.sql("SELECT string_agg(application_name, ',') FROM pg_stat_replication") == "pg1")
+        #expect(!FileManager.default.fileExists(atPath: third.dataDir + "/PG_VERSION"), "pg2's failed clone was not wiped")
+        #expect(count("initialized a new cluster", in: first.log) == 1)
+        #expect(!second.log.contains("initialized a new cluster") && !third.log.contains("initialized a new cluster"))
+    }
+}
