@@ -89,7 +89,12 @@ func threeMembersBootstrapAndRejoin(dcs: TestDCS) async throws {
     #expect(count("replica has been created using basebackup", in: replica.log) == 1, "no second clone\n\(replica.log)")
 
     // stork list shows the three members with the right roles.
-    let list = try runStork(["list", primary.configPath])
+    // Member keys follow the servers within one loop_wait.
+    var list = try runStork(["list", primary.configPath])
+    _ = try await TestSupport.waitUntil(timeout: 10) {
+        list = try runStork(["list", primary.configPath])
+        return count("streaming", in: list.out) == 2
+    }
     #expect(list.status == 0, "\(list.err)")
     #expect(list.out.contains("| \(primary.name) ") && list.out.contains("Leader"))
     #expect(count("Replica", in: list.out) == 2 && count("streaming", in: list.out) == 2, "\(list.out)")
