@@ -37,6 +37,10 @@ struct AgentCommand: AsyncParsableCommand {
             leader with pg_basebackup when its data directory is empty, and keeps PostgreSQL running \
             in its role. Stops PostgreSQL and releases the leader key on SIGTERM or SIGINT. \
             Without CONFIG, PATRONI_CONFIGURATION or PATRONI_* variables must give the configuration.
+
+            Exit status: 0 after SIGTERM/SIGINT; 1 when the data directory belongs to another cluster \
+            or the bootstrap failed (its data directory is moved aside); 2 for a bad configuration or \
+            credentials the DCS refuses (one line per problem, naming the key; nothing started).
             """)
 
     @Argument(help: "Patroni YAML configuration file.")
