@@ -242,6 +242,10 @@ public actor Agent {
             return "demoting self because \(leader.map { "\($0) holds the leader lock" } ?? "this node may not be the leader")"
 
         case .follow(let leader):
+            if followedLeader == nil, await runningUpstreamMatches(leader) {
+                // A new agent beside a replica that already follows the leader: nothing to restart.
+                followedLeader = .some(leader)
+            }
             if followedLeader != .some(leader) {
                 startLongTask("following a new leader", state: "starting") { agent in await agent.restartAsReplica() }
                 return "changing primary_conninfo and restarting in progress"
@@ -319,6 +323,18 @@ public actor Agent {
         longTaskName = nil
         status.update { $0.task = nil }
         wakeRequested = true  // the loop runs at once, not after loop_wait
+    }
+
+    /// The running server's `primary_conninfo` already points at `leader`'s host and port.
+    private func runningUpstreamMatches(_ leader: String?) async -> Bool {
+        guard let leader, let url = lastView.member(named: leader)?.connURL,
+              let connection = try? await node.localConnection() else { return false }
+        defer { Task { await connection.close() } }
+        guard let rows = try? await connection.query("SELECT setting FROM pg_settings WHERE name = 'primary_conninfo'"),
+              let running = rows.first?.first ?? nil, let pairs = ConnInfo.parse(running) else { return false }
+        let want = ConnInfo.parse(node.replicationConninfo(toConnURL: url)) ?? []
+        func value(_ key: String, _ list: [(key: String, value: String)]) -> String? { list.first { $0.key == key }?.value }
+        return ["host", "port", "user"].allSatisfy { value($0, pairs) == value($0, want) }
     }
 
     func replicaRole() -> ServerRole {

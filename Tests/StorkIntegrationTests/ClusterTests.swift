@@ -88,6 +88,20 @@ func threeMembersBootstrapAndRejoin(dcs: TestDCS) async throws {
     #expect(back, "replica did not rejoin\n\(cluster.logs())")
     #expect(count("replica has been created using basebackup", in: replica.log) == 1, "no second clone\n\(replica.log)")
 
+    // The replica's agent crashes (its PostgreSQL keeps running) and comes back: it finds the
+    // server already following the leader and leaves it running.
+    let pidBefore = try String(contentsOfFile: replica.dataDir + "/postmaster.pid", encoding: .utf8).split(separator: "\n").first
+    replica.crash()
+    let logBefore = replica.log.count
+    try replica.start()
+    let settled = await TestSupport.waitUntil(timeout: 20) {
+        String(replica.log.dropFirst(logBefore)).contains("a secondary, and following a leader (\(primary.name))")
+    }
+    #expect(settled, "\(replica.log)")
+    let pidAfter = try String(contentsOfFile: replica.dataDir + "/postmaster.pid", encoding: .utf8).split(separator: "\n").first
+    #expect(pidBefore == pidAfter, "the running replica must not be restarted\n\(replica.log)")
+    #expect(await cluster.waitAllStreaming(timeout: 30), "\(cluster.logs())")
+
     // stork list shows the three members with the right roles.
     // Member keys follow the servers within one loop_wait.
     var list = try runStork(["list", primary.configPath])
