@@ -88,7 +88,7 @@ public actor Agent {
         }
         lastView = view
         timing = Timing(config: config, dynamic: view.config)
-        status.update { $0.ttl = timing.ttl; $0.leaderName = view.leader }
+        status.update { $0.ttl = timing.ttl }
 
         let local = await localSnapshot()
         let snapshot = Snapshot(me: config.name, cluster: view, local: local,
@@ -108,18 +108,28 @@ public actor Agent {
         let incomplete = FileManager.default.fileExists(atPath: incompleteMarker)
         let dirState = node.dataDirectoryState()
         var local = LocalSnapshot(dataDirectory: dirState, incompleteWork: incomplete)
-        guard dirState == .initialized, !incomplete else { return local }
-        do {
-            let control = try await node.controlData()
-            local.systemIdentifier = control.systemIdentifier
-            let standby = FileManager.default.fileExists(atPath: config.postgresql.dataDir + "/standby.signal")
-            local.wasPrimary = !standby && ["shut down", "in production"].contains(control.clusterState)
-            status.update { $0.systemIdentifier = control.systemIdentifier }
-        } catch {
-            local.dataDirectory = .unusable("pg_controldata cannot read it: \(error)")
+        guard dirState == .initialized, !incomplete else {
+            status.update { $0.systemIdentifier = nil }
             return local
         }
         local.running = node.isRunning()
+        // The system identifier of a data directory never changes while its server runs, and
+        // `wasPrimary` only matters for a stopped server: pg_controldata runs only when needed.
+        if local.running, let known = status.snapshot.systemIdentifier {
+            local.systemIdentifier = known
+        } else {
+            do {
+                let control = try await node.controlData()
+                local.systemIdentifier = control.systemIdentifier
+                let standby = FileManager.default.fileExists(atPath: config.postgresql.dataDir + "/standby.signal")
+                local.wasPrimary = !standby && ["shut down", "in production"].contains(control.clusterState)
+                status.update { $0.systemIdentifier = control.systemIdentifier }
+            } catch {
+                local.dataDirectory = .unusable("pg_controldata cannot read it: \(error)")
+                local.running = false
+                return local
+            }
+        }
         if local.running, let server = try? await node.serverState() {
             local.inRecovery = server.inRecovery
             status.update {
@@ -513,14 +523,9 @@ public actor Agent {
             return
         }
         logger.info("replica has been created using basebackup")
-        do {
-            try writeConfig(role: replicaRole())
-            try? FileManager.default.removeItem(atPath: incompleteMarker)
-            logger.info("bootstrapped from \(description)")
-        } catch {
-            logger.error("could not write the replica configuration: \(error)")
-            return
-        }
+        // The copy is complete: from here a crash leaves a data directory to start, not to wipe.
+        try? FileManager.default.removeItem(atPath: incompleteMarker)
+        logger.info("bootstrapped from \(description)")
         await startServer(role: replicaRole())
     }
 

@@ -20,8 +20,7 @@ let defaultParameters: [String: JSONValue] = [
 /// then the member's own `postgresql.parameters`, then what Stork must control.
 public func effectiveParameters(config: Config, dynamic: JSONValue?) -> [String: JSONValue] {
     var p = defaultParameters
-    let clusterWide = dynamic ?? .object(config.bootstrap.dcs)
-    if case .object(let params)? = clusterWide["postgresql"]?["parameters"] {
+    if case .object(let params)? = clusterConfig(config, dynamic)["postgresql"]?["parameters"] {
         p.merge(params) { _, new in new }
     }
     p.merge(config.postgresql.parameters) { _, new in new }
@@ -63,8 +62,12 @@ public struct Timing: Sendable, Equatable {
 /// `postgresql.use_slots` of the cluster-wide configuration (Patroni's default: true): each
 /// replica streams through a physical slot named after it, which the primary keeps.
 public func useSlots(config: Config, dynamic: JSONValue?) -> Bool {
-    let clusterWide = dynamic ?? .object(config.bootstrap.dcs)
-    return clusterWide["postgresql"]?["use_slots"]?.isTruthy ?? true
+    clusterConfig(config, dynamic)["postgresql"]?["use_slots"]?.isTruthy ?? true
+}
+
+/// The cluster-wide configuration: the DCS `config` key, or `bootstrap.dcs` before it exists.
+func clusterConfig(_ config: Config, _ dynamic: JSONValue?) -> JSONValue {
+    dynamic ?? .object(config.bootstrap.dcs)
 }
 
 /// Patroni's slot name for a member: lower case, anything but `[a-z0-9_]` becomes `_`, at most 63 bytes.

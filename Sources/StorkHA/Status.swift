@@ -13,7 +13,6 @@ public struct MemberStatus: Sendable, Equatable {
     public var server: ServerState?
     public var systemIdentifier: String?
     public var holdsLeaderKey: Bool = false
-    public var leaderName: String?
     public var postmasterStartTime: Date?
     /// When the DCS last answered.
     public var dcsLastSeen: Date?

@@ -209,7 +209,14 @@ extension PostgresNode {
 
     /// Writes `settings.pgpass` (mode 0600, owned by ``runAs``) with exactly these entries.
     public func writePgpass(entries: [PgpassEntry]) throws {
-        try writeOwnedFile(settings.pgpass, contents: entries.map { $0.line + "\n" }.joined())
+        let contents = entries.map { $0.line + "\n" }.joined()
+        // Every local connection asks for the file: rewrite (and fsync) it only when it changed.
+        var st = stat()
+        if stat(settings.pgpass, &st) == 0, st.st_mode & 0o777 == 0o600, runAs.map({ $0.uid == st.st_uid }) ?? true,
+           FileManager.default.contents(atPath: settings.pgpass) == Data(contents.utf8) {
+            return
+        }
+        try writeOwnedFile(settings.pgpass, contents: contents)
     }
 
     /// What the pgpass file should hold now: the superuser for local connections, then the

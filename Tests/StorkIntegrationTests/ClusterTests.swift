@@ -151,9 +151,7 @@ struct EtcdClusterTests {
         defer { etcd.destroy() }
         let cluster = TestCluster(dcs: .etcd([etcd.clientURL]))
         defer { cluster.destroy() }
-        let first = cluster.addMember("pg0")
-        try first.start()
-        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        let first = try await cluster.startPrimary("pg0")
 
         let stranger = cluster.addMember("pg1")
         let initdb = try runAsPostgres("/usr/lib/postgresql/15/bin/initdb", ["-D", stranger.dataDir, "-A", "trust", "-U", "postgres"])
@@ -181,9 +179,7 @@ struct EtcdClusterTests {
         defer { etcd.destroy() }
         let cluster = TestCluster(dcs: .etcd([etcd.clientURL]))
         defer { cluster.destroy() }
-        let leader = cluster.addMember("pg0")
-        try leader.start()
-        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        let leader = try await cluster.startPrimary("pg0")
         let leaderSysid = leader.sql("SELECT system_identifier FROM pg_control_system()")
 
         let bad = cluster.addMember("pg1", replicationPassword: "wrong-password")

@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 import StorkPostgres
 import StorkTestSupport
 #if canImport(FoundationNetworking)
@@ -249,6 +250,14 @@ final class TestCluster: @unchecked Sendable {
     func addMember(_ name: String, replicationPassword: String = replicationPassword, extraYAML: String = "") -> TestMember {
         let m = TestMember(name: name, scope: scope, dcs: dcs, root: root, replicationPassword: replicationPassword, extraYAML: extraYAML)
         members.append(m)
+        return m
+    }
+
+    /// Adds and starts the first member and waits until it is a running primary.
+    func startPrimary(_ name: String) async throws -> TestMember {
+        let m = addMember(name)
+        try m.start()
+        #expect(await waitAllStreaming(timeout: 60), "\(logs())")
         return m
     }
 
