@@ -1,18 +1,26 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Logging
+import NIOCore
+import NIOSSL
 import ServiceLifecycle
 import StorkConfig
 import StorkHA
 
 /// Patroni's REST API on `restapi.listen`: health checks and `GET /patroni`, answered from
-/// the agent's StatusBoard (see `APIResponses` for the paths and status codes).
+/// the agent's StatusBoard (see `APIResponses` for the paths and status codes), and
+/// `POST /reinitialize`. HTTPS when `restapi.certfile` is set; requests that change something
+/// pass `APIAccess` first (allowlist, client certificate, basic authentication).
 public enum RestAPI {
     /// The Hummingbird application; run it in the agent's ServiceGroup.
-    public static func makeApplication(config: Config, status: StatusBoard, logger: Logger,
+    public static func makeApplication(config: Config, agent: Agent, logger: Logger,
                                        onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> any Service {
         let (host, port) = try listenAddress(config.restapi.listen)
-        let router = Router()
+        let status = agent.status
+        let access = APIAccess(settings: config.restapi, allowlist: resolveAllowlist(config.restapi.allowlist, logger: logger))
+        let router = Router(context: APIRequestContext.self)
         let paths = ["/", "/patroni", "/primary", "/master", "/leader", "/replica", "/read-write", "/read-only",
                      "/health", "/liveness", "/readiness"]
         for path in paths {
@@ -24,7 +32,30 @@ public enum RestAPI {
                 return Response(status: .init(code: code))
             }
         }
-        return Application(router: router,
+        router.post("/reinitialize") { request, context -> Response in
+            if let refused = await refusal(request, context, access) { return refused }
+            let body = try? await request.body.collect(upTo: 64 * 1024)
+            let options = body.flatMap { JSONValue.parse(json: Data($0.readableBytesView)) }
+            var force = false, fromLeader = false
+            if case .object(let map)? = options {
+                force = map["force"]?.isTruthy ?? false
+                fromLeader = map["from_leader"]?.isTruthy ?? false
+            }
+            if let reason = await agent.reinitialize(force: force, fromLeader: fromLeader) {
+                return text(503, reason)
+            }
+            return text(200, "reinitialize started")
+        }
+        // Patroni's other changing endpoints: refused the same way, then "not yet".
+        for path in ["/restart", "/reload", "/switchover", "/failover", "/sigterm"] {
+            router.post(RouterPath(path)) { request, context -> Response in
+                if let refused = await refusal(request, context, access) { return refused }
+                return text(501, "\(path) is not implemented by Stork yet")
+            }
+        }
+
+        let server: HTTPServerBuilder = config.restapi.usesTLS ? try .tls(.http1(), tlsConfiguration: tlsConfiguration(config.restapi)) : .http1()
+        return Application(router: router, server: server,
                            configuration: .init(address: .hostname(host, port: port), serverName: "Stork/\(storkVersion)"),
                            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },
                            logger: logger)
@@ -39,6 +70,69 @@ public enum RestAPI {
         return Response(status: .init(code: code), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 
+    static func text(_ code: Int, _ message: String, headers extra: HTTPFields = [:]) -> Response {
+        var headers = extra
+        headers[.contentType] = "text/plain; charset=utf-8"
+        return Response(status: .init(code: code), headers: headers, body: .init(byteBuffer: ByteBuffer(string: message)))
+    }
+
+    /// The response that refuses a changing request, nil when it may go on.
+    static func refusal(_ request: Request, _ context: APIRequestContext, _ access: APIAccess) async -> Response? {
+        let certificate = access.certificateExpected ? (try? await context.channel.nioSSL_peerCertificate().get()) ?? nil : nil
+        guard let (code, message) = access.refusal(remoteAddress: context.channel.remoteAddress?.ipAddress,
+                                                   hasClientCertificate: certificate != nil,
+                                                   authorization: request.headers[.authorization]) else { return nil }
+        context.logger.warning("refused \(request.method) \(request.uri.path) from \(context.channel.remoteAddress?.ipAddress ?? "?"): \(message)")
+        var headers = HTTPFields()
+        if code == 401 { headers[.wwwAuthenticate] = "Basic realm=\"Stork\"" }
+        return text(code, message, headers: headers)
+    }
+
+    /// The server's TLS settings from `restapi.certfile/keyfile/keyfile_password/cafile/verify_client`.
+    static func tlsConfiguration(_ api: RestAPISettings) throws -> TLSConfiguration {
+        let identity = try TLSIdentity.load(certfile: api.certfile ?? "", keyfile: api.keyfile, password: api.keyfilePassword,
+                                            keys: ("restapi.certfile", "restapi.keyfile", "restapi.keyfile_password"))
+        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: identity.chain.map { .certificate($0) },
+                                                           privateKey: .privateKey(identity.key))
+        switch api.verifyClient {
+        case "required": tls.certificateVerification = .noHostnameVerification
+        case "optional": tls.certificateVerification = .optionalVerification
+        default: tls.certificateVerification = .none
+        }
+        if let ca = api.cafile, !ca.isEmpty { tls.trustRoots = .file(ca) }
+        return tls
+    }
+
+    /// `restapi.allowlist` as networks; host names are resolved once, at start.
+    static func resolveAllowlist(_ entries: [String], logger: Logger) -> [IPNetwork] {
+        var out: [IPNetwork] = []
+        for entry in entries {
+            if let network = IPNetwork(entry) { out.append(network); continue }
+            let addresses = resolve(host: entry)
+            if addresses.isEmpty { logger.error("restapi.allowlist: cannot resolve \"\(entry)\"; it allows nobody") }
+            out += addresses.compactMap(IPNetwork.init)
+        }
+        return out
+    }
+
+    static func resolve(host: String) -> [String] {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &result) == 0 else { return [] }
+        defer { freeaddrinfo(result) }
+        var out: [String] = []
+        var next = result
+        while let info = next {
+            var buffer = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+            if getnameinfo(info.pointee.ai_addr, info.pointee.ai_addrlen, &buffer, socklen_t(buffer.count), nil, 0, NI_NUMERICHOST) == 0 {
+                out.append(cText(buffer))
+            }
+            next = info.pointee.ai_next
+        }
+        return out
+    }
+
     /// `host:port` (`*` or empty host: all addresses).
     static func listenAddress(_ listen: String) throws -> (String, Int) {
         guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]) else {
@@ -48,6 +142,18 @@ public enum RestAPI {
         if host.isEmpty || host == "*" { host = "0.0.0.0" }
         host = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         return (host, port)
+    }
+}
+
+/// The request context: Hummingbird's core storage plus the connection, for the peer's
+/// address (allowlist) and certificate (`verify_client`).
+struct APIRequestContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
     }
 }
 

@@ -1,5 +1,8 @@
 import Foundation
 
+/// Stork's version: `stork --version`, the REST API's `patroni.version`, member keys, User-Agent.
+public let storkVersion = "0.1.0"
+
 /// The effective configuration of one Stork agent: Patroni's YAML keys
 /// (https://patroni.readthedocs.io, "YAML Configuration Settings") after environment
 /// overrides, with Patroni's defaults filled in. Built by `ConfigLoader`.
@@ -12,6 +15,8 @@ public struct Config: Sendable, Equatable {
     public var name: String
     public var log = LogSettings()
     public var restapi = RestAPISettings()
+    /// `ctl`: how this member's tools (`stork reinit`, later the agent itself) call members' REST APIs.
+    public var ctl = CtlSettings()
     /// Exactly one DCS: `etcd3` or Stork's embedded `local` store (a Patroni `etcd` v2 section is refused).
     public var dcs: DCSSettings
     public var bootstrap = BootstrapSettings()
@@ -65,6 +70,28 @@ public struct RestAPISettings: Sendable, Equatable {
     public var cafile: String?
     /// `restapi.verify_client`: `none` (default), `optional` or `required`.
     public var verifyClient: String = "none"
+    /// `restapi.allowlist`: addresses (IP, CIDR network or host name) that may send requests
+    /// that change something; empty means any.
+    public var allowlist: [String] = []
+    public init() {}
+
+    /// HTTPS is on when a certificate is given (Patroni's rule).
+    public var usesTLS: Bool { certfile.map { !$0.isEmpty } ?? false }
+}
+
+/// Patroni's `ctl` section: the client side of the REST API.
+public struct CtlSettings: Sendable, Equatable {
+    /// `ctl.insecure`: do not verify the server's certificate (with a client certificate: its host name only).
+    public var insecure = false
+    /// `ctl.cacert`: CA of the members' certificates (falls back to `restapi.cafile`).
+    public var cacert: String?
+    /// `ctl.certfile`/`keyfile`/`keyfile_password`: the client certificate sent to members.
+    public var certfile: String?
+    public var keyfile: String?
+    public var keyfilePassword: String?
+    /// `ctl.authentication`: basic authentication (falls back to `restapi.authentication`).
+    public var username: String?
+    public var password: String?
     public init() {}
 }
 

@@ -30,3 +30,5 @@ public struct ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The issues as lines (`path: message`).
     public var lines: [String] { issues.map(\.description) }
 }
+
+extension ConfigIssue: Error {}

@@ -134,7 +134,7 @@ struct ConfigReader {
     // MARK: - The whole configuration
 
     mutating func read(_ root: [String: JSONValue]) -> Config? {
-        unknownKeys(root, known: ["scope", "namespace", "name", "log", "restapi", "etcd3", "etcd", "local",
+        unknownKeys(root, known: ["scope", "namespace", "name", "log", "restapi", "ctl", "etcd3", "etcd", "local",
                                   "bootstrap", "postgresql", "tags"], prefix: "")
 
         let scope = required(root["scope"], "scope")
@@ -142,6 +142,7 @@ struct ConfigReader {
         let namespace = string(root["namespace"], "namespace")
         let log = readLog(root["log"])
         let restapi = readRestAPI(root["restapi"])
+        let ctl = readCtl(root["ctl"])
         let dcs = readDCS(root)
         let bootstrap = readBootstrap(root["bootstrap"])
         let postgresql = readPostgres(root["postgresql"])
@@ -153,6 +154,7 @@ struct ConfigReader {
         if let namespace, !namespace.isEmpty { config.namespace = namespace }
         config.log = log
         config.restapi = restapi
+        config.ctl = ctl
         config.bootstrap = bootstrap
         config.tags = tags
         config.unimplementedKeys = unimplemented.sorted()
@@ -182,7 +184,7 @@ struct ConfigReader {
         var api = RestAPISettings()
         let m = map(value, "restapi") ?? [:]
         unknownKeys(m, known: ["listen", "connect_address", "authentication", "certfile", "keyfile", "keyfile_password",
-                               "cafile", "verify_client"], prefix: "restapi")
+                               "cafile", "verify_client", "allowlist"], prefix: "restapi")
         var listenHost: String?
         if let listen = required(m["listen"], "restapi.listen"),
            let hp = hostPort(listen, "restapi.listen", allowEmptyHost: true) {
@@ -212,7 +214,47 @@ struct ConfigReader {
             if ["none", "optional", "required"].contains(v) { api.verifyClient = v }
             else { issue("restapi.verify_client", "\"\(v)\": expected none, optional or required") }
         }
+        if api.verifyClient != "none" && !api.usesTLS {
+            issue("restapi.verify_client", "\(api.verifyClient) needs HTTPS: set restapi.certfile (and restapi.cafile)")
+        }
+        if api.verifyClient != "none" && (api.cafile ?? "").isEmpty {
+            issue("restapi.cafile", "required when restapi.verify_client is \(api.verifyClient): the CA that client certificates are checked against")
+        }
+        if let list = m["allowlist"], list != .null {
+            if case .string(let text) = list, let items = ConfigLoader.parseList(text) {
+                api.allowlist = items.compactMap { if case .string(let s) = $0 { return s } else { return nil } }
+            } else if case .array(let items) = list {
+                for item in items {
+                    if case .string(let s) = item, !s.isEmpty { api.allowlist.append(s) }
+                    else { issue("restapi.allowlist", "\(item): expected an address, a network (a.b.c.d/n) or a host name") }
+                }
+            } else {
+                issue("restapi.allowlist", "expected a list of addresses, networks or host names")
+            }
+            for entry in api.allowlist where entry.contains("/") && IPNetwork(entry) == nil {
+                issue("restapi.allowlist", "\"\(entry)\": not a network (expected e.g. 10.0.0.0/8 or fd00::/8)")
+            }
+        }
         return api
+    }
+
+    mutating func readCtl(_ value: JSONValue?) -> CtlSettings {
+        var ctl = CtlSettings()
+        guard let m = map(value, "ctl") else { return ctl }
+        unknownKeys(m, known: ["insecure", "cacert", "certfile", "keyfile", "keyfile_password", "authentication"], prefix: "ctl")
+        if let v = m["insecure"], v != .null {
+            ctl.insecure = v.isTruthy
+        }
+        ctl.cacert = string(m["cacert"], "ctl.cacert")
+        ctl.certfile = string(m["certfile"], "ctl.certfile")
+        ctl.keyfile = string(m["keyfile"], "ctl.keyfile")
+        ctl.keyfilePassword = string(m["keyfile_password"], "ctl.keyfile_password")
+        if let auth = map(m["authentication"], "ctl.authentication") {
+            unknownKeys(auth, known: ["username", "password"], prefix: "ctl.authentication")
+            ctl.username = string(auth["username"], "ctl.authentication.username")
+            ctl.password = string(auth["password"], "ctl.authentication.password")
+        }
+        return ctl
     }
 
     // MARK: - DCS

@@ -6,7 +6,7 @@ extension Config {
 
     /// The effective configuration as YAML (what `stork check` prints): Patroni's key names,
     /// sections in a fixed order, map keys sorted, defaults filled in. Every password
-    /// (superuser, replication, rewind, bootstrap users, restapi, etcd3, and any key named
+    /// (superuser, replication, rewind, bootstrap users, restapi, ctl, etcd3, and any key named
     /// `password` or ending in `_password`/`password` inside kept-as-given maps) shows as `******`.
     public func renderMasked() -> String {
         var w = YAMLWriter()
@@ -31,6 +31,21 @@ extension Config {
         if restapi.keyfilePassword != nil { w.scalar("keyfile_password", .string(Config.passwordMask), depth: 1) }
         w.optional("cafile", restapi.cafile, depth: 1)
         w.scalar("verify_client", .string(restapi.verifyClient), depth: 1)
+        if !restapi.allowlist.isEmpty { w.value("allowlist", .array(restapi.allowlist.map(JSONValue.string)), depth: 1) }
+
+        if ctl != CtlSettings() {
+            w.section("ctl")
+            if ctl.insecure { w.scalar("insecure", .bool(true), depth: 1) }
+            w.optional("cacert", ctl.cacert, depth: 1)
+            w.optional("certfile", ctl.certfile, depth: 1)
+            w.optional("keyfile", ctl.keyfile, depth: 1)
+            if ctl.keyfilePassword != nil { w.scalar("keyfile_password", .string(Config.passwordMask), depth: 1) }
+            if ctl.username != nil || ctl.password != nil {
+                w.section("authentication", depth: 1)
+                w.optional("username", ctl.username, depth: 2)
+                w.password(ctl.password, depth: 2)
+            }
+        }
 
         switch dcs {
         case .etcd3(let etcd):

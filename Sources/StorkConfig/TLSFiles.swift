@@ -1,7 +1,7 @@
 import Foundation
 
 /// Load-time checks of the TLS files a configuration names (`etcd3.cacert/cert/key`,
-/// `restapi.certfile/keyfile/cafile`, `postgresql.authentication.<user>.sslcert/sslkey/
+/// `restapi.certfile/keyfile/cafile`, `ctl.cacert/certfile/keyfile`, `postgresql.authentication.<user>.sslcert/sslkey/
 /// sslrootcert/sslcrl`): each must be a readable PEM file of the right kind, and a certificate
 /// and its key come in pairs. One issue per problem, naming the key.
 ///
@@ -40,6 +40,9 @@ public enum TLSFileCheck {
         let api = config.restapi
         out += pair(cert: api.certfile, certKey: "restapi.certfile", key: api.keyfile, keyKey: "restapi.keyfile")
         if let ca = api.cafile { out += check(ca, .certificate, key: "restapi.cafile") }
+        let ctl = config.ctl
+        out += pair(cert: ctl.certfile, certKey: "ctl.certfile", key: ctl.keyfile, keyKey: "ctl.keyfile")
+        if let ca = ctl.cacert { out += check(ca, .certificate, key: "ctl.cacert") }
 
         let pg = config.postgresql
         for (name, user) in [("superuser", pg.superuser), ("replication", pg.replication), ("rewind", pg.rewind)] {

@@ -4,11 +4,26 @@ import Foundation
 /// `curl_global_init` exactly once per process (a lazily initialised global is thread-safe).
 private let curlGlobalInitResult: Bool = curl_global_init(stork_curl_global_default) == CURLE_OK
 
-/// TLS files for an HTTPS endpoint (PEM paths), as Patroni's `etcd3.cacert/cert/key`.
+/// TLS files for an HTTPS endpoint (PEM paths), as Patroni's `etcd3.cacert/cert/key` or
+/// `ctl.cacert/certfile/keyfile`.
 struct CurlTLS: Sendable, Equatable {
     var caFile: String?
     var certFile: String?
     var keyFile: String?
+    /// The passphrase of an encrypted `keyFile` (handed to libcurl, never to a command line).
+    var keyPassword: String? = nil
+    /// Do not verify the server's certificate (`ctl.insecure`); with a client certificate,
+    /// only its host name is not checked (Patroni's rule).
+    var insecure = false
+    /// The configuration keys these come from, for error messages.
+    var names = TLSKeyNames.etcd3
+}
+
+/// Which configuration keys name the TLS files, so a failure says what to fix.
+struct TLSKeyNames: Sendable, Equatable {
+    var ca, cert, key, scheme: String
+    static let etcd3 = TLSKeyNames(ca: "etcd3.cacert", cert: "etcd3.cert", key: "etcd3.key", scheme: "etcd3.protocol")
+    static let ctl = TLSKeyNames(ca: "ctl.cacert", cert: "ctl.certfile", key: "ctl.keyfile", scheme: "restapi.certfile")
 }
 
 /// What came back from one HTTP exchange.
@@ -36,9 +51,10 @@ final class CurlEasy {
 
     deinit { curl_easy_cleanup(handle) }
 
-    /// POSTs `body` to `url`; a transport failure (connect, timeout, TLS) is a `.failure` with
-    /// curl's text for it, an HTTP answer of any status is a `.success`.
-    func post(url: String, body: Data, headers: [String], timeout: Double, tls: CurlTLS) -> Result<CurlResponse, CurlTransportError> {
+    /// Sends `body` to `url` with `method` (GET sends none); a transport failure (connect,
+    /// timeout, TLS) is a `.failure` with curl's text for it, an HTTP answer of any status is a `.success`.
+    func request(_ method: String = "POST", url: String, body: Data = Data(), headers: [String], timeout: Double,
+                 tls: CurlTLS) -> Result<CurlResponse, CurlTransportError> {
         curl_easy_reset(handle)
         let sink = CurlSink()
         let sinkPointer = Unmanaged.passUnretained(sink).toOpaque()
@@ -54,10 +70,15 @@ final class CurlEasy {
         set(stork_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, timeoutMs))
         set(stork_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, min(timeoutMs, 2000)))
         set(stork_curl_setopt_long(handle, CURLOPT_TCP_KEEPALIVE, 1))
-        set(stork_curl_setopt_long(handle, CURLOPT_POST, 1))
-        set(stork_curl_setopt_long(handle, CURLOPT_POSTFIELDSIZE, body.count))
-        // COPYPOSTFIELDS copies the bytes (the JSON body holds no NUL).
-        set(String(decoding: body, as: UTF8.self).withCString { stork_curl_setopt_string(handle, CURLOPT_COPYPOSTFIELDS, $0) })
+        if method == "GET" {
+            set(stork_curl_setopt_long(handle, CURLOPT_HTTPGET, 1))
+        } else {
+            set(stork_curl_setopt_long(handle, CURLOPT_POST, 1))
+            if method != "POST" { set(stork_curl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, method)) }
+            set(stork_curl_setopt_long(handle, CURLOPT_POSTFIELDSIZE, body.count))
+            // COPYPOSTFIELDS copies the bytes (the JSON body holds no NUL).
+            set(String(decoding: body, as: UTF8.self).withCString { stork_curl_setopt_string(handle, CURLOPT_COPYPOSTFIELDS, $0) })
+        }
         set(stork_curl_setopt_slist(handle, CURLOPT_HTTPHEADER, headerList))
         set(stork_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, sinkPointer))
         set(stork_curl_setopt_write_function(handle) { ptr, size, count, context in
@@ -70,6 +91,11 @@ final class CurlEasy {
         if let ca = tls.caFile { set(stork_curl_setopt_string(handle, CURLOPT_CAINFO, ca)) }
         if let cert = tls.certFile { set(stork_curl_setopt_string(handle, CURLOPT_SSLCERT, cert)) }
         if let key = tls.keyFile { set(stork_curl_setopt_string(handle, CURLOPT_SSLKEY, key)) }
+        if let password = tls.keyPassword { set(stork_curl_setopt_string(handle, CURLOPT_KEYPASSWD, password)) }
+        if tls.insecure {
+            set(stork_curl_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, 0))
+            if tls.certFile == nil { set(stork_curl_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, 0)) }
+        }
         // curl's detailed text for a failure (OpenSSL's reason for a TLS one).
         var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
         if rc != CURLE_OK { return .failure(CurlTransportError(message: "setting up the request: " + Self.text(rc))) }
@@ -119,31 +145,31 @@ final class CurlEasy {
         case CURLE_SSL_CERTPROBLEM:
             if lower.contains("private key") || lower.contains("key values mismatch") {
                 let key = tls.keyFile ?? tls.certFile ?? "-"
-                if access(key, R_OK) != 0 { return with("cannot read the key (etcd3.key \(key))", "etcd3.key") }
-                return with("certificate and key do not match (etcd3.cert \(tls.certFile ?? "-"), etcd3.key \(key))", "etcd3.key")
+                if access(key, R_OK) != 0 { return with("cannot read the key (\(tls.names.key) \(key))", tls.names.key) }
+                return with("certificate and key do not match (\(tls.names.cert) \(tls.certFile ?? "-"), \(tls.names.key) \(key))", tls.names.key)
             }
-            return with("cannot use the client certificate (etcd3.cert \(tls.certFile ?? "-"))", "etcd3.cert")
+            return with("cannot use the client certificate (\(tls.names.cert) \(tls.certFile ?? "-"))", tls.names.cert)
         case CURLE_SSL_CACERT_BADFILE:
-            return with("cannot read the CA file (etcd3.cacert \(tls.caFile ?? "-"))", "etcd3.cacert")
+            return with("cannot read the CA file (\(tls.names.ca) \(tls.caFile ?? "-"))", tls.names.ca)
         case CURLE_PEER_FAILED_VERIFICATION:
-            return with(tls.caFile.map { "the server's certificate is not trusted by etcd3.cacert \($0)" }
-                        ?? "the server's certificate is not trusted (set etcd3.cacert)", "etcd3.cacert")
+            return with(tls.caFile.map { "the server's certificate is not trusted by \(tls.names.ca) \($0)" }
+                        ?? "the server's certificate is not trusted (set \(tls.names.ca))", tls.names.ca)
         case CURLE_SSL_CLIENTCERT:
-            return with("the server requires a client certificate (set etcd3.cert and etcd3.key)", "etcd3.cert")
+            return with("the server requires a client certificate (set \(tls.names.cert) and \(tls.names.key))", tls.names.cert)
         case CURLE_SSL_CONNECT_ERROR, CURLE_RECV_ERROR, CURLE_SEND_ERROR:
             let refused = ["certificate required", "handshake failure", "bad certificate", "unknown ca",
                            "certificate unknown", "unsupported certificate"].contains { lower.contains($0) }
             let closed = afterNewTLSHandshake && code != CURLE_SSL_CONNECT_ERROR
             if (refused || closed) && (tls.certFile == nil || lower.contains("certificate required")) {
-                return with("the server requires a client certificate (set etcd3.cert and etcd3.key)", "etcd3.cert")
+                return with("the server requires a client certificate (set \(tls.names.cert) and \(tls.names.key))", tls.names.cert)
             }
             if refused || closed {
-                return with("the server refused the client certificate (etcd3.cert \(tls.certFile ?? "-") is not signed by a CA it trusts)", "etcd3.cert")
+                return with("the server refused the client certificate (\(tls.names.cert) \(tls.certFile ?? "-") is not signed by a CA it trusts)", tls.names.cert)
             }
             if lower.contains("wrong version number") || lower.contains("packet length too long") {
-                return with("the server does not speak TLS (use http:// for this endpoint)", "etcd3.protocol")
+                return with("the server does not speak TLS (use http:// for this endpoint)", tls.names.scheme)
             }
-            if code == CURLE_SSL_CONNECT_ERROR || lower.contains("ssl") || lower.contains("tls") { return with("handshake failed", "etcd3.cacert") }
+            if code == CURLE_SSL_CONNECT_ERROR || lower.contains("ssl") || lower.contains("tls") { return with("handshake failed", tls.names.ca) }
             return text(code)
         default:
             return text(code)
@@ -153,6 +179,6 @@ final class CurlEasy {
 
 struct CurlTransportError: Error, Sendable {
     var message: String
-    /// The `etcd3` key to fix when the failure is a TLS configuration problem.
+    /// The configuration key to fix when the failure is a TLS configuration problem.
     var configurationKey: String? = nil
 }

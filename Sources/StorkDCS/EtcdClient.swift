@@ -124,7 +124,7 @@ final class EtcdConnection {
         let order = [preferred] + endpoints.indices.filter { $0 != preferred }
         for index in order {
             let base = endpoints[index].hasSuffix("/") ? String(endpoints[index].dropLast()) : endpoints[index]
-            switch curl.post(url: base + "/v3" + method, body: payload, headers: headers,
+            switch curl.request(url: base + "/v3" + method, body: payload, headers: headers,
                              timeout: options.requestTimeout, tls: tls) {
             case .failure(let transport):
                 failures.append("\(endpoints[index]): \(transport.message)")

@@ -4,8 +4,6 @@ import StorkConfig
 import StorkDCS
 import StorkPostgres
 
-public let storkVersion = "0.1.0"
-
 /// Ends the agent with a non-zero exit status (Patroni does the same): a data directory from
 /// another cluster, a failed bootstrap.
 public struct AgentFatalError: Error, CustomStringConvertible, Sendable {
@@ -318,14 +316,16 @@ public actor Agent {
 
     // MARK: - Long tasks
 
-    private func startLongTask(_ name: String, state: String, _ body: @escaping @Sendable (Agent) async -> Void) {
-        guard longTask == nil else { return }
+    @discardableResult
+    private func startLongTask(_ name: String, state: String, _ body: @escaping @Sendable (Agent) async -> Void) -> Bool {
+        guard longTask == nil else { return false }
         longTaskName = name
         status.update { $0.state = state; $0.task = name }
         longTask = Task { [self] in
             await body(self)
             self.finishLongTask()
         }
+        return true
     }
 
     private func finishLongTask() {
@@ -481,16 +481,17 @@ public actor Agent {
     }
 
     /// Builds this member with pg_basebackup from `name`: two attempts, the directory wiped
-    /// between them; on success starts it as a replica of the leader.
-    func cloneMember(named name: String, description: String) async {
+    /// between them; on success starts it as a replica of the leader. Whether the copy is complete.
+    @discardableResult
+    func cloneMember(named name: String, description: String) async -> Bool {
         guard let source = lastView.member(named: name), let url = source.connURL else {
             logger.error("cannot clone from \(description): its member key has no conn_url")
-            return
+            return false
         }
         let conninfo = node.replicationConninfo(toConnURL: url, applicationName: .some(nil))
         do { try markIncomplete("clone") } catch {
             logger.error("\(error)")
-            return
+            return false
         }
         // Through a slot of its own (created by pg_basebackup when missing), so that the WAL
         // between the end of the copy and the first streamed byte is kept by the primary.
@@ -520,13 +521,73 @@ public actor Agent {
             status.update { $0.state = "stopped" }
             logger.error("Error creating replica using method basebackup: \(lastError); will try again on the next cycle")
             logger.error("failed to bootstrap from \(description)")
-            return
+            return false
         }
         logger.info("replica has been created using basebackup")
         // The copy is complete: from here a crash leaves a data directory to start, not to wipe.
         try? FileManager.default.removeItem(atPath: incompleteMarker)
         logger.info("bootstrapped from \(description)")
         await startServer(role: replicaRole())
+        return true
+    }
+
+    // MARK: - Reinitialize
+
+    /// `POST /reinitialize`: nil when the rebuild has started, else why not (Patroni's texts).
+    /// `force` cancels a long task that runs; `fromLeader` clones from the leader even when a
+    /// member is tagged `clonefrom`.
+    public func reinitialize(force: Bool, fromLeader: Bool) async -> String? {
+        if let view = try? await dcs.clusterView() { lastView = view }
+        guard let leader = lastView.leader else { return "Cluster has no leader, can not reinitialize" }
+        if leader == config.name { return "I am the leader, can not reinitialize" }
+        if let running = longTaskName {
+            guard force else { return "\(running) already in progress" }
+            logger.info("reinitialize: cancelling \(running)")
+            longTask?.cancel()
+            await longTask?.value
+        }
+        let source = fromLeader ? lastView.leaderMember : cloneSource(me: config.name, cluster: lastView)
+        guard let source, source.connURL != nil else { return "no member to clone from: the leader's member key has no conn_url" }
+        let what = "\(source.name == leader ? "leader" : "replica") '\(source.name)'"
+        guard startLongTask("reinitialize", state: "creating replica", { agent in
+            await agent.rebuild(from: source.name, description: what)
+        }) else { return "\(longTaskName ?? "another task") already in progress" }
+        logger.info("reinitialize requested: rebuilding this member from \(what)")
+        return nil
+    }
+
+    /// Stops PostgreSQL, moves the data directory aside, clones anew; the old directory is
+    /// removed only once the new one is complete, and kept (its path logged) otherwise.
+    func rebuild(from name: String, description: String) async {
+        await stopPostgresUncancelled()
+        guard !node.isRunning() else {
+            logger.error("reinitialize: PostgreSQL does not stop; nothing was changed")
+            return
+        }
+        status.update { $0.server = nil; $0.role = "uninitialized" }
+        var previous: String?
+        if FileManager.default.fileExists(atPath: incompleteMarker) {
+            // An unfinished copy of this agent's own: nothing in it to keep.
+            try? node.wipeDataDirectory()
+        } else if node.dataDirectoryState() != .empty {
+            guard let moved = moveDataDirectoryAside() else {
+                status.update { $0.state = "stopped" }
+                return
+            }
+            previous = moved
+        }
+        let complete = await cloneMember(named: name, description: description)
+        guard let previous else { return }
+        if complete {
+            do {
+                try FileManager.default.removeItem(atPath: previous)
+                logger.info("reinitialize: removed the previous data directory \(previous)")
+            } catch {
+                logger.warning("reinitialize: could not remove the previous data directory \(previous): \(error)")
+            }
+        } else {
+            logger.warning("reinitialize did not complete; the previous data directory is kept at \(previous)")
+        }
     }
 
     /// Records which long task owns the data directory now (`bootstrap` or `clone`).

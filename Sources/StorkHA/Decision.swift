@@ -101,7 +101,7 @@ public func decide(_ s: Snapshot) -> Decision {
         return .unusableDataDirectory(reason)
     case .empty:
         if cluster.leader == nil && cluster.initialize == nil && s.mayBootstrap { return .bootstrap }
-        if let source = cloneSource(s) { return .clone(from: source.name, isLeader: source.name == cluster.leader) }
+        if let source = cloneSource(me: s.me, cluster: cluster) { return .clone(from: source.name, isLeader: source.name == cluster.leader) }
         return .waitForLeader
     case .initialized:
         break
@@ -130,10 +130,10 @@ public func decide(_ s: Snapshot) -> Decision {
 
 /// The member to clone from: a running member tagged `clonefrom` (the most advanced one),
 /// else the leader when its member key says where it is.
-func cloneSource(_ s: Snapshot) -> Member? {
-    let others = s.cluster.members.filter { $0.name != s.me && $0.connURL != nil }
+func cloneSource(me: String, cluster: ClusterView) -> Member? {
+    let others = cluster.members.filter { $0.name != me && $0.connURL != nil }
     let tagged = others.filter { $0.tags["clonefrom"]?.isTruthy == true && $0.state == "running" }
     if let best = tagged.max(by: { ($0.xlogLocation ?? 0) < ($1.xlogLocation ?? 0) }) { return best }
-    guard let leader = s.cluster.leader else { return nil }
+    guard let leader = cluster.leader else { return nil }
     return others.first { $0.name == leader && $0.state == "running" }
 }

@@ -15,17 +15,23 @@ struct Stork: AsyncParsableCommand {
         commandName: "stork",
         abstract: "Builds PostgreSQL clusters and their replicas; reads Patroni's YAML.",
         version: storkVersion,
-        subcommands: [AgentCommand.self, CheckCommand.self, ListCommand.self])
+        subcommands: [AgentCommand.self, CheckCommand.self, ListCommand.self, ReinitCommand.self])
 }
 
 /// Loads the configuration or prints every problem, one line each, and exits with status 2.
+/// Certificate/key pairs are loaded too, so a key that does not match is found here.
 func loadConfigOrExit(_ path: String?) throws -> LoadedConfig {
+    let loaded: LoadedConfig
     do {
-        return try ConfigLoader.load(path: path)
+        loaded = try ConfigLoader.load(path: path)
     } catch {
         for issue in error.issues { FileHandle.standardError.write(Data("\(issue)\n".utf8)) }
         throw ExitCode(2)
     }
+    let pairIssues = TLSIdentity.issues(loaded.config)
+    for issue in pairIssues { FileHandle.standardError.write(Data("\(issue)\n".utf8)) }
+    if !pairIssues.isEmpty { throw ExitCode(2) }
+    return loaded
 }
 
 struct AgentCommand: AsyncParsableCommand {
@@ -78,7 +84,7 @@ struct AgentCommand: AsyncParsableCommand {
         let agent = Agent(config: config, dcs: dcs, node: node, status: status, logger: logger)
         let api: any Service
         do {
-            api = try RestAPI.makeApplication(config: config, status: status, logger: logger) { port in
+            api = try RestAPI.makeApplication(config: config, agent: agent, logger: logger) { port in
                 logger.info("REST API listening on \(config.restapi.listen) (port \(port))")
             }
         } catch {
@@ -153,5 +159,78 @@ struct ListCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("stork list: cannot read the cluster from the DCS: \(error)\n".utf8))
             throw ExitCode(1)
         }
+    }
+}
+
+struct ReinitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reinit",
+        abstract: "Rebuild a replica from scratch through its REST API (like `patronictl reinit`).",
+        discussion: """
+            Sends POST /reinitialize to the member's api_url (from its member key), with the client \
+            settings of the ctl section (cacert, certfile, keyfile, keyfile_password, insecure) and \
+            basic authentication from ctl.authentication, else restapi.authentication. The member \
+            stops PostgreSQL, moves its data directory aside, clones anew, and removes the old \
+            directory once the new one is complete.
+
+            Exit status: 0 when the member started (or with --wait, finished) the rebuild; 1 when it \
+            refused (the text says why) or cannot be reached; 2 for a bad configuration.
+            """)
+
+    @Argument(help: "Patroni YAML configuration file (or PATRONI_* variables).")
+    var configFile: String?
+
+    @Option(help: "The member to rebuild (default: this configuration's name).")
+    var member: String?
+
+    @Flag(help: "Clone from the leader even when a member is tagged clonefrom.")
+    var fromLeader = false
+
+    @Flag(help: "Cancel a task the member is running (a clone that hangs, say).")
+    var force = false
+
+    @Flag(help: "Wait until the member runs again, printing its state changes.")
+    var wait = false
+
+    func run() async throws {
+        let config = try loadConfigOrExit(configFile).config
+        StorkLogging.bootstrap(level: "ERROR", json: false)
+        let name = member ?? config.name
+        let dcs = makeDCS(config: config, logger: Logger(label: "stork"))
+        let view: ClusterView
+        do { view = try await dcs.clusterView() } catch {
+            fail("cannot read the cluster from the DCS: \(error)")
+        }
+        guard let target = view.member(named: name), let apiURL = target.apiURL, let base = apiURL.range(of: "/patroni") else {
+            fail("member \(name) is not in cluster \(config.scope) (or its member key has no api_url)")
+        }
+        let root = String(apiURL[..<base.lowerBound])
+        let client = MemberAPIClient(config: config)
+        let body: JSONValue = .object(["force": .bool(force), "from_leader": .bool(fromLeader)])
+        do {
+            let answer = try await client.request("POST", url: root + "/reinitialize", json: body)
+            guard answer.status == 200 else {
+                fail("\(name) refused: \(answer.text) (HTTP \(answer.status))")
+            }
+            print("Success: reinitialize for member \(name)")
+            guard wait else { return }
+            var last = ""
+            while true {
+                try await Task.sleep(nanoseconds: 1_000_000_000)
+                guard let doc = try? await client.request("GET", url: apiURL),
+                      case .object(let map)? = JSONValue.parse(json: Data(doc.text.utf8)) else { continue }
+                let state = map["state"]?.scalarText ?? "?"
+                if state != last { print("\(name): \(state)"); last = state }
+                if state == "running" && map["task"] == nil { return }
+                if state.hasSuffix("failed") { fail("\(name): \(state)") }
+            }
+        } catch let error as DCSError {
+            fail((error.configurationKey.map { "\($0): " } ?? "") + error.message)
+        }
+    }
+
+    func fail(_ message: String) -> Never {
+        FileHandle.standardError.write(Data("stork reinit: \(message)\n".utf8))
+        Foundation.exit(1)
     }
 }

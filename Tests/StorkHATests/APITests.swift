@@ -99,3 +99,43 @@ struct SlotNameTests {
         #expect(slotName(forMember: String(repeating: "a", count: 80)).count == 63)
     }
 }
+
+@Suite("Who may change something through the REST API")
+struct APIAccessTests {
+    func settings(user: String? = "admin", password: String? = "api-Secret", verify: String = "none") -> RestAPISettings {
+        var s = RestAPISettings()
+        s.username = user
+        s.password = password
+        s.certfile = verify == "none" ? nil : "/api.crt"
+        s.verifyClient = verify
+        return s
+    }
+    let right = "Basic " + Data("admin:api-Secret".utf8).base64EncodedString()
+
+    @Test func basicAuthentication() {
+        let access = APIAccess(settings: settings(), allowlist: [])
+        #expect(access.refusal(remoteAddress: "127.0.0.1", hasClientCertificate: false, authorization: nil)! == (401, "no auth header received"))
+        let wrong = "Basic " + Data("admin:guess".utf8).base64EncodedString()
+        #expect(access.refusal(remoteAddress: "127.0.0.1", hasClientCertificate: false, authorization: wrong)! == (401, "not authenticated"))
+        #expect(access.refusal(remoteAddress: "127.0.0.1", hasClientCertificate: false, authorization: right + "x")! == (401, "not authenticated"))
+        #expect(access.refusal(remoteAddress: "127.0.0.1", hasClientCertificate: false, authorization: right) == nil)
+        // No authentication configured: anyone may (Patroni's default).
+        let open = APIAccess(settings: settings(user: nil, password: nil), allowlist: [])
+        #expect(open.refusal(remoteAddress: "127.0.0.1", hasClientCertificate: false, authorization: nil) == nil)
+    }
+
+    @Test func allowlistComesFirst() throws {
+        let access = APIAccess(settings: settings(), allowlist: [try #require(IPNetwork("10.0.0.0/8"))])
+        #expect(access.refusal(remoteAddress: "192.168.0.1", hasClientCertificate: true, authorization: right)! == (403, "Access is denied"))
+        #expect(access.refusal(remoteAddress: nil, hasClientCertificate: true, authorization: right)! == (403, "Access is denied"))
+        #expect(access.refusal(remoteAddress: "10.9.8.7", hasClientCertificate: false, authorization: right) == nil)
+    }
+
+    @Test func clientCertificateWhenAskedFor() {
+        for verify in ["optional", "required"] {
+            let access = APIAccess(settings: settings(verify: verify), allowlist: [])
+            #expect(access.refusal(remoteAddress: "127.0.0.1", hasClientCertificate: false, authorization: right)! == (403, "client certificate required"))
+            #expect(access.refusal(remoteAddress: "127.0.0.1", hasClientCertificate: true, authorization: right) == nil)
+        }
+    }
+}

@@ -1,10 +1,9 @@
 import Foundation
 import Testing
+import StorkConfig
+import StorkDCS
 import StorkPostgres
 import StorkTestSupport
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -48,6 +47,9 @@ final class TestMember: @unchecked Sendable {
     var environment: [String: String] = [:]
     /// When set, `sql()` connects with this client certificate (PGSSLMODE=verify-ca).
     var clientTLS: (cert: String, key: String, rootCert: String)?
+    /// How `api()` reaches the REST API: `https` with a client for the agent's TLS settings.
+    var apiScheme = "http"
+    var apiClient = MemberAPIClient(timeout: 3)
 
     var dataDir: String { base + "/data" }
     var configPath: String { base + "/stork.yml" }
@@ -165,15 +167,11 @@ final class TestMember: @unchecked Sendable {
         }
     }
 
-    /// GET on the member's REST API: status code and JSON body.
+    /// GET on the member's REST API: status code (0 when it cannot be reached) and JSON body.
     func api(_ path: String) async -> (Int, [String: Any]) {
-        guard let url = URL(string: "http://127.0.0.1:\(apiPort)\(path)") else { return (0, [:]) }
-        var request = URLRequest(url: url)
-        request.timeoutInterval = 3
-        guard let (data, response) = try? await URLSession.shared.data(for: request),
-              let http = response as? HTTPURLResponse else { return (0, [:]) }
-        let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
-        return (http.statusCode, json)
+        guard let r = try? await apiClient.request("GET", url: "\(apiScheme)://127.0.0.1:\(apiPort)\(path)") else { return (0, [:]) }
+        let json = (try? JSONSerialization.jsonObject(with: Data(r.text.utf8))) as? [String: Any] ?? [:]
+        return (r.status, json)
     }
 
     /// Runs SQL on this member's PostgreSQL as the superuser; nil when it cannot connect.
