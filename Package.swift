@@ -68,6 +68,11 @@ let package = Package(
         .testTarget(name: "StorkDCSTests", dependencies: ["StorkDCS", "StorkTestSupport"], swiftSettings: strict),
         .testTarget(name: "StorkPostgresTests", dependencies: ["StorkPostgres", "StorkTestSupport"], swiftSettings: strict),
         .testTarget(name: "StorkHATests", dependencies: ["StorkHA", "StorkTestSupport"], swiftSettings: strict),
+        .testTarget(name: "StorkAPITests", dependencies: [
+            "StorkAPI", "StorkHA", "StorkDCS", "StorkConfig", "StorkPostgres", "StorkTestSupport",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: strict),
         .testTarget(name: "StorkIntegrationTests", dependencies: [
             "StorkConfig", "StorkDCS", "StorkPostgres", "StorkTestSupport",
         ], swiftSettings: strict),

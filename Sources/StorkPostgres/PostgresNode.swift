@@ -148,7 +148,12 @@ public final class PostgresNode: Sendable {
         }
         var conninfo: String?
         if case .replica(let upstream) = role, let upstream {
-            conninfo = upstream + " passfile=" + ConnInfo.quote(settings.pgpass)
+            // postgresql.conf is copied by every base backup and shown by pg_settings: the
+            // passphrase of an encrypted replication key goes to a 0600 service file instead,
+            // which the server finds through PGSERVICEFILE (set by `start`).
+            let split = try ConnInfo.movingSecrets(upstream, toService: "stork-replication")
+            if let section = split.serviceFile { try writeOwnedFile(replicationServiceFile, contents: section) }
+            conninfo = split.conninfo + " passfile=" + ConnInfo.quote(settings.pgpass)
             rememberUpstream(conninfo: upstream)
             try writePgpass(entries: pgpassEntries())
         }
@@ -171,6 +176,10 @@ public final class PostgresNode: Sendable {
         }
     }
 
+    /// The libpq service file (0600) with the secrets of `primary_conninfo` that have no file
+    /// of their own (an `sslpassword`), beside the pgpass file.
+    public var replicationServiceFile: String { settings.pgpass + ".service" }
+
     /// `pg_ctl start -w -t timeout -l <log>`, without the agent's `PATRONI_*` variables; throws
     /// when the server does not start.
     public func start(timeout: Int) async throws {
@@ -179,7 +188,8 @@ public final class PostgresNode: Sendable {
         var command = Command(binary("pg_ctl"), ["start", "-D", settings.dataDir, "-w", "-t", String(timeout), "-l", log])
         command.timeout = Double(timeout) + 30
         // Like Patroni, the server does not inherit the PATRONI_* variables (passwords among them).
-        command.withoutInherited = ["PATRONI_"]
+        command.withoutInherited = ["PATRONI_", "PGSERVICEFILE"]
+        command.environment["PGSERVICEFILE"] = replicationServiceFile
         let result = try await run(command)
         guard result.succeeded else {
             var error = PostgresNode.failure("pg_ctl start", result)

@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import StorkConfig
+import StorkDCS
 import StorkPostgres
 import StorkTestSupport
 import Synchronization
@@ -7,14 +9,18 @@ import Synchronization
 import Glibc
 #endif
 
-/// A cluster whose PostgreSQL accepts TCP connections only over TLS with a client certificate
-/// (`hostssl ... clientcert=verify-ca`, no `host` line), configured through `PATRONI_*`
-/// variables beside a near-empty YAML file (what the variables cannot say: the DCS path,
-/// `bootstrap` and `postgresql.parameters`).
+/// TLS and passwords on every link, configured through `PATRONI_*` variables beside a YAML
+/// file that holds only what variables cannot say (`bootstrap`, `postgresql.parameters`):
+/// PostgreSQL accepts TCP connections only over TLS with a client certificate
+/// (`hostssl ... clientcert=verify-ca`, no `host` line); the REST API is HTTPS with
+/// `verify_client: required`, an encrypted key and basic authentication; etcd serves HTTPS
+/// and requires client certificates.
 final class TLSCluster: @unchecked Sendable {
     let cluster: TestCluster
-    let dcsDir: String
+    let etcd: EtcdServer
     let certs: TestCertificates
+    /// The client certificate of the `ctl` section (and of the tests' API calls).
+    let apiClient: (cert: String, key: String)
     let server: (cert: String, key: String)
     let superuser: (cert: String, key: String)
     let replicator: (cert: String, key: String)
@@ -22,9 +28,13 @@ final class TLSCluster: @unchecked Sendable {
     /// `withoutReplicationCertificate`: members whose replication user gets sslmode and
     /// sslrootcert but no client certificate.
     init(withoutReplicationCertificate: Set<String> = []) throws {
-        dcsDir = TestSupport.makeTempDir("stork-dcs")
         certs = try TestCertificates()
+        etcd = try EtcdServer(tls: certs)
+        let etcdTLS = etcd.tlsFiles!
         server = try certs.issue("server", cn: "127.0.0.1")
+        let plainAPIServer = try certs.issue("api-server", cn: "127.0.0.1")
+        let apiServer = (cert: plainAPIServer.cert, key: certs.directory + "/api-server-encrypted.key")
+        apiClient = try certs.issue("api-client", cn: "stork-ctl")
         superuser = try certs.issue("postgres", cn: "postgres")
         let plainReplicator = try certs.issue("replicator", cn: "replicator")
         // The replicator's key is encrypted: its passphrase (sslpassword) is a secret too.
@@ -34,7 +44,11 @@ final class TLSCluster: @unchecked Sendable {
                                          "-passout", "pass:" + keyPassphrase])
         guard openssl.status == 0 else { throw PostgresTLSTestError("openssl pkey: \(openssl.output)") }
         chmod(replicator.key, 0o600)
-        cluster = TestCluster(scope: "tls", dcs: .local(dcsDir))
+        let apiKey = try runAsPostgres(TestSupport.which("openssl") ?? "/usr/bin/openssl",
+                                       ["pkey", "-in", plainAPIServer.key, "-out", apiServer.key, "-aes256",
+                                        "-passout", "pass:" + apiKeyPassphrase])
+        guard apiKey.status == 0 else { throw PostgresTLSTestError("openssl pkey: \(apiKey.output)") }
+        cluster = TestCluster(scope: "tls", dcs: .etcd([etcd.clientURL]))
         // post_bootstrap connects with nothing but the connection string it is given.
         let post = cluster.root + "/post_bootstrap.sh"
         try """
@@ -45,8 +59,6 @@ final class TLSCluster: @unchecked Sendable {
         for i in 0..<3 {
             let name = "pg\(i)"
             let yaml = """
-                local:
-                  path: \(dcsDir)
                 bootstrap:
                   dcs:
                     ttl: 20
@@ -78,6 +90,20 @@ final class TLSCluster: @unchecked Sendable {
                 "PATRONI_SCOPE": "tls",
                 "PATRONI_RESTAPI_LISTEN": "127.0.0.1:\(apiPort)",
                 "PATRONI_RESTAPI_CONNECT_ADDRESS": "127.0.0.1:\(apiPort)",
+                "PATRONI_RESTAPI_CERTFILE": apiServer.cert,
+                "PATRONI_RESTAPI_KEYFILE": apiServer.key,
+                "PATRONI_RESTAPI_KEYFILE_PASSWORD": apiKeyPassphrase,
+                "PATRONI_RESTAPI_CAFILE": certs.caCert,
+                "PATRONI_RESTAPI_VERIFY_CLIENT": "required",
+                "PATRONI_RESTAPI_USERNAME": "stork-admin",
+                "PATRONI_RESTAPI_PASSWORD": apiPassword,
+                "PATRONI_CTL_CERTFILE": apiClient.cert,
+                "PATRONI_CTL_KEYFILE": apiClient.key,
+                "PATRONI_ETCD3_HOSTS": etcd.clientURL.replacingOccurrences(of: "https://", with: ""),
+                "PATRONI_ETCD3_PROTOCOL": "https",
+                "PATRONI_ETCD3_CACERT": etcdTLS.caCert,
+                "PATRONI_ETCD3_CERT": etcdTLS.clientCert,
+                "PATRONI_ETCD3_KEY": etcdTLS.clientKey,
                 "PATRONI_POSTGRESQL_LISTEN": "127.0.0.1:\(pgPort)",
                 "PATRONI_POSTGRESQL_CONNECT_ADDRESS": "127.0.0.1:\(pgPort)",
                 "PATRONI_POSTGRESQL_DATA_DIR": m.dataDir,
@@ -100,21 +126,31 @@ final class TLSCluster: @unchecked Sendable {
             }
             m.environment = env
             m.clientTLS = (superuser.cert, superuser.key, certs.caCert)
+            m.apiScheme = "https"
+            m.apiClient = MemberAPIClient(cacert: certs.caCert, certfile: apiClient.cert, keyfile: apiClient.key, timeout: 3)
             cluster.members.append(m)
         }
     }
 
     var members: [TestMember] { cluster.members }
 
+    /// Waits for etcd; call before starting members.
+    func ready() async throws { try await etcd.waitReady() }
+
     func destroy() {
         cluster.destroy()
+        etcd.destroy()
         certs.destroy()
-        TestSupport.removeTree(dcsDir)
     }
 }
 
 /// The passphrase of the replicator's encrypted client key.
 let keyPassphrase = "key-Passphrase-3"
+/// The REST API's basic-authentication password and the passphrase of its encrypted key.
+let apiPassword = "api-Secret-4"
+let apiKeyPassphrase = "api-key-Passphrase-5"
+/// Every secret the TLS cluster's agents are given.
+let tlsClusterSecrets = [superuserPassword, replicationPassword, keyPassphrase, apiPassword, apiKeyPassphrase]
 
 struct PostgresTLSTestError: Error, CustomStringConvertible {
     let description: String
@@ -164,23 +200,9 @@ func files(under root: String, containing needle: String, maxSize: Int = 1 << 20
         var st = stat()
         guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, Int(st.st_size) <= maxSize,
               let data = FileManager.default.contents(atPath: path) else { continue }
-        if data.count >= bytes.count, data.withUnsafeBytes({ raw in
-            raw.firstRange(of: bytes) != nil
-        }) { out.append((path, st.st_mode & 0o777)) }
+        if data.range(of: Data(bytes)) != nil { out.append((path, st.st_mode & 0o777)) }
     }
     return out
-}
-
-extension UnsafeRawBufferPointer {
-    func firstRange(of needle: [UInt8]) -> Range<Int>? {
-        guard needle.count <= count else { return nil }
-        for i in 0...(count - needle.count) where self[i] == needle[0] {
-            var j = 1
-            while j < needle.count && self[i + j] == needle[j] { j += 1 }
-            if j == needle.count { return i..<(i + needle.count) }
-        }
-        return nil
-    }
 }
 
 @Suite("PostgreSQL with TLS and client certificates", .serialized)
@@ -191,6 +213,7 @@ struct PostgresTLSTests {
     func clusterWithClientCertificates() async throws {
         let tls = try TLSCluster()
         defer { tls.destroy() }
+        try await tls.ready()
         let cluster = tls.cluster
         let (first, second, third) = (tls.members[0], tls.members[1], tls.members[2])
         // Watch the command lines from the bootstrap (post_bootstrap) to the end of the clones.
@@ -219,7 +242,7 @@ struct PostgresTLSTests {
         // Tests run in parallel: other clusters' pg_basebackup runs show too; ours are under our root.
         let basebackups = seen.filter { $0.contains("pg_basebackup --pgdata=\(cluster.root)/") }
         #expect(basebackups.count >= 2, "the watch saw \(basebackups.count) pg_basebackup commands in \(rounds) rounds")
-        for line in seen where line.contains(superuserPassword) || line.contains(replicationPassword) || line.contains(keyPassphrase) {
+        for line in seen where tlsClusterSecrets.contains(where: { line.contains($0) }) {
             Issue.record("a secret in a command line: \(line)")
         }
         for line in basebackups {
@@ -247,7 +270,7 @@ struct PostgresTLSTests {
         for m in [second, third] {
             let conf = (try? String(contentsOfFile: m.dataDir + "/postgresql.conf", encoding: .utf8)) ?? ""
             let conninfo = conf.split(separator: "\n").first { $0.hasPrefix("primary_conninfo") }.map(String.init) ?? ""
-            for needle in ["sslmode=verify-ca", "sslcert=", "sslkey=", "sslrootcert=", "passfile="] {
+            for needle in ["sslmode=verify-ca", "sslcert=", "sslkey=", "sslrootcert=", "passfile=", "service=stork-replication"] {
                 #expect(conninfo.contains(needle), "\(m.name): primary_conninfo has no \(needle): \(conninfo)")
             }
             #expect(!conninfo.contains(replicationPassword))
@@ -257,8 +280,7 @@ struct PostgresTLSTests {
         for m in tls.members {
             let server = (try? String(contentsOfFile: m.dataDir + ".log", encoding: .utf8)) ?? ""
             for (what, text) in [("agent log", m.log), ("server log", server)] {
-                #expect(!text.contains(superuserPassword) && !text.contains(replicationPassword) && !text.contains(keyPassphrase),
-                        "\(m.name): a secret in the \(what)")
+                #expect(!tlsClusterSecrets.contains { text.contains($0) }, "\(m.name): a secret in the \(what)")
             }
             var st = stat()
             #expect(stat(m.base + "/pgpass", &st) == 0 && st.st_mode & 0o777 == 0o600, "\(m.name): pgpass mode \(String(st.st_mode & 0o777, radix: 8))")
@@ -269,8 +291,8 @@ struct PostgresTLSTests {
             let pid = pidText.split(separator: "\n").first.map(String.init) ?? ""
             let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ").map { String(decoding: $0, as: UTF8.self) } ?? ""
             #expect(!environ.isEmpty, "\(m.name): cannot read the postmaster's environment (pid \(pid))")
-            #expect(!environ.contains("PATRONI_") && !environ.contains(superuserPassword) && !environ.contains(replicationPassword)
-                    && !environ.contains(keyPassphrase), "\(m.name): the postmaster inherited PATRONI_* variables")
+            #expect(!environ.contains("PATRONI_") && !tlsClusterSecrets.contains { environ.contains($0) },
+                    "\(m.name): the postmaster inherited PATRONI_* variables")
         }
         // The key passphrase went to pg_basebackup through a temporary service file, gone now.
         let leftovers = ((try? FileManager.default.contentsOfDirectory(atPath: "/tmp")) ?? [])
@@ -279,8 +301,14 @@ struct PostgresTLSTests {
         #expect(leftovers.isEmpty, "service files left behind: \(leftovers)")
         let keyCopies = files(under: cluster.root, containing: "PRIVATE KEY")
         #expect(keyCopies.isEmpty, "private keys under the cluster's directories: \(keyCopies.map(\.path))")
-        let passwordFiles = files(under: cluster.root, containing: replicationPassword).filter { $0.mode & 0o077 != 0 }
-        #expect(passwordFiles.isEmpty, "readable files holding a password: \(passwordFiles.map(\.path))")
+        // Every file the agents and their servers wrote (configuration, logs, WAL, data files):
+        // a secret is only ever in a pgpass file or the replication service file, mode 0600.
+        for secret in tlsClusterSecrets {
+            for file in files(under: cluster.root, containing: secret, maxSize: 64 << 20)
+            where !((file.path.hasSuffix("/pgpass") || file.path.hasSuffix("/pgpass.service")) && file.mode == 0o600) {
+                Issue.record("\(file.path) (mode \(String(file.mode, radix: 8))) holds a secret")
+            }
+        }
     }
 
     /// A replica whose replication user has no client certificate: its clone fails with the
@@ -289,6 +317,7 @@ struct PostgresTLSTests {
     func replicaWithoutClientCertificate() async throws {
         let tls = try TLSCluster(withoutReplicationCertificate: ["pg2"])
         defer { tls.destroy() }
+        try await tls.ready()
         let cluster = tls.cluster
         let (first, second, third) = (tls.members[0], tls.members[1], tls.members[2])
         try first.start()
@@ -318,5 +347,67 @@ struct PostgresTLSTests {
         #expect(!FileManager.default.fileExists(atPath: third.dataDir + "/PG_VERSION"), "pg2's failed clone was not wiped")
         #expect(count("initialized a new cluster", in: first.log) == 1)
         #expect(!second.log.contains("initialized a new cluster") && !third.log.contains("initialized a new cluster"))
+    }
+
+    /// `POST /reinitialize` on the HTTPS API: refused without credentials and with wrong ones
+    /// (401), at the handshake with a client certificate from another CA or none; refused by
+    /// the leader (503); accepted with the right ones through `stork reinit`, configured by the
+    /// member's own `PATRONI_*` variables (the `ctl` section). The replica is rebuilt, its old
+    /// data directory removed, and it streams again.
+    @Test(.timeLimit(.minutes(5)))
+    func reinitializeOverHTTPS() async throws {
+        let tls = try TLSCluster()
+        defer { tls.destroy() }
+        try await tls.ready()
+        let cluster = tls.cluster
+        let (first, second) = (tls.members[0], tls.members[1])
+        try first.start()
+        #expect(await TestSupport.waitUntil(timeout: 60) { await first.api("/primary").0 == 200 }, "\(cluster.logs())")
+        try second.start()
+        let streaming = await cluster.waitAllStreaming(timeout: 90)
+        #expect(streaming, "\(cluster.logs())")
+        guard streaming else { return }
+        let sysid = second.sql("SELECT system_identifier FROM pg_control_system()")
+
+        func client(_ pair: (cert: String, key: String)?, _ user: String?, _ password: String?) -> MemberAPIClient {
+            MemberAPIClient(cacert: tls.certs.caCert, certfile: pair?.cert, keyfile: pair?.key, username: user, password: password, timeout: 5)
+        }
+        let url = "https://127.0.0.1:\(second.apiPort)/reinitialize"
+        let none = try await client(tls.apiClient, nil, nil).request("POST", url: url, json: .object([:]))
+        #expect(none.status == 401 && none.text == "no auth header received", "\(none)")
+        let wrong = try await client(tls.apiClient, "stork-admin", "guess").request("POST", url: url, json: .object([:]))
+        #expect(wrong.status == 401 && wrong.text == "not authenticated", "\(wrong)")
+        let otherCA = try TestCertificates(name: "Other CA")
+        defer { otherCA.destroy() }
+        let stranger = try otherCA.issue("stranger", cn: "stork-ctl")
+        for pair in [stranger, nil] {
+            do {
+                let r = try await client(pair, "stork-admin", apiPassword).request("POST", url: url, json: .object([:]))
+                Issue.record("a client with \(pair == nil ? "no certificate" : "another CA's certificate") got HTTP \(r.status)")
+            } catch {
+                #expect("\(error)".contains("TLS"), "not refused at the handshake: \(error)")
+            }
+        }
+        let leader = try await client(tls.apiClient, "stork-admin", apiPassword)
+            .request("POST", url: "https://127.0.0.1:\(first.apiPort)/reinitialize")
+        #expect(leader.status == 503 && leader.text == "I am the leader, can not reinitialize", "\(leader)")
+        #expect(!second.log.contains("reinitialize requested"), "a refused request started a rebuild")
+
+        // A file that only the old data directory holds.
+        let marker = second.dataDir + "/stork-test-old-directory"
+        #expect(FileManager.default.createFile(atPath: marker, contents: Data("old".utf8)))
+        TestSupport.chownToPostgres(marker)
+        let r = try runStork(["reinit", second.configPath, "--wait"], env: second.environment)
+        #expect(r.status == 0, "stork reinit: \(r.out)\(r.err)\n\(second.log)")
+        #expect(r.out.contains("Success: reinitialize for member pg1"), "\(r.out)")
+        #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
+        #expect(!FileManager.default.fileExists(atPath: marker), "the data directory was not rebuilt")
+        #expect(second.log.contains("reinitialize: removed the previous data directory"), "\(second.log)")
+        let asides = ((try? FileManager.default.contentsOfDirectory(atPath: second.base)) ?? []).filter { $0.hasPrefix("data_") }
+        #expect(asides.isEmpty, "old data directories left: \(asides)")
+        #expect(second.sql("SELECT system_identifier FROM pg_control_system()") == sysid)
+        for secret in tlsClusterSecrets {
+            #expect(!r.out.contains(secret) && !r.err.contains(secret) && !second.log.contains(secret))
+        }
     }
 }
