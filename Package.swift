@@ -38,8 +38,12 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Subprocess", package: "swift-subprocess"),
         ], swiftSettings: strict),
+        .target(name: "StorkMethods", dependencies: [
+            "StorkConfig", "StorkPostgres",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
         .target(name: "StorkHA", dependencies: [
-            "StorkConfig", "StorkDCS", "StorkPostgres",
+            "StorkConfig", "StorkDCS", "StorkPostgres", "StorkMethods",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .target(name: "StorkAPI", dependencies: [

@@ -182,8 +182,11 @@ public struct PostgresSettings: Sendable, Equatable {
     public var createReplicaMethods: [String] = []
     /// `postgresql.basebackup`: a list of switches and single-key maps, or a map.
     public var basebackup: JSONValue? = nil
-    /// Other per-method sections (`postgresql.<method>`), kept as given for later issues.
+    /// Other per-method sections (`postgresql.<method>`), as given.
     public var methodSections: [String: JSONValue] = [:]
+    /// The replica-creation chain: `create_replica_methods` (default `[basebackup]`) with each
+    /// method's settings, checked.
+    public var replicaMethods: [ReplicaMethodSpec] = [ReplicaMethodSpec.basebackupDefault]
     /// `postgresql.pg_ctl_timeout`: seconds to wait for start and stop (Patroni: 60).
     public var pgCtlTimeout: Int = 60
     public init(listen: String, connectAddress: String, dataDir: String, pgpass: String,

@@ -69,7 +69,7 @@ public enum ConfigLoader {
         let config = reader.read(merged)
         if !reader.issues.isEmpty { throw ConfigError(issues: reader.issues) }
         if checkFiles {
-            let fileIssues = TLSFileCheck.issues(config!)
+            let fileIssues = TLSFileCheck.issues(config!) + MethodCommandCheck.issues(config!)
             if !fileIssues.isEmpty { throw ConfigError(issues: fileIssues) }
         }
         return LoadedConfig(config: config!, warnings: reader.warnings)

@@ -496,7 +496,7 @@ struct ConfigReader {
         }
         var basebackup: JSONValue?
         if let bb = m["basebackup"], bb != .null {
-            _ = UserOptions.process(bb, refused: UserOptions.refusedBasebackupOptions, path: "postgresql.basebackup", issues: &issues)
+            _ = UserOptions.process(ReplicaMethodSpec.pgBasebackupOptions(bb) ?? bb, refused: UserOptions.refusedBasebackupOptions, path: "postgresql.basebackup", issues: &issues)
             basebackup = bb
         }
         let timeout = int(m["pg_ctl_timeout"], "postgresql.pg_ctl_timeout")
@@ -515,6 +515,7 @@ struct ConfigReader {
             }
         }
         unknownKeys(m, known: known, prefix: "postgresql")
+        let chain = readReplicaMethods(methods, sections: sections, basebackup: basebackup)
 
         guard issues.count == before, let dataDir, let superuser, let replication else { return nil }
         var pg = PostgresSettings(listen: listen, connectAddress: connect, dataDir: dataDir, pgpass: pgpass,
@@ -526,6 +527,7 @@ struct ConfigReader {
         pg.createReplicaMethods = methods
         pg.basebackup = basebackup
         pg.methodSections = sections
+        pg.replicaMethods = chain
         if let timeout { pg.pgCtlTimeout = timeout }
         return pg
     }

@@ -1,5 +1,6 @@
 import Foundation
 import StorkConfig
+import StorkMethods
 import StorkPostgres
 
 /// The REST API's answers as pure functions of the member status, so they are table-tested
@@ -33,6 +34,7 @@ public enum APIResponses {
         if let sysid = s.systemIdentifier { doc["database_system_identifier"] = .string(sysid) }
         if let seen = s.dcsLastSeen { doc["dcs_last_seen"] = .int(Int(seen.timeIntervalSince1970)) }
         if let task = s.task { doc["task"] = .string(task) }
+        if let progress = s.replicaCreation { doc["replica_creation"] = replicaCreation(progress, now: now) }
         if !config.tags.isEmpty { doc["tags"] = .object(config.tags) }
         return .object(doc)
     }
@@ -61,6 +63,17 @@ public enum APIResponses {
         default:
             return nil
         }
+    }
+
+    /// Stork's addition to `GET /patroni` and the member key while a replica is built:
+    /// `{"method", "attempt", "attempts", "elapsed" (s), "bytes_done"}`.
+    public static func replicaCreation(_ p: ReplicaProgress, now: Date = Date()) -> JSONValue {
+        var out: [String: JSONValue] = [
+            "method": .string(p.method), "attempt": .int(p.attempt), "attempts": .int(p.attempts),
+            "elapsed": .int(Int(now.timeIntervalSince(p.started))),
+        ]
+        if let bytes = p.bytesDone { out["bytes_done"] = .int(bytes) }
+        return .object(out)
     }
 
     static func timestamp(_ d: Date) -> String {

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import StorkConfig
 import StorkDCS
+import StorkMethods
 import StorkPostgres
 
 /// Ends the agent with a non-zero exit status (Patroni does the same): a data directory from
@@ -39,11 +40,6 @@ public actor Agent {
         self.logger = logger
         self.timing = Timing(config: config, dynamic: nil)
     }
-
-    /// Where the agent records that a clone or bootstrap of its own is under way: beside the
-    /// data directory, because pg_basebackup wants an empty directory. While it exists the
-    /// data directory is never started.
-    nonisolated var incompleteMarker: String { config.postgresql.dataDir + ".stork-incomplete" }
 
     // MARK: - The loop
 
@@ -90,7 +86,8 @@ public actor Agent {
 
         let local = await localSnapshot()
         let snapshot = Snapshot(me: config.name, cluster: view, local: local,
-                                mayBootstrap: true, mayLead: !config.noFailover, runningTask: longTaskName)
+                                mayBootstrap: true, mayLead: !config.noFailover, runningTask: longTaskName,
+                                mayCloneWithoutLeader: config.postgresql.replicaMethods.contains(where: \.noLeader))
         if longTaskName == nil {
             logger.info("Lock owner: \(view.leader ?? "None"); I am \(config.name)")
         }
@@ -103,7 +100,8 @@ public actor Agent {
     // MARK: - Looking
 
     func localSnapshot() async -> LocalSnapshot {
-        let incomplete = FileManager.default.fileExists(atPath: incompleteMarker)
+        // Work of this agent's own that did not finish (`WorkInProgress`): never started.
+        let incomplete = FileManager.default.fileExists(atPath: node.workMarker)
         let dirState = node.dataDirectoryState()
         var local = LocalSnapshot(dataDirectory: dirState, incompleteWork: incomplete)
         guard dirState == .initialized, !incomplete else {
@@ -164,11 +162,11 @@ public actor Agent {
             return "trying to bootstrap a new cluster"
 
         case .clone(let source, let isLeader):
-            let what = "\(isLeader ? "leader" : "replica") '\(source)'"
-            startLongTask("bootstrap from \(what)", state: "creating replica") { agent in
-                await agent.cloneMember(named: source, description: what)
+            let what = source.map { "from \(isLeader ? "leader" : "replica") '\($0)'" } ?? "(without leader)"
+            startLongTask("bootstrap \(what)", state: "creating replica") { agent in
+                await agent.buildReplica(from: source)
             }
-            return "trying to bootstrap from \(what)"
+            return "trying to bootstrap \(what)"
 
         case .waitForLeader:
             status.update { $0.state = "stopped" }
@@ -186,29 +184,16 @@ public actor Agent {
             return "recorded system identifier \(sysid) of the existing data directory in the initialize key"
 
         case .removeIncompleteWork:
-            // A clone is a copy of another member: wiping it loses nothing. A bootstrap may hold
-            // what post_bootstrap loaded: it is moved aside, and the empty `initialize` this node
-            // took for it is given back so that a bootstrap can run again.
-            let work = (try? String(contentsOfFile: incompleteMarker, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
-            logger.warning("the data directory \(config.postgresql.dataDir) holds an unfinished \(work ?? "clone") of this agent: removing it")
             await stopPostgresUncancelled()
             if node.isRunning() { return "PostgreSQL does not stop; the unfinished data directory stays" }
             do {
-                if work == "bootstrap" {
-                    guard moveDataDirectoryAside() != nil || node.dataDirectoryState() == .empty else {
-                        return "could not move the unfinished bootstrap aside"
-                    }
-                    if view.initialize == "" { try await dcs.deleteInitialize() }
-                } else {
-                    try node.wipeDataDirectory()
-                }
-                try? FileManager.default.removeItem(atPath: incompleteMarker)
+                let message = try await finishOrUndoIncompleteWork(view: view)
                 wakeRequested = true
+                return message
             } catch {
-                logger.error("could not remove the unfinished work: \(error)")
+                logger.error("could not clean up the unfinished work: \(error)")
                 return nil
             }
-            return "removed the data directory left by an unfinished \(work ?? "clone")"
 
         case .unusableDataDirectory(let reason):
             status.update { $0.state = "stopped" }
@@ -304,6 +289,7 @@ public actor Agent {
             }
         }
         if !config.tags.isEmpty { data["tags"] = .object(config.tags) }
+        if let progress = s.replicaCreation { data["replica_creation"] = APIResponses.replicaCreation(progress) }
         do { try await dcs.touchMember(.object(data), ttl: timing.ttl) } catch {
             logger.error("Error communicating with DCS: \(error)")
         }
@@ -418,7 +404,7 @@ public actor Agent {
     func bootstrapNewCluster() async {
         let pg = config.postgresql
         do {
-            try markIncomplete("bootstrap")
+            try node.markWork(.bootstrap)
             try await node.initdb(options: config.bootstrap.initdb)
             try writeConfig(role: .primary)
             try await node.start(timeout: pg.pgCtlTimeout)
@@ -432,7 +418,7 @@ public actor Agent {
             try await dcs.setInitialize(sysid)
             // From here the cluster exists: a crash leaves a data directory whose system
             // identifier is in `initialize`, which the agent starts and leads again.
-            try? FileManager.default.removeItem(atPath: incompleteMarker)
+            node.clearWork()
             _ = try await dcs.writeConfig(.object(config.bootstrap.dcs), createOnly: true)
             guard try await dcs.acquireLeader(ttl: timing.ttl) else {
                 throw AgentFatalError("another member took the leader key during bootstrap")
@@ -458,7 +444,7 @@ public actor Agent {
         } else {
             movedTo = moveDataDirectoryAside() ?? ""
         }
-        try? FileManager.default.removeItem(atPath: incompleteMarker)
+        node.clearWork()
         fatal = AgentFatalError("failed to bootstrap the cluster: \(error)" + (movedTo.isEmpty ? "" : "; its data directory is kept at \(movedTo)"))
     }
 
@@ -480,55 +466,71 @@ public actor Agent {
         }
     }
 
-    /// Builds this member with pg_basebackup from `name`: two attempts, the directory wiped
-    /// between them; on success starts it as a replica of the leader. Whether the copy is complete.
-    @discardableResult
-    func cloneMember(named name: String, description: String) async -> Bool {
-        guard let source = lastView.member(named: name), let url = source.connURL else {
-            logger.error("cannot clone from \(description): its member key has no conn_url")
-            return false
-        }
-        let conninfo = node.replicationConninfo(toConnURL: url, applicationName: .some(nil))
-        do { try markIncomplete("clone") } catch {
-            logger.error("\(error)")
-            return false
-        }
-        // Through a slot of its own (created by pg_basebackup when missing), so that the WAL
-        // between the end of the copy and the first streamed byte is kept by the primary.
-        let slot = useSlots(config: config, dynamic: lastView.config) ? slotName(forMember: config.name) : nil
-        var lastError: (any Error)?
-        for attempt in 1...2 {
-            do {
-                do {
-                    try await node.basebackup(from: conninfo, options: config.postgresql.basebackup, slot: slot, createSlot: true)
-                } catch where slot != nil && "\(error)".contains("already exists") {
-                    try? node.wipeDataDirectory()
-                    try await node.basebackup(from: conninfo, options: config.postgresql.basebackup, slot: slot)
-                }
-                lastError = nil
-                break
-            } catch {
-                lastError = error
-                logger.error("Error when fetching backup: pg_basebackup failed (attempt \(attempt) of 2): \(error)")
-                try? node.wipeDataDirectory()
-                if Task.isCancelled { break }
-                if attempt < 2 { try? await Task.sleep(nanoseconds: 1_000_000_000) }
+    /// Undoes or finishes what a crashed agent left (`WorkInProgress`): an unfinished clone in
+    /// place is wiped (a copy of another member), an unfinished staging directory removed (the
+    /// data directory was never touched), a checked staged copy put in place, and an unfinished
+    /// bootstrap moved aside with the empty `initialize` it held given back.
+    func finishOrUndoIncompleteWork(view: ClusterView) async throws -> String {
+        let work = node.workInProgress() ?? .clone
+        let dataDir = config.postgresql.dataDir
+        switch work {
+        case .staged:
+            logger.warning("a checked copy waits in \(node.stagingDirectory): putting it in place of \(dataDir)")
+            try node.installStagedCopy()
+        case .staging:
+            logger.warning("\(node.stagingDirectory) holds an unfinished copy of this agent: removing it (\(dataDir) was not touched)")
+            try node.removeTree(node.stagingDirectory)
+        case .clone:
+            logger.warning("the data directory \(dataDir) holds an unfinished clone of this agent: removing it")
+            try node.wipeDataDirectory()
+        case .bootstrap:
+            logger.warning("the data directory \(dataDir) holds an unfinished bootstrap of this agent: moving it aside")
+            guard moveDataDirectoryAside() != nil || node.dataDirectoryState() == .empty else {
+                throw AgentFatalError("could not move the unfinished bootstrap aside")
             }
+            if view.initialize == "" { try await dcs.deleteInitialize() }
         }
-        if let lastError {
-            try? node.wipeDataDirectory()
-            try? FileManager.default.removeItem(atPath: incompleteMarker)
+        node.clearWork()
+        return work == .staged ? "put the checked copy in place" : "removed the data directory left by an unfinished \(work.rawValue)"
+    }
+
+    /// Builds this member through the replica-method chain from member `name` (nil: without
+    /// one, `no_leader` methods only); on success starts it as a replica. Whether it was built.
+    @discardableResult
+    func buildReplica(from name: String?) async -> Bool {
+        var source: CloneSource?
+        if let name {
+            guard let member = lastView.member(named: name), let url = member.connURL else {
+                logger.error("cannot clone from '\(name)': its member key has no conn_url")
+                return false
+            }
+            source = CloneSource(name: name, connURL: url, isLeader: name == lastView.leader)
+        }
+        let conninfo = source.map { node.replicationConninfo(toConnURL: $0.connURL, applicationName: .some(nil)) } ?? ""
+        let request = ReplicaBuildRequest(
+            methods: config.postgresql.replicaMethods, source: source, conninfo: conninfo, scope: config.scope,
+            expectedSystemIdentifier: lastView.initialize,
+            slot: useSlots(config: config, dynamic: lastView.config) ? slotName(forMember: config.name) : nil)
+        let status = self.status
+        let builder = ReplicaBuilder(node: node, logger: logger) { progress in status.update { $0.replicaCreation = progress } }
+        let outcome = await builder.build(request)
+        let what = source.map { "from \($0.isLeader ? "leader" : "replica") '\($0.name)'" } ?? "(without leader)"
+        switch outcome {
+        case .built:
+            logger.info("bootstrapped \(what)")
+            await startServer(role: replicaRole())
+            return true
+        case .failed(let reasons):
+            status.update { $0.state = "creating replica failed" }
+            logger.error("failed to bootstrap \(what): every replica method failed (\(reasons)); the chain runs again on the next cycle")
+        case .tryLater(let method, let reason):
+            status.update { $0.state = "creating replica failed" }
+            logger.warning("failed to bootstrap \(what): \(method) asks to be tried again later (\(reason)); the chain runs again on the next cycle")
+        case .nothingCanRun(let reason):
             status.update { $0.state = "stopped" }
-            logger.error("Error creating replica using method basebackup: \(lastError); will try again on the next cycle")
-            logger.error("failed to bootstrap from \(description)")
-            return false
+            logger.info("cannot create a replica now: \(reason)")
         }
-        logger.info("replica has been created using basebackup")
-        // The copy is complete: from here a crash leaves a data directory to start, not to wipe.
-        try? FileManager.default.removeItem(atPath: incompleteMarker)
-        logger.info("bootstrapped from \(description)")
-        await startServer(role: replicaRole())
-        return true
+        return false
     }
 
     // MARK: - Reinitialize
@@ -556,8 +558,10 @@ public actor Agent {
         return nil
     }
 
-    /// Stops PostgreSQL, moves the data directory aside, clones anew; the old directory is
-    /// removed only once the new one is complete, and kept (its path logged) otherwise.
+    /// Stops PostgreSQL and builds the member again through the chain. The old data directory
+    /// stays in place until the new copy is checked and renamed over it, when the disk has room
+    /// for both; otherwise it is removed first (and the log says so). A method that keeps data
+    /// (rsync) re-syncs it in place.
     func rebuild(from name: String, description: String) async {
         await stopPostgresUncancelled()
         guard !node.isRunning() else {
@@ -565,35 +569,28 @@ public actor Agent {
             return
         }
         status.update { $0.server = nil; $0.role = "uninitialized" }
-        var previous: String?
-        if FileManager.default.fileExists(atPath: incompleteMarker) {
-            // An unfinished copy of this agent's own: nothing in it to keep.
-            try? node.wipeDataDirectory()
-        } else if node.dataDirectoryState() != .empty {
-            guard let moved = moveDataDirectoryAside() else {
-                status.update { $0.state = "stopped" }
-                return
+        do {
+            if node.workInProgress() != nil { _ = try await finishOrUndoIncompleteWork(view: lastView) }
+            let dataDir = config.postgresql.dataDir
+            let staged = !(config.postgresql.replicaMethods.first?.keepData ?? false) && !node.dataDirectoryIsMountPoint
+            if staged && node.dataDirectoryState() != .empty {
+                let size = PostgresNode.treeSize(dataDir), free = PostgresNode.freeBytes(near: dataDir)
+                if free < size + size / 10 {
+                    logger.warning("reinitialize: \(free >> 20) MiB free, the copy needs about \(size >> 20) MiB: removing the old data directory \(dataDir) first")
+                    try node.wipeDataDirectory()
+                } else {
+                    logger.info("reinitialize: the old data directory stays until the new copy is complete (\(size >> 20) MiB, \(free >> 20) MiB free)")
+                }
             }
-            previous = moved
+        } catch {
+            logger.error("reinitialize: \(error)")
+            status.update { $0.state = "stopped" }
+            return
         }
-        let complete = await cloneMember(named: name, description: description)
-        guard let previous else { return }
-        if complete {
-            do {
-                try FileManager.default.removeItem(atPath: previous)
-                logger.info("reinitialize: removed the previous data directory \(previous)")
-            } catch {
-                logger.warning("reinitialize: could not remove the previous data directory \(previous): \(error)")
-            }
-        } else {
-            logger.warning("reinitialize did not complete; the previous data directory is kept at \(previous)")
-        }
-    }
-
-    /// Records which long task owns the data directory now (`bootstrap` or `clone`).
-    private func markIncomplete(_ work: String) throws {
-        guard FileManager.default.createFile(atPath: incompleteMarker, contents: Data("\(work)\n".utf8)) else {
-            throw AgentFatalError("cannot create \(incompleteMarker): the directory above the data directory must be writable by Stork")
+        if await buildReplica(from: name) {
+            logger.info("reinitialize: rebuilt from \(description)")
+        } else if node.dataDirectoryState() == .initialized {
+            logger.warning("reinitialize did not complete; the old data directory is unchanged and starts again")
         }
     }
 

@@ -10,7 +10,13 @@ public enum ClusterTable {
         let rows: [[String]] = view.members.sorted { $0.name < $1.name }.map { m in
             let isLeader = m.name == view.leader
             let role = isLeader ? "Leader" : (m.role == "primary" ? "Primary" : "Replica")
-            let state = m.data["replication_state"]?.scalarText ?? m.state ?? ""
+            var state = m.data["replication_state"]?.scalarText ?? m.state ?? ""
+            if case .object(let p)? = m.data["replica_creation"], let method = p["method"]?.scalarText {
+                // Stork's addition: which method builds the replica, and how far it got.
+                state += " (\(method) \(p["attempt"]?.scalarText ?? "?")/\(p["attempts"]?.scalarText ?? "?")"
+                if let bytes = p["bytes_done"]?.intValue { state += ", \(bytes >> 20) MiB" }
+                state += ")"
+            }
             var lag = ""
             if !isLeader, let leaderLSN, let mine = m.xlogLocation {
                 lag = String(max(0, leaderLSN - mine) / (1024 * 1024))

@@ -39,10 +39,13 @@ public struct Snapshot: Sendable, Equatable {
     public var mayLead: Bool
     /// The description of the long task that is running, if one is.
     public var runningTask: String?
+    /// A replica method with `no_leader` is configured: a replica can be built with no member to copy from.
+    public var mayCloneWithoutLeader: Bool
 
     public init(me: String, cluster: ClusterView, local: LocalSnapshot, mayBootstrap: Bool = true, mayLead: Bool = true,
-                runningTask: String? = nil) {
+                runningTask: String? = nil, mayCloneWithoutLeader: Bool = false) {
         self.me = me
+        self.mayCloneWithoutLeader = mayCloneWithoutLeader
         self.cluster = cluster
         self.local = local
         self.mayBootstrap = mayBootstrap && mayLead
@@ -60,7 +63,7 @@ public enum Decision: Sendable, Equatable {
     /// Race for `initialize`; the winner bootstraps a new cluster.
     case bootstrap
     /// Build this member from another one with pg_basebackup.
-    case clone(from: String, isLeader: Bool)
+    case clone(from: String?, isLeader: Bool)
     /// `initialize` exists (or a bootstrap runs elsewhere) but nobody can be cloned from.
     case waitForLeader
     /// The data directory belongs to another cluster: fatal.
@@ -102,6 +105,9 @@ public func decide(_ s: Snapshot) -> Decision {
     case .empty:
         if cluster.leader == nil && cluster.initialize == nil && s.mayBootstrap { return .bootstrap }
         if let source = cloneSource(me: s.me, cluster: cluster) { return .clone(from: source.name, isLeader: source.name == cluster.leader) }
+        // Patroni's "bootstrap (without leader)": a backup tool may build the replica, unless a
+        // bootstrap is running right now (`initialize` empty).
+        if s.mayCloneWithoutLeader && cluster.initialize != "" { return .clone(from: nil, isLeader: false) }
         return .waitForLeader
     case .initialized:
         break

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import StorkConfig
+import StorkMethods
 import StorkPostgres
 
 /// The member's state as the REST API and the member key show it.
@@ -21,6 +22,8 @@ public struct MemberStatus: Sendable, Equatable {
     public var ttl: Int = 30
     /// The long task running now, if any.
     public var task: String?
+    /// The replica method running now, while a replica is built.
+    public var replicaCreation: ReplicaProgress?
     public init() {}
 }
 

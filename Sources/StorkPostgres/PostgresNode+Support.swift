@@ -15,14 +15,14 @@ extension PostgresNode {
     // MARK: - Processes
 
     /// Runs a command as ``runAs``.
-    func run(_ command: Command) async throws -> CommandResult {
+    public func run(_ command: Command) async throws -> CommandResult {
         var command = command
         command.runAs = command.runAs ?? runAs
         return try await ProcessRunner.run(command, logger: logger)
     }
 
     /// A failed command as an error: what ran, its exit status and its output's tail.
-    static func failure(_ what: String, _ result: CommandResult) -> PostgresError {
+    public static func failure(_ what: String, _ result: CommandResult) -> PostgresError {
         let tail = lastLines(result.output, 20)
         var message = result.timedOut
             ? "\(what) timed out (exit status \(result.exitStatus))"
@@ -114,7 +114,7 @@ extension PostgresNode {
     }
 
     /// Host and port from `postgres://[user@]host[:port][/db]` (IPv6 in brackets).
-    static func hostAndPort(fromConnURL url: String) -> (host: String, port: String) {
+    public static func hostAndPort(fromConnURL url: String) -> (host: String, port: String) {
         var rest = Substring(url)
         if let scheme = rest.range(of: "://") { rest = rest[scheme.upperBound...] }
         if let slash = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) { rest = rest[..<slash] }
@@ -134,12 +134,16 @@ extension PostgresNode {
 
     /// Creates the data directory (0700, owned by ``runAs``) when it is missing.
     func ensureDataDirectory() throws {
-        let dir = settings.dataDir
+        try ensureDirectory(settings.dataDir)
+    }
+
+    /// Creates `dir` (0700, owned by ``runAs``) when it is missing.
+    public func ensureDirectory(_ dir: String) throws {
         if FileManager.default.fileExists(atPath: dir) { return }
         do {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         } catch {
-            throw PostgresError("cannot create data directory \(dir): \(error.localizedDescription)")
+            throw PostgresError("cannot create directory \(dir): \(error.localizedDescription)")
         }
         chmod(dir, 0o700)
         if let user = runAs, chown(dir, user.uid, user.gid) != 0 {
@@ -149,7 +153,7 @@ extension PostgresNode {
 
     /// Writes `path` atomically (a temporary file beside it, then rename), mode 0600, owned by
     /// ``runAs``.
-    func writeOwnedFile(_ path: String, contents: String) throws {
+    public func writeOwnedFile(_ path: String, contents: String) throws {
         let temporary = path + ".stork-new"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw PostgresError("cannot write \(path): \(String(cString: strerror(errno)))") }
@@ -196,7 +200,7 @@ extension PostgresNode {
     /// argument of `post_bootstrap`) and the environment the program needs: secrets such as
     /// `sslpassword` go to a temporary libpq service file (0600, owned by ``runAs``, in
     /// `PGSERVICEFILE`), removed when `body` returns.
-    func withCommandLineConninfo<T>(_ conninfo: String,
+    public func withCommandLineConninfo<T>(_ conninfo: String,
                                     _ body: (_ conninfo: String, _ environment: [String: String]) async throws -> T) async throws -> T {
         let split = try ConnInfo.movingSecrets(conninfo, toService: "stork")
         guard let text = split.serviceFile else { return try await body(conninfo, [:]) }
@@ -233,13 +237,16 @@ extension PostgresNode {
     }
 
     /// Notes the replication credentials for the host and port `conninfo` names.
-    func rememberUpstream(conninfo: String) {
+    public func rememberUpstream(conninfo: String) {
         guard let password = settings.replication.password else { return }
         let pairs = ConnInfo.parse(conninfo) ?? []
         let host = pairs.last(where: { $0.key == "host" || $0.key == "hostaddr" })?.value ?? "localhost"
         let port = pairs.last(where: { $0.key == "port" })?.value ?? "5432"
         let user = pairs.last(where: { $0.key == "user" })?.value ?? settings.replication.username
-        let entry = PgpassEntry(host: host, port: port, user: user, password: password)
+        remember(PgpassEntry(host: host, port: port, user: user, password: password))
+    }
+
+    func remember(_ entry: PgpassEntry) {
         upstreamPgpass.withLock { list in
             list.removeAll { $0.host == entry.host && $0.port == entry.port && $0.user == entry.user }
             list.append(entry)
@@ -266,6 +273,20 @@ extension PostgresNode {
         if passfile { pairs += [("passfile", settings.pgpass), ("connect_timeout", "3"), ("application_name", "stork")] }
         for key in settings.superuser.sslOptions.keys.sorted() { pairs.append((key, settings.superuser.sslOptions[key]!)) }
         return ConnInfo.format(pairs)
+    }
+
+    /// A connection as the superuser to another member (`conn_url`), its password through the
+    /// pgpass file; for operations replication connections cannot do (`pg_backup_start`).
+    public func superuserConnection(toConnURL url: String) async throws -> Connection {
+        let (host, port) = PostgresNode.hostAndPort(fromConnURL: url)
+        if let password = settings.superuser.password {
+            remember(PgpassEntry(host: host, port: port, user: settings.superuser.username, password: password))
+        }
+        try writePgpass(entries: pgpassEntries())
+        var pairs: [(String, String)] = [("host", host), ("port", port), ("user", settings.superuser.username), ("dbname", "postgres"),
+                                         ("passfile", settings.pgpass), ("connect_timeout", "5"), ("application_name", "stork")]
+        for key in settings.superuser.sslOptions.keys.sorted() { pairs.append((key, settings.superuser.sslOptions[key]!)) }
+        return try await Connection.connect(conninfo: ConnInfo.format(pairs), timeout: 5)
     }
 
     /// A new connection to this node as the superuser.

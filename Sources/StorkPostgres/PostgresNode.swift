@@ -70,9 +70,9 @@ public final class PostgresNode: Sendable {
         return .unusable("\(settings.dataDir) is not empty but has no \(missing.joined(separator: " and "))")
     }
 
-    /// Runs `pg_controldata` on the data directory.
-    public func controlData() async throws -> ControlData {
-        var command = Command(binary("pg_controldata"), [settings.dataDir])
+    /// Runs `pg_controldata` on the data directory (or on `directory`, a staged copy).
+    public func controlData(of directory: String? = nil) async throws -> ControlData {
+        var command = Command(binary("pg_controldata"), [directory ?? settings.dataDir])
         command.environment = ["LANG": "C", "LC_ALL": "C"]
         command.timeout = 30
         let result = try await run(command)
@@ -108,7 +108,9 @@ public final class PostgresNode: Sendable {
     /// With `slot`, pg_basebackup streams WAL through that physical replication slot and, with
     /// `createSlot`, creates it first: the slot stays after the backup, so the primary keeps the
     /// WAL the new replica needs until it streams (unless the user's options name a slot).
-    public func basebackup(from conninfo: String, options: JSONValue?, slot: String? = nil, createSlot: Bool = false) async throws {
+    public func basebackup(into directory: String? = nil, from conninfo: String, options: JSONValue?, slot: String? = nil,
+                           createSlot: Bool = false, timeout: Double? = nil) async throws {
+        let target = directory ?? settings.dataDir
         var userArguments: [String]
         do { userArguments = try UserOptions.basebackupArguments(options) } catch {
             throw PostgresError("postgresql.basebackup: \(error)")
@@ -118,13 +120,14 @@ public final class PostgresNode: Sendable {
         }
         rememberUpstream(conninfo: conninfo)
         try writePgpass(entries: pgpassEntries())
-        try ensureDataDirectory()
+        try ensureDirectory(target)
         let result = try await withCommandLineConninfo(conninfo) { dbname, environment in
             var command = Command(binary("pg_basebackup"), [
-                "--pgdata=\(settings.dataDir)", "-X", "stream", "--checkpoint=fast", "--dbname=\(dbname)",
+                "--pgdata=\(target)", "-X", "stream", "--checkpoint=fast", "--dbname=\(dbname)",
             ] + userArguments)
             command.environment = environment.merging(["PGPASSFILE": settings.pgpass]) { _, new in new }
-            logger.debug("running pg_basebackup", metadata: ["stork.data_dir": "\(settings.dataDir)"])
+            command.timeout = timeout
+            logger.debug("running pg_basebackup", metadata: ["stork.data_dir": "\(target)"])
             return try await run(command)
         }
         guard result.succeeded else { throw PostgresNode.failure("pg_basebackup", result) }
@@ -295,8 +298,12 @@ public final class PostgresNode: Sendable {
     /// Symbolic links inside (a `pg_wal` moved elsewhere, tablespaces) are removed as links;
     /// what they point to is left alone.
     public func wipeDataDirectory() throws {
+        try wipe(directory: settings.dataDir)
+    }
+
+    /// Removes everything inside `dir` (keeping `dir`), symbolic links as links.
+    public func wipe(directory dir: String) throws {
         let fm = FileManager.default
-        let dir = settings.dataDir
         logger.debug("wiping data directory", metadata: ["stork.data_dir": "\(dir)"])
         let entries: [String]
         do { entries = try fm.contentsOfDirectory(atPath: dir) } catch {

@@ -57,7 +57,7 @@ final class TestMember: @unchecked Sendable {
 
     /// `yaml`, when given, is the whole configuration file (the rest comes from `environment`).
     init(name: String, scope: String, dcs: TestDCS, root: String, replicationPassword: String = replicationPassword,
-         extraYAML: String = "", bootstrap: Bool = true, yaml fullYAML: String? = nil) {
+         extraYAML: String = "", postgresqlYAML: String = "", bootstrap: Bool = true, yaml fullYAML: String? = nil) {
         self.name = name
         self.base = root + "/" + name
         self.pgPort = TestSupport.freePort()
@@ -98,6 +98,7 @@ final class TestMember: @unchecked Sendable {
                 replication:
                   username: replicator
                   password: \(replicationPassword)
+            \(postgresqlYAML.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
               parameters:
                 unix_socket_directories: \(base)
                 shared_buffers: 16MB
@@ -245,8 +246,10 @@ final class TestCluster: @unchecked Sendable {
     }
 
     @discardableResult
-    func addMember(_ name: String, replicationPassword: String = replicationPassword, extraYAML: String = "") -> TestMember {
-        let m = TestMember(name: name, scope: scope, dcs: dcs, root: root, replicationPassword: replicationPassword, extraYAML: extraYAML)
+    func addMember(_ name: String, replicationPassword: String = replicationPassword, extraYAML: String = "",
+                   postgresqlYAML: String = "") -> TestMember {
+        let m = TestMember(name: name, scope: scope, dcs: dcs, root: root, replicationPassword: replicationPassword,
+                           extraYAML: extraYAML, postgresqlYAML: postgresqlYAML)
         members.append(m)
         return m
     }

@@ -1,0 +1,180 @@
+import Foundation
+import Logging
+import StorkConfig
+import StorkPostgres
+
+/// What to build a replica from and with.
+public struct ReplicaBuildRequest: Sendable {
+    /// The chain, in order (`postgresql.replicaMethods`).
+    public var methods: [ReplicaMethodSpec]
+    /// Nil when no member can be copied from: only `no_leader` methods run.
+    public var source: CloneSource?
+    /// The replication connection string to the source (no password), from the agent.
+    public var conninfo: String
+    public var scope: String
+    /// The cluster's system identifier (`initialize`), which the copy must have.
+    public var expectedSystemIdentifier: String?
+    /// The slot the replica will stream from, when slots are used.
+    public var slot: String?
+
+    public init(methods: [ReplicaMethodSpec], source: CloneSource?, conninfo: String, scope: String,
+                expectedSystemIdentifier: String?, slot: String?) {
+        self.methods = methods
+        self.source = source
+        self.conninfo = source == nil ? "" : conninfo
+        self.scope = scope
+        self.expectedSystemIdentifier = expectedSystemIdentifier
+        self.slot = slot
+    }
+
+    /// The methods that may run: all of them with a source, only `no_leader` ones without.
+    public var runnable: [ReplicaMethodSpec] { source == nil ? methods.filter(\.noLeader) : methods }
+}
+
+public enum ReplicaBuildOutcome: Sendable, Equatable {
+    /// The data directory holds the new, checked copy.
+    case built(method: String)
+    /// Every method failed; the text lists why. Try the chain again later.
+    case failed(String)
+    /// A method asked to be tried again later (exit status 75) after its attempts.
+    case tryLater(method: String, reason: String)
+    /// No method may run now (no source and no `no_leader` method).
+    case nothingCanRun(String)
+}
+
+/// The running method as `GET /patroni`, `stork list` and the log show it.
+public struct ReplicaProgress: Sendable, Equatable {
+    public var method: String
+    public var attempt: Int
+    public var attempts: Int
+    public var started: Date
+    /// Bytes in the directory being built so far.
+    public var bytesDone: Int?
+}
+
+/// Runs the chain: each method in order until one succeeds, each with its own attempts
+/// (`retries` + 1, a growing pause between them) and `timeout`. A method that does not keep
+/// data builds in the staging directory, and its copy is checked and renamed into place only
+/// when complete; one that keeps data works in place under a `clone` work marker.
+public final class ReplicaBuilder: Sendable {
+    let node: PostgresNode
+    let logger: Logger
+    let report: @Sendable (ReplicaProgress?) -> Void
+
+    public init(node: PostgresNode, logger: Logger, report: @escaping @Sendable (ReplicaProgress?) -> Void = { _ in }) {
+        self.node = node
+        self.logger = logger
+        self.report = report
+    }
+
+    /// Pause before attempt `n + 1`: 1, 2, 4, ... seconds, at most 30.
+    static func pause(afterAttempt n: Int) -> Double { Double(min(30, 1 << min(n - 1, 5))) }
+
+    public func build(_ request: ReplicaBuildRequest) async -> ReplicaBuildOutcome {
+        defer { report(nil) }
+        let methods = request.runnable
+        guard !methods.isEmpty else {
+            return .nothingCanRun("no member to copy from, and no method in create_replica_methods has no_leader")
+        }
+        var failures: [String] = []
+        for spec in methods {
+            if Task.isCancelled { break }
+            let inPlace = spec.keepData || node.dataDirectoryIsMountPoint
+            let target = inPlace ? node.settings.dataDir : node.stagingDirectory
+            let attempts = spec.retries + 1
+            for number in 1...attempts {
+                if Task.isCancelled { break }
+                let result = await attempt(spec, number: number, of: attempts, target: target, inPlace: inPlace, request: request)
+                switch result {
+                case .succeeded:
+                    logger.info("replica has been created using \(spec.name)")
+                    return .built(method: spec.name)
+                case .failed(let reason):
+                    logger.error("Error creating replica using method \(spec.name) (attempt \(number) of \(attempts)): \(reason)")
+                    if number == attempts {
+                        failures.append("\(spec.name): \(Self.firstLine(reason))")
+                        if inPlace {
+                            // A half-synced copy in place: of no use to the next method, never to be started.
+                            try? node.wipeDataDirectory()
+                            node.clearWork()
+                        }
+                    }
+                case .tryLater(let reason):
+                    logger.warning("method \(spec.name) asks to be tried again later (exit status 75, attempt \(number) of \(attempts)): \(Self.firstLine(reason))")
+                    if number == attempts { return .tryLater(method: spec.name, reason: Self.firstLine(reason)) }
+                }
+                if number < attempts && !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(Self.pause(afterAttempt: number)))
+                }
+            }
+        }
+        return .failed(failures.isEmpty ? "cancelled" : failures.joined(separator: "; "))
+    }
+
+    /// One attempt: a clean target, the method, the checks, and for a staged copy the swap.
+    func attempt(_ spec: ReplicaMethodSpec, number: Int, of attempts: Int, target: String, inPlace: Bool,
+                 request: ReplicaBuildRequest) async -> AttemptResult {
+        do {
+            try node.markWork(inPlace ? .clone : .staging)
+            if inPlace {
+                if !spec.keepData { try node.wipeDataDirectory() } else { logger.info("Leaving data directory uncleaned") }
+                try node.ensureDirectory(target)
+            } else {
+                try node.prepareEmptyDirectory(target)
+            }
+        } catch {
+            return .failed("\(error)")
+        }
+        let started = Date()
+        let from = request.source.map { " from \($0.isLeader ? "leader" : "replica") '\($0.name)'" } ?? " without a member to copy from"
+        logger.info("creating replica using method \(spec.name) (attempt \(number) of \(attempts))\(from)\(inPlace ? " in place" : " in \(target)")")
+        let progress = ReplicaProgress(method: spec.name, attempt: number, attempts: attempts, started: started)
+        report(progress)
+        let watcher = Task { [report, logger] in
+            var last = Date()
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(2))
+                if Task.isCancelled { break }
+                var p = progress
+                p.bytesDone = PostgresNode.treeSize(target)
+                report(p)
+                if Date().timeIntervalSince(last) >= 10 {
+                    last = Date()
+                    logger.info("creating replica using \(spec.name): \((p.bytesDone ?? 0) >> 20) MiB in \(Int(Date().timeIntervalSince(started))) s")
+                }
+            }
+        }
+        let method = MethodRegistry.method(for: spec)
+        let run = MethodAttempt(spec: spec, target: target, source: request.source, conninfo: request.conninfo,
+                                scope: request.scope, slot: request.slot, number: number)
+        var result = await method.run(run, node: node)
+        watcher.cancel()
+        if case .succeeded = result {
+            do {
+                try await node.verifyCopy(target, expectedSystemIdentifier: request.expectedSystemIdentifier)
+                if !inPlace {
+                    try node.markWork(.staged)
+                    try node.installStagedCopy()
+                }
+                node.clearWork()
+                logger.info("the copy made by \(spec.name) is checked and in place (\(PostgresNode.treeSize(node.settings.dataDir) >> 20) MiB, \(Int(Date().timeIntervalSince(started))) s)")
+                return .succeeded
+            } catch {
+                result = .failed("\(error)")
+            }
+        }
+        // A failed attempt leaves nothing behind: the staging directory goes, an in-place copy
+        // that keeps data stays for the next attempt (it is never started: the marker stays).
+        if !inPlace {
+            try? node.removeTree(target)
+            node.clearWork()
+        } else if !spec.keepData {
+            try? node.wipeDataDirectory()
+        }
+        return result
+    }
+
+    static func firstLine(_ text: String) -> String {
+        String(text.split(separator: "\n", maxSplits: 1).first ?? Substring(text))
+    }
+}

@@ -1,0 +1,152 @@
+import Foundation
+import StorkConfig
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Where a new copy of the data directory is built and how it takes the data directory's place:
+// a half-built replica is never at `data_dir`. A copy is built in a staging directory beside
+// it (same file system, so the swap is two renames), checked, and only then renamed into place.
+extension PostgresNode {
+    /// The staging directory: `<data_dir>.stork-staging`.
+    public var stagingDirectory: String { settings.dataDir + ".stork-staging" }
+    /// Where the data directory being replaced waits during the swap: `<data_dir>.stork-old`.
+    public var replacedDirectory: String { settings.dataDir + ".stork-old" }
+
+    /// Whether `data_dir` is a mount point: a copy cannot be renamed onto it, so methods must
+    /// build in place there.
+    public var dataDirectoryIsMountPoint: Bool {
+        var own = stat(), parent = stat()
+        let dir = settings.dataDir
+        guard stat(dir, &own) == 0, stat((dir as NSString).deletingLastPathComponent, &parent) == 0 else { return false }
+        return own.st_dev != parent.st_dev
+    }
+
+    /// An empty directory at `path` (0700, owned by ``runAs``): what was there is removed.
+    public func prepareEmptyDirectory(_ path: String) throws {
+        try removeTree(path)
+        try ensureDirectory(path)
+    }
+
+    /// Removes `path` and everything in it (symbolic links as links); nothing when absent.
+    public func removeTree(_ path: String) throws {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        do { try FileManager.default.removeItem(atPath: path) } catch {
+            throw PostgresError("cannot remove \(path): \(error.localizedDescription)")
+        }
+    }
+
+    /// Checks a new copy before it may become the data directory: `pg_controldata` reads its
+    /// `pg_control`, its system identifier is `expectedSystemIdentifier` (when known), and
+    /// `pg_verifybackup` accepts it when it holds a backup manifest. Throws saying what is wrong.
+    public func verifyCopy(_ directory: String, expectedSystemIdentifier: String?) async throws {
+        let control: ControlData
+        do { control = try await controlData(of: directory) } catch {
+            throw PostgresError("the copy in \(directory) has no readable pg_control: \(error)")
+        }
+        if let expected = expectedSystemIdentifier, !expected.isEmpty, control.systemIdentifier != expected {
+            throw PostgresError("the copy in \(directory) belongs to another cluster: system identifier \(control.systemIdentifier), the cluster's is \(expected)")
+        }
+        guard FileManager.default.fileExists(atPath: directory + "/backup_manifest") else { return }
+        // WAL is checked too when the copy brought its own (pg_basebackup -X stream).
+        let wal = (try? FileManager.default.contentsOfDirectory(atPath: directory + "/pg_wal"))?.contains { $0.count == 24 } ?? false
+        var command = Command(binary("pg_verifybackup"), ["--quiet"] + (wal ? [] : ["--no-parse-wal"]) + [directory])
+        command.timeout = 3600
+        let result = try await run(command)
+        guard result.succeeded else { throw PostgresNode.failure("pg_verifybackup \(directory)", result) }
+    }
+
+    /// Puts the checked copy in the staging directory at `data_dir`: the old data directory (if
+    /// any) is renamed out of the way, the copy renamed into place, the old one removed.
+    /// Idempotent: after a crash at any point it finishes the same swap.
+    public func installStagedCopy() throws {
+        let fm = FileManager.default
+        let data = settings.dataDir, staged = stagingDirectory, old = replacedDirectory
+        if fm.fileExists(atPath: staged) {
+            if fm.fileExists(atPath: data) {
+                if dataDirectoryState() == .empty {
+                    // An empty data directory (or one holding only lost+found and dot files).
+                    try removeTree(data)
+                } else {
+                    try removeTree(old)
+                    try renameOrThrow(data, old)
+                }
+            }
+            try renameOrThrow(staged, data)
+            syncDirectory((data as NSString).deletingLastPathComponent)
+        }
+        try removeTree(old)
+    }
+
+    func renameOrThrow(_ from: String, _ to: String) throws {
+        guard rename(from, to) == 0 else {
+            throw PostgresError("cannot rename \(from) to \(to): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// fsync of a directory, so that renames in it survive a power loss.
+    func syncDirectory(_ path: String) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        fsync(fd)
+        close(fd)
+    }
+
+    /// Bytes in regular files under `path` (symbolic links not followed).
+    public static func treeSize(_ path: String) -> Int {
+        guard let walker = FileManager.default.enumerator(atPath: path) else { return 0 }
+        var total = 0
+        for case let relative as String in walker {
+            var st = stat()
+            if lstat(path + "/" + relative, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG { total += Int(st.st_size) }
+        }
+        return total
+    }
+
+    /// Free bytes for an unprivileged user on the file system that holds `path`'s parent.
+    public static func freeBytes(near path: String) -> Int {
+        var fs = statvfs()
+        guard statvfs((path as NSString).deletingLastPathComponent, &fs) == 0 else { return 0 }
+        return Int(fs.f_bavail) * Int(fs.f_frsize)
+    }
+}
+
+/// What this agent is doing to its data directory, recorded in `<data_dir>.stork-incomplete`
+/// (beside it: pg_basebackup wants an empty directory) so that a crash at any moment is
+/// undone or finished at the next start. While it exists the data directory is never started.
+public enum WorkInProgress: String, Sendable {
+    /// initdb and the steps after it, in place.
+    case bootstrap
+    /// A copy built in place (`keep_data`, or a data directory that is a mount point).
+    case clone
+    /// A copy being built in the staging directory; the data directory is untouched.
+    case staging
+    /// A checked copy in the staging directory, about to take the data directory's place.
+    case staged
+}
+
+extension PostgresNode {
+    public var workMarker: String { settings.dataDir + ".stork-incomplete" }
+
+    /// Records `work` (atomically, durably).
+    public func markWork(_ work: WorkInProgress) throws {
+        do { try writeOwnedFile(workMarker, contents: work.rawValue + "\n") } catch {
+            throw PostgresError("cannot write \(workMarker): the directory above the data directory must be writable by Stork (\(error))")
+        }
+        syncDirectory((workMarker as NSString).deletingLastPathComponent)
+    }
+
+    /// The recorded work; `clone` for a marker this version does not know.
+    public func workInProgress() -> WorkInProgress? {
+        guard let text = try? String(contentsOfFile: workMarker, encoding: .utf8) else {
+            return FileManager.default.fileExists(atPath: workMarker) ? .clone : nil
+        }
+        return WorkInProgress(rawValue: text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? .clone
+    }
+
+    public func clearWork() {
+        unlink(workMarker)
+        syncDirectory((workMarker as NSString).deletingLastPathComponent)
+    }
+}
