@@ -472,6 +472,7 @@ public actor Agent {
     /// bootstrap moved aside with the empty `initialize` it held given back.
     func finishOrUndoIncompleteWork(view: ClusterView) async throws -> String {
         let work = node.workInProgress() ?? .clone
+        await node.stopOrphanedCopies()
         let dataDir = config.postgresql.dataDir
         switch work {
         case .staged:

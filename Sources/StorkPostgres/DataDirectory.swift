@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import StorkConfig
 #if canImport(Glibc)
 import Glibc
@@ -148,5 +149,39 @@ extension PostgresNode {
     public func clearWork() {
         unlink(workMarker)
         syncDirectory((workMarker as NSString).deletingLastPathComponent)
+    }
+}
+
+extension PostgresNode {
+    /// Stops what a killed agent left running on its copy: processes of this user whose
+    /// command line names the staging directory, or the data directory (PostgreSQL's own
+    /// processes excepted), get SIGTERM to their process group, then SIGKILL. Run before the
+    /// agent removes or rebuilds that copy, so that two writers never share it.
+    public func stopOrphanedCopies() async {
+        let targets = [stagingDirectory, settings.dataDir]
+        let uid = runAs?.uid ?? geteuid()
+        var groups = Set<pid_t>()
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = pid_t(entry), pid != getpid() else { continue }
+            var st = stat()
+            guard stat("/proc/\(entry)", &st) == 0, st.st_uid == uid,
+                  let raw = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"), !raw.isEmpty else { continue }
+            let argv = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            guard let first = argv.first, !first.hasPrefix("postgres:"), (first as NSString).lastPathComponent != "postgres",
+                  (first as NSString).lastPathComponent != "pg_ctl" else { continue }
+            let names = argv.dropFirst().contains { arg in
+                targets.contains { t in arg == t || arg == t + "/" || arg.hasSuffix("=" + t) || arg.hasSuffix("=" + t + "/") }
+            }
+            let group = getpgid(pid)
+            if names && group > 0 && group != getpgrp() { groups.insert(group) }
+        }
+        guard !groups.isEmpty else { return }
+        logger.warning("stopping what an earlier agent left running on its copy (process groups \(groups.sorted()))")
+        for group in groups { kill(-group, SIGTERM) }
+        for _ in 0..<50 {
+            if groups.allSatisfy({ kill(-$0, 0) != 0 }) { return }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        for group in groups { kill(-group, SIGKILL) }
     }
 }

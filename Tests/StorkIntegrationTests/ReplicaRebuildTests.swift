@@ -1,0 +1,214 @@
+import Foundation
+import Testing
+import StorkConfig
+import StorkDCS
+import StorkPostgres
+import StorkTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An rsync daemon on a free loopback port exporting each member's data directory read-only
+/// as a module named after the member (`rsync://127.0.0.1:PORT/pg0`); stopped by PID.
+final class RsyncDaemon: @unchecked Sendable {
+    let port = TestSupport.freePort()
+    let directory = TestSupport.makeTempDir("stork-rsyncd")
+    private var process: Process?
+
+    init(modules: [(name: String, path: String)]) throws {
+        let user = TestSupport.postgresUser
+        var conf = "use chroot = no\nread only = yes\npid file = \(directory)/rsyncd.pid\n"
+        if let user { conf += "uid = \(user.uid)\ngid = \(user.gid)\n" }
+        for m in modules { conf += "[\(m.name)]\npath = \(m.path)\n" }
+        try conf.write(toFile: directory + "/rsyncd.conf", atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: TestSupport.which("rsync") ?? "/usr/bin/rsync")
+        p.arguments = ["--daemon", "--no-detach", "--config=\(directory)/rsyncd.conf", "--address=127.0.0.1",
+                       "--port=\(port)", "--log-file=\(directory)/rsyncd.log"]
+        try p.run()
+        process = p
+    }
+
+    /// The `postgresql.rsync.source` template for this daemon.
+    var source: String { "rsync://127.0.0.1:\(port)/{name}" }
+
+    func stop() {
+        if let p = process, p.isRunning { p.terminate(); p.waitUntilExit() }
+        TestSupport.removeTree(directory)
+    }
+}
+
+/// Waits until `replica` has replayed everything `primary` had written when called.
+func waitCaughtUp(_ replica: TestMember, _ primary: TestMember, timeout: Double = 60) async -> Bool {
+    guard let lsn = primary.sql("SELECT pg_current_wal_lsn()") else { return false }
+    return await TestSupport.waitUntil(timeout: timeout) {
+        replica.sql("SELECT pg_last_wal_replay_lsn() >= '\(lsn)'::pg_lsn") == "t"
+    }
+}
+
+/// A checksum of every pgbench table's content.
+func pgbenchChecksum(_ m: TestMember) -> String? {
+    m.sql("""
+        SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (
+          SELECT 'a' || aid || ':' || abalance AS x FROM pgbench_accounts
+          UNION ALL SELECT 'b' || bid || ':' || bbalance FROM pgbench_branches
+          UNION ALL SELECT 't' || tid || ':' || tbalance FROM pgbench_tellers
+          UNION ALL SELECT 'h' || tid || ':' || aid || ':' || delta || ':' || mtime FROM pgbench_history) s
+        """)
+}
+
+/// `POST /reinitialize` on a member's plain-HTTP API.
+func reinitialize(_ m: TestMember, fromLeader: Bool = false) async throws -> MemberAPIResponse {
+    try await MemberAPIClient(timeout: 10).request("POST", url: "http://127.0.0.1:\(m.apiPort)/reinitialize",
+                                                   json: .object(["from_leader": .bool(fromLeader)]))
+}
+
+@Suite("Rebuilding replicas: rsync, reinitialize, clonefrom, a crash in the middle", .serialized)
+struct ReplicaRebuildTests {
+    /// rsync builds a replica that streams; then, with the replica stopped while pgbench
+    /// writes to the primary, one of its relation files deleted and another changed behind
+    /// the same size and modification time as the primary's copy, `POST /reinitialize`
+    /// re-syncs it in place, and every pgbench table's checksum matches the primary's.
+    @Test(.timeLimit(.minutes(5)))
+    func rsyncBuildsAndResyncs() async throws {
+        let dcsDir = TestSupport.makeTempDir("stork-dcs")
+        let cluster = TestCluster(scope: "rsync", dcs: .local(dcsDir))
+        let primary = cluster.addMember("pg0")
+        let daemon = try RsyncDaemon(modules: [("pg0", primary.dataDir)])
+        defer { cluster.destroy(); daemon.stop(); TestSupport.removeTree(dcsDir) }
+        try primary.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        let pgbench = "/usr/lib/postgresql/15/bin/pgbench"
+        let connection = ["-h", "127.0.0.1", "-p", String(primary.pgPort), "-U", "postgres", "postgres"]
+        let initialized = try runAsPostgres(pgbench, ["-i", "-s", "3", "-q"] + connection, env: ["PGPASSWORD": superuserPassword])
+        try #require(initialized.status == 0, "\(initialized.output)")
+
+        let replica = cluster.addMember("pg1", postgresqlYAML: "create_replica_methods: [rsync]\nrsync:\n  source: \(daemon.source)")
+        try replica.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        #expect(replica.log.contains("rsync from rsync://127.0.0.1:\(daemon.port)/pg0 (full copy)"), "\(replica.log)")
+        #expect(replica.log.contains("replica has been created using rsync"))
+
+        // A table nothing writes to again (frozen, no autovacuum), flushed on both sides (a
+        // restartpoint on the replica), so that neither file changes from here on.
+        for statement in ["CREATE TABLE cold WITH (autovacuum_enabled = off) AS SELECT g, md5(g::text) AS h FROM generate_series(1, 20000) g",
+                          "VACUUM (FREEZE) cold", "CHECKPOINT"] {
+            #expect(primary.sql(statement) != nil, "\(statement)")
+        }
+        #expect(await waitCaughtUp(replica, primary))
+        #expect(replica.sql("CHECKPOINT") != nil)
+        let coldWant = primary.sql("SELECT md5(string_agg(h, ',' ORDER BY g)) FROM cold")
+
+        // The replica stops; pgbench writes; its files are damaged in two ways.
+        replica.stop()
+        let run = try runAsPostgres(pgbench, ["-t", "300", "-c", "2"] + connection, env: ["PGPASSWORD": superuserPassword])
+        #expect(run.status == 0, "\(run.output)")
+        _ = primary.sql("CHECKPOINT")
+        let files = primary.sql("""
+            SELECT pg_relation_filepath('pgbench_branches') || ' ' || pg_relation_filepath('cold')
+            """)?.split(separator: " ").map(String.init) ?? []
+        try #require(files.count == 2)
+        try FileManager.default.removeItem(atPath: replica.dataDir + "/" + files[0])
+        // Same size, the primary's modification time, different bytes: rsync's quick check
+        // (size and time) would skip it.
+        let damaged = replica.dataDir + "/" + files[1], original = primary.dataDir + "/" + files[1]
+        let size = (try FileManager.default.attributesOfItem(atPath: original)[.size] as? Int) ?? 0
+        try #require(size > 0)
+        try Data(repeating: 0x5a, count: size).write(to: URL(fileURLWithPath: damaged))
+        TestSupport.chownToPostgres(damaged)
+        let touch = try runAsPostgres("/usr/bin/touch", ["-r", original, damaged])
+        #expect(touch.status == 0)
+
+        try replica.start()
+        let up = await TestSupport.waitUntil(timeout: 60) { await replica.api("/patroni").1["state"] as? String == "running" }
+        #expect(up, "\(replica.log)")
+        let answer = try await reinitialize(replica)
+        #expect(answer.status == 200, "\(answer)")
+        let resynced = await TestSupport.waitUntil(timeout: 90) {
+            count("replica has been created using rsync", in: replica.log) >= 2
+        }
+        #expect(resynced, "\(replica.log)")
+        #expect(replica.log.contains("(delta: files compared by checksum)"), "\(replica.log)")
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        #expect(await waitCaughtUp(replica, primary))
+        let want = pgbenchChecksum(primary)
+        #expect(want != nil && pgbenchChecksum(replica) == want, "the re-synced replica differs from the primary")
+        #expect(replica.sql("SELECT count(*) FROM pgbench_branches") == "3")
+        #expect(replica.sql("SELECT md5(string_agg(h, ',' ORDER BY g)) FROM cold") == coldWant, "the damaged file was not copied again")
+    }
+
+    /// A replica whose relation file was deleted is rebuilt by reinitialize (basebackup into the
+    /// staging directory, the old directory replaced only at the end) and streams; a member
+    /// tagged `clonefrom` is the source of the next replica (a file only its directory holds
+    /// arrives in the new one).
+    @Test(.timeLimit(.minutes(5)))
+    func reinitializeAndClonefrom() async throws {
+        let dcsDir = TestSupport.makeTempDir("stork-dcs")
+        let cluster = TestCluster(scope: "reinit", dcs: .local(dcsDir))
+        defer { cluster.destroy(); TestSupport.removeTree(dcsDir) }
+        let primary = try await cluster.startPrimary("pg0")
+        #expect(primary.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 10000) g; SELECT 1")?.hasSuffix("1") == true)
+        let tagged = cluster.addMember("pg1", extraYAML: "tags:\n  clonefrom: true\n")
+        try tagged.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        #expect(await waitCaughtUp(tagged, primary))
+
+        // A relation file deleted under the stopped replica: it cannot read t any more.
+        let file = try #require(primary.sql("SELECT pg_relation_filepath('t')"))
+        tagged.stop()
+        try FileManager.default.removeItem(atPath: tagged.dataDir + "/" + file)
+        try tagged.start()
+        _ = await TestSupport.waitUntil(timeout: 60) { await tagged.api("/patroni").1["state"] as? String == "running" }
+        #expect(tagged.sql("SELECT count(*) FROM t") == nil, "the damaged replica still reads t")
+        let answer = try await reinitialize(tagged)
+        #expect(answer.status == 200, "\(answer)")
+        let rebuilt = await TestSupport.waitUntil(timeout: 90) { tagged.log.contains("reinitialize: rebuilt from leader 'pg0'") }
+        #expect(rebuilt, "\(tagged.log)")
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        #expect(tagged.sql("SELECT count(*) FROM t") == "10000")
+
+        // A label only pg1's data directory holds arrives in pg2, cloned from pg1.
+        let label = "stork-test-cloned-from-pg1"
+        FileManager.default.createFile(atPath: tagged.dataDir + "/" + label, contents: Data("pg1".utf8))
+        TestSupport.chownToPostgres(tagged.dataDir + "/" + label)
+        _ = await TestSupport.waitUntil(timeout: 30) {
+            // The tag reaches the member key with the next cycle.
+            (try? runStork(["list", tagged.configPath]).out.contains("pg1")) ?? false
+        }
+        let third = cluster.addMember("pg2")
+        try third.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        #expect(third.log.contains("trying to bootstrap from replica 'pg1'"), "\(third.log)")
+        #expect(FileManager.default.fileExists(atPath: third.dataDir + "/" + label), "pg2 was not copied from pg1")
+    }
+
+    /// The agent killed with SIGKILL while basebackup copies into the staging directory: the
+    /// data directory is never started half-copied; the restarted agent stops the orphaned copy,
+    /// removes the staging directory, and clones again to a streaming replica.
+    @Test(.timeLimit(.minutes(5)))
+    func crashDuringClone() async throws {
+        let dcsDir = TestSupport.makeTempDir("stork-dcs")
+        let cluster = TestCluster(scope: "crash", dcs: .local(dcsDir))
+        defer { cluster.destroy(); TestSupport.removeTree(dcsDir) }
+        let primary = try await cluster.startPrimary("pg0")
+        #expect(primary.sql("CREATE TABLE filler AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 300000) g; SELECT 1")?.hasSuffix("1") == true)
+        // Slow enough to be caught in the middle: about 80 MB at 8 MB/s.
+        let replica = cluster.addMember("pg1", postgresqlYAML: "basebackup:\n  max-rate: 8M")
+        try replica.start()
+        let staging = replica.dataDir + ".stork-staging"
+        let copying = await TestSupport.waitUntil(timeout: 60, interval: 0.1) {
+            (try? FileManager.default.contentsOfDirectory(atPath: staging + "/base"))?.isEmpty == false
+        }
+        #expect(copying, "\(replica.log)")
+        replica.crash()
+        #expect(!FileManager.default.fileExists(atPath: replica.dataDir + "/PG_VERSION"), "a half-built copy at the data directory")
+        #expect(!FileManager.default.fileExists(atPath: replica.dataDir + "/postmaster.pid"))
+        try replica.start()
+        #expect(await cluster.waitAllStreaming(timeout: 120), "\(cluster.logs())")
+        #expect(replica.log.contains("holds an unfinished copy of this agent: removing it"), "\(replica.log)")
+        #expect(replica.sql("SELECT count(*) FROM filler") == "300000")
+        #expect(!FileManager.default.fileExists(atPath: staging))
+        let orphans = postgresCommandLines().filter { $0.contains("pg_basebackup") && $0.contains(staging) }
+        #expect(orphans.isEmpty, "pg_basebackup still runs: \(orphans)")
+    }
+}
