@@ -318,8 +318,14 @@ public actor Agent {
         longTask = nil
         longTaskName = nil
         status.update { $0.task = nil }
-        wakeRequested = true  // the loop runs at once, not after loop_wait
+        // The loop runs at once, not after loop_wait; but a chain that failed waits a cycle
+        // (as Patroni's does), or a method that keeps failing at once would run in a tight loop.
+        wakeRequested = !waitBeforeNextCycle
+        waitBeforeNextCycle = false
     }
+
+    /// Set by a long task that failed in a way only time can cure.
+    private var waitBeforeNextCycle = false
 
     /// The running server's `primary_conninfo` already points at `leader`'s host and port.
     private func runningUpstreamMatches(_ leader: String?) async -> Bool {
@@ -522,12 +528,15 @@ public actor Agent {
             await startServer(role: replicaRole())
             return true
         case .failed(let reasons):
+            waitBeforeNextCycle = true
             status.update { $0.state = "creating replica failed" }
             logger.error("failed to bootstrap \(what): every replica method failed (\(reasons)); the chain runs again on the next cycle")
         case .tryLater(let method, let reason):
+            waitBeforeNextCycle = true
             status.update { $0.state = "creating replica failed" }
             logger.warning("failed to bootstrap \(what): \(method) asks to be tried again later (\(reason)); the chain runs again on the next cycle")
         case .nothingCanRun(let reason):
+            waitBeforeNextCycle = true
             status.update { $0.state = "stopped" }
             logger.info("cannot create a replica now: \(reason)")
         }

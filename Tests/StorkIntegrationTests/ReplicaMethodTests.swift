@@ -202,4 +202,33 @@ struct ReplicaMethodTests {
         #expect(pg1.sql("SELECT system_identifier FROM pg_control_system()") == sysid)
         #expect(pg1.sql("SELECT pg_is_in_recovery()") == "t")
     }
+
+    /// `Methods/restore-directory`, the example method, builds a replica from a base backup
+    /// with the leader stopped; before the backup is there it asks to be tried later (75).
+    @Test(.timeLimit(.minutes(3)))
+    func exampleMethodFromMethods() async throws {
+        let mc = try MethodCluster()
+        defer { mc.destroy() }
+        try await mc.startPrimary()
+        mc.primary.stop()
+        let method = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Methods/restore-directory").path
+        let later = mc.cluster.root + "/backup-later"
+        let pg1 = mc.addMember("pg1", methods: [("restore_directory", "command: \(method)\nbackup: \(later)\nno_leader: true")])
+        try pg1.start()
+        let asked = await TestSupport.waitUntil(timeout: 30) { pg1.log.contains("asks to be tried again later (exit status 75") }
+        #expect(asked, "\(pg1.log)")
+        #expect(pg1.log.contains("does not hold a base backup"), "the method's reason is not in the log")
+        // The backup arrives; the next cycle builds the replica.
+        try FileManager.default.copyItem(atPath: mc.backup, toPath: later)
+        let chown = Process()
+        chown.executableURL = URL(fileURLWithPath: "/bin/chown")
+        chown.arguments = ["-R", "postgres:postgres", later]
+        try chown.run()
+        chown.waitUntilExit()
+        let running = await TestSupport.waitUntil(timeout: 60) { await pg1.api("/patroni").1["state"] as? String == "running" }
+        #expect(running, "\(pg1.log)")
+        #expect(pg1.log.contains("replica has been created using restore_directory"))
+        #expect(pg1.sql("SELECT pg_is_in_recovery()") == "t")
+    }
 }
