@@ -116,7 +116,8 @@ extension Config {
         return w.lines.joined(separator: "\n") + "\n"
     }
 
-    static func isSecretKey(_ key: String) -> Bool {
+    /// Whether a key's value is a secret (`password`, `*_password`, `*secret`).
+    public static func isSecretKey(_ key: String) -> Bool {
         let k = key.lowercased()
         return k == "password" || k.hasSuffix("password") || k.hasSuffix("_secret") || k == "secret"
     }

@@ -505,19 +505,12 @@ public actor Agent {
     /// one, `no_leader` methods only); on success starts it as a replica. Whether it was built.
     @discardableResult
     func buildReplica(from name: String?) async -> Bool {
-        var source: CloneSource?
-        if let name {
-            guard let member = lastView.member(named: name), let url = member.connURL else {
-                logger.error("cannot clone from '\(name)': its member key has no conn_url")
-                return false
-            }
-            source = CloneSource(name: name, connURL: url, isLeader: name == lastView.leader)
+        if let name, lastView.member(named: name)?.connURL == nil {
+            logger.error("cannot clone from '\(name)': its member key has no conn_url")
+            return false
         }
-        let conninfo = source.map { node.replicationConninfo(toConnURL: $0.connURL, applicationName: .some(nil)) } ?? ""
-        let request = ReplicaBuildRequest(
-            methods: config.postgresql.replicaMethods, source: source, conninfo: conninfo, scope: config.scope,
-            expectedSystemIdentifier: lastView.initialize,
-            slot: useSlots(config: config, dynamic: lastView.config) ? slotName(forMember: config.name) : nil)
+        let request = replicaBuildRequest(config: config, view: lastView, node: node, source: name)
+        let source = request.source
         let status = self.status
         let builder = ReplicaBuilder(node: node, logger: logger) { progress in status.update { $0.replicaCreation = progress } }
         let outcome = await builder.build(request)

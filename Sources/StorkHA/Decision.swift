@@ -136,7 +136,7 @@ public func decide(_ s: Snapshot) -> Decision {
 
 /// The member to clone from: a running member tagged `clonefrom` (the most advanced one),
 /// else the leader when its member key says where it is.
-func cloneSource(me: String, cluster: ClusterView) -> Member? {
+public func cloneSource(me: String, cluster: ClusterView) -> Member? {
     let others = cluster.members.filter { $0.name != me && $0.connURL != nil }
     let tagged = others.filter { $0.tags["clonefrom"]?.isTruthy == true && $0.state == "running" }
     if let best = tagged.max(by: { ($0.xlogLocation ?? 0) < ($1.xlogLocation ?? 0) }) { return best }

@@ -1,4 +1,7 @@
 import StorkConfig
+import StorkDCS
+import StorkMethods
+import StorkPostgres
 
 /// PostgreSQL parameters every member runs with, as Patroni 3.3 sets them when the user
 /// does not: replication needs them on every member alike.
@@ -76,4 +79,17 @@ public func slotName(forMember name: String) -> String {
         (c >= "a" && c <= "z") || (c >= "0" && c <= "9") || c == "_" ? Character(c) : "_"
     }
     return String(String(mapped).prefix(63))
+}
+
+/// What the replica-method chain needs to build this member from member `name` (nil: with no
+/// member to copy from): the agent's clone and `stork explain` both use it.
+public func replicaBuildRequest(config: Config, view: ClusterView, node: PostgresNode, source name: String?) -> ReplicaBuildRequest {
+    var source: CloneSource?
+    if let name, let url = view.member(named: name)?.connURL {
+        source = CloneSource(name: name, connURL: url, isLeader: name == view.leader)
+    }
+    let conninfo = source.map { node.replicationConninfo(toConnURL: $0.connURL, applicationName: .some(nil)) } ?? ""
+    return ReplicaBuildRequest(methods: config.postgresql.replicaMethods, source: source, conninfo: conninfo, scope: config.scope,
+                               expectedSystemIdentifier: view.initialize,
+                               slot: useSlots(config: config, dynamic: view.config) ? slotName(forMember: config.name) : nil)
 }

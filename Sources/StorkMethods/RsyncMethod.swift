@@ -28,10 +28,24 @@ struct RsyncMethod: ReplicaMethod {
         "/backup_label", "/backup_label.old", "/tablespace_map", "/backup_manifest", "/standby.signal", "/recovery.signal",
     ]
 
+    /// rsync's arguments; `delta`: the target holds a copy of the same cluster already.
+    static func arguments(from: String, target: String, delta: Bool, section: [String: JSONValue]) -> [String] {
+        var arguments = ["--archive", "--delete", "--delete-excluded", delta ? "--checksum" : "--whole-file"]
+        arguments += excluded.map { "--exclude=\($0)" }
+        if let file = section["password_file"]?.scalarText { arguments.append("--password-file=\(file)") }
+        if case .array(let extra)? = section["options"] { arguments += extra.compactMap(\.scalarText) }
+        return arguments + [from.hasSuffix("/") ? from : from + "/", target + "/"]
+    }
+
+    /// The source for `source` member: the template filled in.
+    func sourceURL(_ source: CloneSource, scope: String) -> String {
+        let (host, port) = PostgresNode.hostAndPort(fromConnURL: source.connURL)
+        return ReplicaMethodSpec.fill(sourceTemplate, ["host": host, "port": port, "name": source.name, "scope": scope])
+    }
+
     func run(_ attempt: MethodAttempt, node: PostgresNode) async -> AttemptResult {
         guard let source = attempt.source else { return .failed("rsync needs a running member to copy from") }
-        let (host, port) = PostgresNode.hostAndPort(fromConnURL: source.connURL)
-        let from = ReplicaMethodSpec.fill(sourceTemplate, ["host": host, "port": port, "name": source.name, "scope": attempt.scope])
+        let from = sourceURL(source, scope: attempt.scope)
         let session: Connection
         do { session = try await node.superuserConnection(toConnURL: source.connURL) } catch {
             return .failed("cannot connect to \(source.name) as the superuser for pg_backup_start: \(error)")
@@ -60,12 +74,7 @@ struct RsyncMethod: ReplicaMethod {
             try await session.query("SELECT pg_backup_start($1, true)", params: ["stork rsync for \(node.memberName)"])
             backupStarted = true
 
-            var arguments = ["--archive", "--delete", "--delete-excluded", delta ? "--checksum" : "--whole-file"]
-            arguments += Self.excluded.map { "--exclude=\($0)" }
-            if let file = attempt.spec.section["password_file"]?.scalarText { arguments.append("--password-file=\(file)") }
-            if case .array(let extra)? = attempt.spec.section["options"] { arguments += extra.compactMap(\.scalarText) }
-            arguments += [from.hasSuffix("/") ? from : from + "/", attempt.target + "/"]
-            var command = Command("rsync", arguments)
+            var command = Command("rsync", Self.arguments(from: from, target: attempt.target, delta: delta, section: attempt.spec.section))
             command.timeout = attempt.spec.timeout
             node.logger.info("rsync from \(from) (\(delta ? "delta: files compared by checksum" : "full copy"))")
             let result = try await node.run(command)

@@ -111,6 +111,24 @@ public final class PostgresNode: Sendable {
     public func basebackup(into directory: String? = nil, from conninfo: String, options: JSONValue?, slot: String? = nil,
                            createSlot: Bool = false, timeout: Double? = nil) async throws {
         let target = directory ?? settings.dataDir
+        rememberUpstream(conninfo: conninfo)
+        try writePgpass(entries: pgpassEntries())
+        try ensureDirectory(target)
+        let result = try await withCommandLineConninfo(conninfo) { dbname, environment in
+            var command = Command(binary("pg_basebackup"), try PostgresNode.basebackupArguments(
+                target: target, dbname: dbname, options: options, slot: slot, createSlot: createSlot))
+            command.environment = environment.merging(["PGPASSFILE": settings.pgpass]) { _, new in new }
+            command.timeout = timeout
+            logger.debug("running pg_basebackup", metadata: ["stork.data_dir": "\(target)"])
+            return try await run(command)
+        }
+        guard result.succeeded else { throw PostgresNode.failure("pg_basebackup", result) }
+    }
+
+    /// pg_basebackup's arguments: Stork's (`-X stream`, a fast checkpoint, the slot unless the
+    /// user's options name one) and the user's `postgresql.basebackup` options.
+    public static func basebackupArguments(target: String, dbname: String, options: JSONValue?, slot: String?,
+                                           createSlot: Bool) throws -> [String] {
         var userArguments: [String]
         do { userArguments = try UserOptions.basebackupArguments(options) } catch {
             throw PostgresError("postgresql.basebackup: \(error)")
@@ -118,19 +136,7 @@ public final class PostgresNode: Sendable {
         if let slot, !userArguments.contains(where: { $0.hasPrefix("--slot") || $0 == "-S" }) {
             userArguments += ["--slot=\(slot)"] + (createSlot ? ["--create-slot"] : [])
         }
-        rememberUpstream(conninfo: conninfo)
-        try writePgpass(entries: pgpassEntries())
-        try ensureDirectory(target)
-        let result = try await withCommandLineConninfo(conninfo) { dbname, environment in
-            var command = Command(binary("pg_basebackup"), [
-                "--pgdata=\(target)", "-X", "stream", "--checkpoint=fast", "--dbname=\(dbname)",
-            ] + userArguments)
-            command.environment = environment.merging(["PGPASSFILE": settings.pgpass]) { _, new in new }
-            command.timeout = timeout
-            logger.debug("running pg_basebackup", metadata: ["stork.data_dir": "\(target)"])
-            return try await run(command)
-        }
-        guard result.succeeded else { throw PostgresNode.failure("pg_basebackup", result) }
+        return ["--pgdata=\(target)", "-X", "stream", "--checkpoint=fast", "--dbname=\(dbname)"] + userArguments
     }
 
     /// Writes the managed configuration: `postgresql.conf` (the original kept once as

@@ -7,6 +7,7 @@ import StorkAPI
 import StorkConfig
 import StorkDCS
 import StorkHA
+import StorkMethods
 import StorkPostgres
 
 @main
@@ -15,7 +16,7 @@ struct Stork: AsyncParsableCommand {
         commandName: "stork",
         abstract: "Builds PostgreSQL clusters and their replicas; reads Patroni's YAML.",
         version: storkVersion,
-        subcommands: [AgentCommand.self, CheckCommand.self, ListCommand.self, ReinitCommand.self])
+        subcommands: [AgentCommand.self, CheckCommand.self, ListCommand.self, ReinitCommand.self, ExplainCommand.self])
 }
 
 /// Loads the configuration or prints every problem, one line each, and exits with status 2.
@@ -232,5 +233,43 @@ struct ReinitCommand: AsyncParsableCommand {
     func fail(_ message: String) -> Never {
         FileHandle.standardError.write(Data("stork reinit: \(message)\n".utf8))
         Foundation.exit(1)
+    }
+}
+
+struct ExplainCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "explain",
+        abstract: "Show which replica methods would build this member now, and how, without doing anything.",
+        discussion: """
+            Reads the live cluster from the DCS and prints the copy source the agent would choose, \
+            then each method of create_replica_methods in order: its attempts and timeout, where it \
+            builds, and its command line with passwords masked, or why it would be skipped.
+
+            Exit status: 0; 1 when the DCS cannot be read; 2 for a bad configuration.
+            """)
+
+    @Argument(help: "Patroni YAML configuration file (or PATRONI_* variables).")
+    var configFile: String?
+
+    func run() async throws {
+        let config = try loadConfigOrExit(configFile).config
+        StorkLogging.bootstrap(level: "ERROR", json: false)
+        let logger = Logger(label: "stork")
+        let view: ClusterView
+        do { view = try await makeDCS(config: config, logger: logger).clusterView() } catch {
+            FileHandle.standardError.write(Data("stork explain: cannot read the cluster from the DCS: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        let node = PostgresNode(settings: config.postgresql, memberName: config.name, logger: logger)
+        let state: String
+        switch node.dataDirectoryState() {
+        case .empty: state = "empty: the agent would build a replica"
+        case .initialized: state = "holds a data directory: the agent builds a replica only on reinitialize"
+        case .unusable(let reason): state = "unusable (\(reason)): the agent would not touch it"
+        }
+        print("member \(config.name) of cluster \(config.scope); data directory \(config.postgresql.dataDir) \(state)")
+        let source = cloneSource(me: config.name, cluster: view)?.name
+        print(ChainExplanation.render(replicaBuildRequest(config: config, view: view, node: node, source: source), node: node),
+              terminator: "")
     }
 }

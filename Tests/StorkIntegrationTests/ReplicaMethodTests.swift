@@ -231,4 +231,30 @@ struct ReplicaMethodTests {
         #expect(pg1.log.contains("replica has been created using restore_directory"))
         #expect(pg1.sql("SELECT pg_is_in_recovery()") == "t")
     }
+
+    /// `stork explain` reads the live cluster and prints the chain without running anything:
+    /// the source, each method's command line with secrets masked, and what is skipped.
+    @Test(.timeLimit(.minutes(2)))
+    func explainShowsTheChain() async throws {
+        let mc = try MethodCluster()
+        defer { mc.destroy() }
+        try await mc.startPrimary()
+        let pg1 = mc.addMember("pg1", methods: [("wal_fetch", "command: \(mc.script) --action=fail\napi_password: hunter2-Secret\nretries: 2"),
+                                                ("basebackup", "")])
+        let r = try runStork(["explain", pg1.configPath])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(r.out.contains("copy source: leader 'pg0' (postgres://127.0.0.1:\(mc.primary.pgPort)/postgres)"), "\(r.out)")
+        #expect(r.out.contains("1. wal_fetch: 3 attempts, into \(pg1.dataDir).stork-staging, renamed into place once checked"), "\(r.out)")
+        #expect(r.out.contains("\(mc.script) --action=fail --scope=methods --role=replica --datadir=\(pg1.dataDir).stork-staging"), "\(r.out)")
+        #expect(r.out.contains("--api_password=******") && !r.out.contains("hunter2"), "\(r.out)")
+        #expect(r.out.contains("pg_basebackup --pgdata=\(pg1.dataDir).stork-staging -X stream --checkpoint=fast"), "\(r.out)")
+        #expect(r.out.contains("--slot=pg1 --create-slot"), "\(r.out)")
+        #expect(!r.out.contains(replicationPassword) && !r.out.contains(superuserPassword))
+        #expect(!FileManager.default.fileExists(atPath: pg1.dataDir + ".stork-staging") && lines(mc.log("pg1")).isEmpty, "explain ran something")
+        // Without a leader nothing can run: basebackup and the command are skipped.
+        mc.primary.stop()
+        let none = try runStork(["explain", pg1.configPath])
+        #expect(none.out.contains("copy source: none"), "\(none.out)")
+        #expect(none.out.contains("skipped: needs a member to copy from") && none.out.contains("nothing would run"), "\(none.out)")
+    }
 }
