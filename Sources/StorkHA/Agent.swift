@@ -566,7 +566,9 @@ public actor Agent {
     /// for both; otherwise it is removed first (and the log says so). A method that keeps data
     /// (rsync) re-syncs it in place.
     func rebuild(from name: String, description: String) async {
-        await stopPostgresUncancelled()
+        // Immediate, as Patroni does: the directory is about to be replaced or re-synced, and
+        // a shutdown checkpoint would only write what is thrown away. Kept, it recovers as after a crash.
+        await stopPostgresUncancelled(mode: "immediate")
         guard !node.isRunning() else {
             logger.error("reinitialize: PostgreSQL does not stop; nothing was changed")
             return
@@ -599,11 +601,11 @@ public actor Agent {
 
     /// Stops PostgreSQL even when the calling task is cancelled (a shutdown during a long
     /// task): the process runner would tear a cancelled pg_ctl down at once.
-    private func stopPostgresUncancelled() async {
+    private func stopPostgresUncancelled(mode: String = "fast") async {
         guard node.isRunning() else { return }
         let node = self.node, timeout = config.postgresql.pgCtlTimeout, logger = self.logger
         await Task.detached {
-            do { try await node.stop(timeout: timeout) } catch { logger.error("failed to stop PostgreSQL: \(error)") }
+            do { try await node.stop(mode: mode, timeout: timeout) } catch { logger.error("failed to stop PostgreSQL: \(error)") }
         }.value
     }
 

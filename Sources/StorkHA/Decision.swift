@@ -134,12 +134,14 @@ public func decide(_ s: Snapshot) -> Decision {
     return .follow(leader: cluster.leader == s.me ? nil : cluster.leader)
 }
 
-/// The member to clone from: a running member tagged `clonefrom` (the most advanced one),
-/// else the leader when its member key says where it is.
+/// The member to clone from: the healthiest running member tagged `clonefrom` (streaming,
+/// then the most advanced), else the leader when its member key says where it is.
 public func cloneSource(me: String, cluster: ClusterView) -> Member? {
     let others = cluster.members.filter { $0.name != me && $0.connURL != nil }
     let tagged = others.filter { $0.tags["clonefrom"]?.isTruthy == true && $0.state == "running" }
-    if let best = tagged.max(by: { ($0.xlogLocation ?? 0) < ($1.xlogLocation ?? 0) }) { return best }
+    // The healthiest: streaming before not streaming, then the least lag (the most WAL).
+    func health(_ m: Member) -> (Int, Int) { (m.data["replication_state"]?.scalarText == "streaming" ? 1 : 0, m.xlogLocation ?? 0) }
+    if let best = tagged.max(by: { health($0) < health($1) }) { return best }
     guard let leader = cluster.leader else { return nil }
     return others.first { $0.name == leader && $0.state == "running" }
 }

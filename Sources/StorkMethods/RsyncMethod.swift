@@ -83,12 +83,29 @@ struct RsyncMethod: ReplicaMethod {
                 if result.timedOut { return .failed("rsync did not finish within \(Int(attempt.spec.timeout ?? 0)) s and was stopped") }
                 return .failed(PostgresNode.failure("rsync", result).message)
             }
-            let stop = try await session.query("SELECT labelfile, spcmapfile FROM pg_backup_stop(false)")
+            let stop = try await session.query("SELECT labelfile, spcmapfile, lsn::text FROM pg_backup_stop(false)")
             backupStarted = false
             guard let label = stop.first?[0] ?? nil else { return .failed("pg_backup_stop returned no backup_label") }
             try node.writeOwnedFile(attempt.target + "/backup_label", contents: label)
             if let map = stop.first?[1] ?? nil, !map.isEmpty {
                 try node.writeOwnedFile(attempt.target + "/tablespace_map", contents: map)
+            }
+            // The WAL from the backup's start to its end, as pg_basebackup -X does: the copy
+            // becomes consistent without waiting for streaming to start.
+            let size = try await session.query("SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'")
+            let startFile = label.split(separator: "\n").first { $0.hasPrefix("START WAL LOCATION:") }
+                .flatMap { line in line.split(separator: " ").last.map { String($0.dropLast()) } } ?? ""
+            let segments = LSN.segmentFiles(from: startFile, through: LSN.parse((stop.first?[2] ?? nil) ?? "") ?? 0,
+                                            segmentSize: Int((size.first?.first ?? nil) ?? "") ?? 0)
+            if !segments.isEmpty {
+                let list = attempt.target + "/pg_wal/.stork-wal-list"
+                try node.writeOwnedFile(list, contents: segments.joined(separator: "\n") + "\n")
+                defer { unlink(list) }
+                var wal = Command("rsync", ["--archive", "--files-from=\(list)", from.hasSuffix("/") ? from + "pg_wal/" : from + "/pg_wal/",
+                                            attempt.target + "/pg_wal/"])
+                wal.timeout = attempt.spec.timeout
+                let copied = try await node.run(wal)
+                if !copied.succeeded { node.logger.warning("could not copy the backup's WAL (\(segments.count) segments); it will come by streaming: \(PostgresNode.failure("rsync", copied).message)") }
             }
             return .succeeded
         } catch {

@@ -11,6 +11,17 @@ public enum LSN {
         return Int(truncatingIfNeeded: high << 32 | low)
     }
 
+    /// The WAL segment file names from `startFile` (as a `backup_label` names it) up to the one
+    /// holding `stopLSN`, on the same timeline; empty when `startFile` is not a segment name.
+    public static func segmentFiles(from startFile: String, through stopLSN: Int, segmentSize: Int) -> [String] {
+        guard startFile.count == 24, segmentSize > 0, let tli = UInt32(startFile.prefix(8), radix: 16),
+              let high = UInt64(startFile.dropFirst(8).prefix(8), radix: 16), let low = UInt64(startFile.suffix(8), radix: 16) else { return [] }
+        let perLog = UInt64(0x1_0000_0000) / UInt64(segmentSize)
+        let first = high * perLog + low, last = UInt64(stopLSN) / UInt64(segmentSize)
+        guard last >= first, last - first < 1 << 20 else { return [] }
+        return (first...last).map { String(format: "%08X%08X%08X", tli, UInt32($0 / perLog), UInt32($0 % perLog)) }
+    }
+
     /// `0x16_B374D848` → `"16/B374D848"` (PostgreSQL's spelling: upper case, no padding).
     public static func format(_ lsn: Int) -> String {
         let value = UInt64(truncatingIfNeeded: lsn)

@@ -6,9 +6,10 @@ import StorkHA
 import StorkPostgres
 
 private func member(_ name: String, state: String = "running", role: String = "replica", xlog: Int = 0,
-                    tags: [String: JSONValue] = [:], connURL: String? = nil) -> Member {
+                    tags: [String: JSONValue] = [:], connURL: String? = nil, streaming: Bool = false) -> Member {
     var data: [String: JSONValue] = ["state": .string(state), "role": .string(role), "xlog_location": .int(xlog),
                                      "conn_url": .string(connURL ?? "postgres://127.0.0.1:5432/postgres")]
+    if streaming { data["replication_state"] = .string("streaming") }
     if connURL == "" { data["conn_url"] = nil }
     if !tags.isEmpty { data["tags"] = .object(tags) }
     return Member(name: name, data: .object(data))
@@ -70,6 +71,13 @@ private let cases: [DecisionCase] = [
               member("pg4", xlog: 800),
           ]), local: empty),
           expected: .clone(from: "pg2", isLeader: false)),
+    .init(label: "empty dir, clonefrom replicas: a streaming one before a more advanced one that is not",
+          snapshot: Snapshot(me: "pg3", cluster: ClusterView(initialize: "7001", leader: "pg0", members: [
+              member("pg0", role: "primary", xlog: 900),
+              member("pg1", xlog: 100, tags: ["clonefrom": .bool(true)], streaming: true),
+              member("pg2", xlog: 500, tags: ["clonefrom": .bool(true)]),
+          ]), local: empty),
+          expected: .clone(from: "pg1", isLeader: false)),
     .init(label: "empty dir, clonefrom member not running: the leader",
           snapshot: Snapshot(me: "pg3", cluster: ClusterView(initialize: "7001", leader: "pg0", members: [
               member("pg0", role: "primary"), member("pg1", state: "stopped", tags: ["clonefrom": .bool(true)]),

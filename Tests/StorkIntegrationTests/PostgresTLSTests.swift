@@ -56,8 +56,14 @@ final class TLSCluster: @unchecked Sendable {
             /usr/lib/postgresql/15/bin/psql "$1" -XAtc "SELECT ssl || ':' || coalesce(client_dn, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid()" > \(cluster.root)/post_bootstrap.out 2>&1
             """.write(toFile: post, atomically: true, encoding: .utf8)
         chmod(post, 0o755)
+        // pg2 runs a custom replica method first (it records its arguments, waits a moment to be
+        // seen, and fails), then basebackup: secrets must stay out of its command line too.
+        let probe = cluster.root + "/probe.sh"
+        try "#!/bin/sh\necho \"$@\" > \(cluster.root)/probe.out\nsleep 1\nexit 1\n".write(toFile: probe, atomically: true, encoding: .utf8)
+        chmod(probe, 0o755)
         for i in 0..<3 {
             let name = "pg\(i)"
+            let methods = i == 2 ? "  create_replica_methods: [probe, basebackup]\n  probe:\n    command: \(probe)\n" : ""
             let yaml = """
                 bootstrap:
                   dcs:
@@ -72,7 +78,7 @@ final class TLSCluster: @unchecked Sendable {
                   - hostssl replication replicator 127.0.0.1/32 scram-sha-256 clientcert=verify-ca
                   - hostssl all all 127.0.0.1/32 scram-sha-256 clientcert=verify-ca
                 postgresql:
-                  parameters:
+                \(methods)  parameters:
                     unix_socket_directories: \(cluster.root)/\(name)
                     shared_buffers: 16MB
                     max_connections: 30
@@ -245,6 +251,12 @@ struct PostgresTLSTests {
         for line in seen where tlsClusterSecrets.contains(where: { line.contains($0) }) {
             Issue.record("a secret in a command line: \(line)")
         }
+        // The custom method ran while watched, with a connection string that names the service
+        // file holding the key's passphrase, never the passphrase itself.
+        let probes = seen.filter { $0.contains("probe.sh") && $0.contains("--connstring=") }
+        #expect(!probes.isEmpty, "the watch did not see the custom method")
+        let probeArgs = (try? String(contentsOfFile: cluster.root + "/probe.out", encoding: .utf8)) ?? ""
+        #expect(probeArgs.contains("service=stork") && probeArgs.contains("sslcert=") && !probeArgs.contains(keyPassphrase), "\(probeArgs)")
         for line in basebackups {
             #expect(line.contains("sslmode=verify-ca") && line.contains("sslcert=") && line.contains("sslkey=")
                     && line.contains("sslrootcert=") && line.contains("service=stork"), "\(line)")

@@ -117,3 +117,18 @@ struct TextTests {
             """)
     }
 }
+
+@Suite("WAL segment names")
+struct WALSegmentTests {
+    @Test func fromBackupLabelToStop() {
+        #expect(LSN.segmentFiles(from: "000000010000000000000005", through: 0x0500_0028, segmentSize: 16 << 20)
+                == ["000000010000000000000005"])
+        #expect(LSN.segmentFiles(from: "000000020000000000000005", through: 0x0700_0000, segmentSize: 16 << 20)
+                == ["000000020000000000000005", "000000020000000000000006", "000000020000000000000007"])
+        // Across a log boundary: segment FF of log 0, then 00 of log 1.
+        #expect(LSN.segmentFiles(from: "0000000100000000000000FF", through: 0x1_0000_0010, segmentSize: 16 << 20)
+                == ["0000000100000000000000FF", "000000010000000100000000"])
+        #expect(LSN.segmentFiles(from: "not a segment", through: 1, segmentSize: 16 << 20).isEmpty)
+        #expect(LSN.segmentFiles(from: "000000010000000000000009", through: 0x0500_0000, segmentSize: 16 << 20).isEmpty)
+    }
+}
