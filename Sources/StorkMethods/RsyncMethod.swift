@@ -99,10 +99,12 @@ struct RsyncMethod: ReplicaMethod {
                                             segmentSize: Int((size.first?.first ?? nil) ?? "") ?? 0)
             if !segments.isEmpty {
                 let list = attempt.target + "/pg_wal/.stork-wal-list"
-                try node.writeOwnedFile(list, contents: segments.joined(separator: "\n") + "\n")
+                // Paths relative to the source's root (an rsync daemon reports files listed relative
+                // to a subdirectory of a module as vanished).
+                try node.writeOwnedFile(list, contents: segments.map { "pg_wal/" + $0 + "\n" }.joined())
                 defer { unlink(list) }
-                var wal = Command("rsync", ["--archive", "--files-from=\(list)", from.hasSuffix("/") ? from + "pg_wal/" : from + "/pg_wal/",
-                                            attempt.target + "/pg_wal/"])
+                var wal = Command("rsync", ["--archive", "--files-from=\(list)", from.hasSuffix("/") ? from : from + "/",
+                                            attempt.target + "/"])
                 wal.timeout = attempt.spec.timeout
                 let copied = try await node.run(wal)
                 if !copied.succeeded { node.logger.warning("could not copy the backup's WAL (\(segments.count) segments); it will come by streaming: \(PostgresNode.failure("rsync", copied).message)") }

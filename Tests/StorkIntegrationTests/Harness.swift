@@ -312,6 +312,7 @@ final class TestCluster: @unchecked Sendable {
     func destroy() {
         for m in members { m.stop(timeout: 30) }
         for m in members { m.stopPostgresIfRunning() }
-        TestSupport.removeTree(root)
+        // STORK_TEST_KEEP=1 keeps the members' directories and logs for a look afterwards.
+        if ProcessInfo.processInfo.environment["STORK_TEST_KEEP"] == nil { TestSupport.removeTree(root) }
     }
 }

@@ -88,6 +88,7 @@ struct ReplicaRebuildTests {
         #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
         #expect(replica.log.contains("rsync from rsync://127.0.0.1:\(daemon.port)/pg0 (full copy)"), "\(replica.log)")
         #expect(replica.log.contains("replica has been created using rsync"))
+        #expect(!replica.log.contains("could not copy the backup's WAL"), "\(replica.log)")
 
         // A table nothing writes to again (frozen, no autovacuum), flushed on both sides (a
         // restartpoint on the replica), so that neither file changes from here on.
