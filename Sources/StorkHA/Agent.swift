@@ -486,7 +486,7 @@ public actor Agent {
             try node.installStagedCopy()
         case .staging:
             logger.warning("\(node.stagingDirectory) holds an unfinished copy of this agent: removing it (\(dataDir) was not touched)")
-            try node.removeTree(node.stagingDirectory)
+            try node.removeStagedCopy()
         case .clone:
             logger.warning("the data directory \(dataDir) holds an unfinished clone of this agent: removing it")
             try node.wipeDataDirectory()

@@ -38,7 +38,7 @@ public enum ChainExplanation {
         case .basebackup:
             let args = (try? PostgresNode.basebackupArguments(
                 target: target, dbname: conninfo, options: ReplicaMethodSpec.pgBasebackupOptions(node.settings.basebackup),
-                slot: request.slot, createSlot: true)) ?? ["(postgresql.basebackup options do not parse)"]
+                slot: request.slot, createSlot: true, staged: target == node.stagingDirectory)) ?? ["(postgresql.basebackup options do not parse)"]
             words = [node.binary("pg_basebackup")] + args
         case .rsync(let template):
             let method = RsyncMethod(sourceTemplate: template)

@@ -120,6 +120,7 @@ public final class ReplicaBuilder: Sendable {
                 if !spec.keepData { try node.wipeDataDirectory() } else { logger.info("Leaving data directory uncleaned") }
                 try node.ensureDirectory(target)
             } else {
+                try node.removeStagedCopy()
                 try node.prepareEmptyDirectory(target)
             }
         } catch {
@@ -166,7 +167,7 @@ public final class ReplicaBuilder: Sendable {
         // A failed attempt leaves nothing behind: the staging directory goes, an in-place copy
         // that keeps data stays for the next attempt (it is never started: the marker stays).
         if !inPlace {
-            try? node.removeTree(target)
+            try? node.removeStagedCopy()
             node.clearWork()
         } else if !spec.keepData {
             try? node.wipeDataDirectory()

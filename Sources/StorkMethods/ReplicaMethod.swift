@@ -68,6 +68,7 @@ struct BasebackupMethod: ReplicaMethod {
                                           createSlot: true, timeout: attempt.spec.timeout)
             } catch where attempt.slot != nil && "\(error)".contains("already exists") {
                 // The slot is there already (made by the leader, or by an earlier attempt): use it.
+                if attempt.target == node.stagingDirectory { try node.removeStagedCopy() }
                 try node.prepareEmptyDirectory(attempt.target)
                 try await node.basebackup(into: attempt.target, from: attempt.conninfo, options: options, slot: attempt.slot,
                                           timeout: attempt.spec.timeout)

@@ -30,7 +30,8 @@ struct RsyncMethod: ReplicaMethod {
 
     /// rsync's arguments; `delta`: the target holds a copy of the same cluster already.
     static func arguments(from: String, target: String, delta: Bool, section: [String: JSONValue]) -> [String] {
-        var arguments = ["--archive", "--delete", "--delete-excluded", delta ? "--checksum" : "--whole-file"]
+        // --keep-dirlinks: a pg_wal that is a link to another directory stays a link.
+        var arguments = ["--archive", "--keep-dirlinks", "--delete", "--delete-excluded", delta ? "--checksum" : "--whole-file"]
         arguments += excluded.map { "--exclude=\($0)" }
         if let file = section["password_file"]?.scalarText { arguments.append("--password-file=\(file)") }
         if case .array(let extra)? = section["options"] { arguments += extra.compactMap(\.scalarText) }

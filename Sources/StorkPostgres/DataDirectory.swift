@@ -9,10 +9,60 @@ import Glibc
 // a half-built replica is never at `data_dir`. A copy is built in a staging directory beside
 // it (same file system, so the swap is two renames), checked, and only then renamed into place.
 extension PostgresNode {
+    /// Appended to the path of a copy being built, and of each directory outside it.
+    public static let stagingSuffix = ".stork-staging"
+    /// Appended to the path of what a new copy replaces, until it is removed.
+    public static let replacedSuffix = ".stork-old"
+
     /// The staging directory: `<data_dir>.stork-staging`.
-    public var stagingDirectory: String { settings.dataDir + ".stork-staging" }
+    public var stagingDirectory: String { settings.dataDir + Self.stagingSuffix }
     /// Where the data directory being replaced waits during the swap: `<data_dir>.stork-old`.
-    public var replacedDirectory: String { settings.dataDir + ".stork-old" }
+    public var replacedDirectory: String { settings.dataDir + Self.replacedSuffix }
+
+    /// `--waldir=PATH` or `--tablespace-mapping=OLD=PATH` split into the part before PATH and
+    /// PATH itself (no trailing slash); nil for any other argument.
+    static func outsideDirectory(in argument: String) -> (prefix: String, path: String)? {
+        func trimmed(_ p: Substring) -> String { p.count > 1 && p.hasSuffix("/") ? String(p.dropLast()) : String(p) }
+        if argument.hasPrefix("--waldir=") {
+            return ("--waldir=", trimmed(argument.dropFirst("--waldir=".count)))
+        }
+        let mapping = "--tablespace-mapping="
+        guard argument.hasPrefix(mapping) else { return nil }
+        // OLD=NEW, where a `=` inside a path is written `\=`.
+        var index = argument.index(argument.startIndex, offsetBy: mapping.count)
+        while index < argument.endIndex {
+            if argument[index] == "\\" { index = argument.index(index, offsetBy: 2, limitedBy: argument.endIndex) ?? argument.endIndex; continue }
+            if argument[index] == "=" {
+                let next = argument.index(after: index)
+                return (String(argument[..<next]), trimmed(argument[next...]))
+            }
+            index = argument.index(after: index)
+        }
+        return nil
+    }
+
+    /// The directories outside the data directory that `postgresql.basebackup` names
+    /// (`waldir`, the new side of each `tablespace-mapping`).
+    public var outsideDirectories: [String] {
+        let arguments = (try? UserOptions.basebackupArguments(ReplicaMethodSpec.pgBasebackupOptions(settings.basebackup))) ?? []
+        return arguments.compactMap { Self.outsideDirectory(in: $0)?.path }
+    }
+
+    /// Symbolic links of a data directory that lead outside it: `pg_wal` and the tablespaces.
+    func outsideLinks(of directory: String) -> [(link: String, target: String)] {
+        let tablespaces = ((try? FileManager.default.contentsOfDirectory(atPath: directory + "/pg_tblspc")) ?? []).map { "pg_tblspc/" + $0 }
+        return (["pg_wal"] + tablespaces).compactMap { name in
+            let link = directory + "/" + name
+            return (try? FileManager.default.destinationOfSymbolicLink(atPath: link)).map { (link, $0) }
+        }
+    }
+
+    /// Removes the staging directory and the outside directories built for it.
+    public func removeStagedCopy() throws {
+        for (_, target) in outsideLinks(of: stagingDirectory) where target.hasSuffix(Self.stagingSuffix) { try removeTree(target) }
+        for path in outsideDirectories { try removeTree(path + Self.stagingSuffix) }
+        try removeTree(stagingDirectory)
+    }
 
     /// Whether `data_dir` is a mount point: a copy cannot be renamed onto it, so methods must
     /// build in place there.
@@ -65,6 +115,22 @@ extension PostgresNode {
         let fm = FileManager.default
         let data = settings.dataDir, staged = stagingDirectory, old = replacedDirectory
         if fm.fileExists(atPath: staged) {
+            // The copy's WAL and tablespace directories take their final names first, the
+            // directories the old data directory uses moving out of the way.
+            for (link, target) in outsideLinks(of: staged) where target.hasSuffix(Self.stagingSuffix) {
+                let final = String(target.dropLast(Self.stagingSuffix.count))
+                if fm.fileExists(atPath: target) {
+                    if fm.fileExists(atPath: final) {
+                        try removeTree(final + Self.replacedSuffix)
+                        try renameOrThrow(final, final + Self.replacedSuffix)
+                    }
+                    try renameOrThrow(target, final)
+                }
+                unlink(link)
+                guard symlink(final, link) == 0 else {
+                    throw PostgresError("cannot link \(link) to \(final): \(String(cString: strerror(errno)))")
+                }
+            }
             if fm.fileExists(atPath: data) {
                 if dataDirectoryState() == .empty {
                     // An empty data directory (or one holding only lost+found and dot files).
@@ -78,6 +144,7 @@ extension PostgresNode {
             syncDirectory((data as NSString).deletingLastPathComponent)
         }
         try removeTree(old)
+        for (_, target) in outsideLinks(of: data) { try removeTree(target + Self.replacedSuffix) }
     }
 
     func renameOrThrow(_ from: String, _ to: String) throws {

@@ -110,13 +110,14 @@ public final class PostgresNode: Sendable {
     /// WAL the new replica needs until it streams (unless the user's options name a slot).
     public func basebackup(into directory: String? = nil, from conninfo: String, options: JSONValue?, slot: String? = nil,
                            createSlot: Bool = false, timeout: Double? = nil) async throws {
+        let staged = directory == stagingDirectory
         let target = directory ?? settings.dataDir
         rememberUpstream(conninfo: conninfo)
         try writePgpass(entries: pgpassEntries())
         try ensureDirectory(target)
         let result = try await withCommandLineConninfo(conninfo) { dbname, environment in
             var command = Command(binary("pg_basebackup"), try PostgresNode.basebackupArguments(
-                target: target, dbname: dbname, options: options, slot: slot, createSlot: createSlot))
+                target: target, dbname: dbname, options: options, slot: slot, createSlot: createSlot, staged: staged))
             command.environment = environment.merging(["PGPASSFILE": settings.pgpass]) { _, new in new }
             command.timeout = timeout
             logger.debug("running pg_basebackup", metadata: ["stork.data_dir": "\(target)"])
@@ -127,11 +128,20 @@ public final class PostgresNode: Sendable {
 
     /// pg_basebackup's arguments: Stork's (`-X stream`, a fast checkpoint, the slot unless the
     /// user's options name one) and the user's `postgresql.basebackup` options.
+    /// With `staged`, the directories outside the copy (`--waldir`, the new side of each
+    /// `--tablespace-mapping`) get the staging suffix too, so that a copy built beside a data
+    /// directory never writes into the directories that one uses.
     public static func basebackupArguments(target: String, dbname: String, options: JSONValue?, slot: String?,
-                                           createSlot: Bool) throws -> [String] {
+                                           createSlot: Bool, staged: Bool = false) throws -> [String] {
         var userArguments: [String]
         do { userArguments = try UserOptions.basebackupArguments(options) } catch {
             throw PostgresError("postgresql.basebackup: \(error)")
+        }
+        if staged {
+            userArguments = userArguments.map { arg in
+                guard let (prefix, path) = outsideDirectory(in: arg) else { return arg }
+                return prefix + path + PostgresNode.stagingSuffix
+            }
         }
         if let slot, !userArguments.contains(where: { $0.hasPrefix("--slot") || $0 == "-S" }) {
             userArguments += ["--slot=\(slot)"] + (createSlot ? ["--create-slot"] : [])

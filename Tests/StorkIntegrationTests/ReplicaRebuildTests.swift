@@ -212,4 +212,46 @@ struct ReplicaRebuildTests {
         let orphans = postgresCommandLines().filter { $0.contains("pg_basebackup") && $0.contains(staging) }
         #expect(orphans.isEmpty, "pg_basebackup still runs: \(orphans)")
     }
+
+    /// A replica whose WAL lives elsewhere (`waldir`) and whose tablespace is mapped
+    /// (`tablespace-mapping`) keeps both through a clone into the staging directory and a
+    /// reinitialize that replaces its data directory: the links point where configured, no
+    /// staging or replaced directory is left behind, and the tablespace's table reads.
+    @Test(.timeLimit(.minutes(4)))
+    func walAndTablespaceDirectoriesSurvive() async throws {
+        let dcsDir = TestSupport.makeTempDir("stork-dcs")
+        let cluster = TestCluster(scope: "outside", dcs: .local(dcsDir))
+        defer { cluster.destroy(); TestSupport.removeTree(dcsDir) }
+        let primary = try await cluster.startPrimary("pg0")
+        let ts0 = cluster.root + "/pg0-space"
+        mkdir(ts0, 0o700)
+        TestSupport.chownToPostgres(ts0)
+        #expect(primary.sql("CREATE TABLESPACE space LOCATION '\(ts0)'") != nil)
+        #expect(primary.sql("CREATE TABLE spaced TABLESPACE space AS SELECT g FROM generate_series(1, 5000) g; SELECT 1")?.hasSuffix("1") == true)
+        let wal = cluster.root + "/pg1-wal", ts1 = cluster.root + "/pg1-space"
+        let replica = cluster.addMember("pg1", postgresqlYAML: "basebackup:\n- waldir: \(wal)\n- tablespace-mapping: \(ts0)=\(ts1)")
+        try replica.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+
+        func check(_ when: String) {
+            let fm = FileManager.default
+            #expect((try? fm.destinationOfSymbolicLink(atPath: replica.dataDir + "/pg_wal")) == wal, "\(when): pg_wal")
+            let spaces = (try? fm.contentsOfDirectory(atPath: replica.dataDir + "/pg_tblspc")) ?? []
+            #expect(spaces.count == 1 && spaces.allSatisfy { (try? fm.destinationOfSymbolicLink(atPath: replica.dataDir + "/pg_tblspc/" + $0)) == ts1 },
+                    "\(when): tablespace links \(spaces)")
+            #expect(((try? fm.contentsOfDirectory(atPath: wal)) ?? []).contains { $0.count == 24 }, "\(when): no WAL in \(wal)")
+            let leftovers = ((try? fm.contentsOfDirectory(atPath: cluster.root)) ?? []) + ((try? fm.contentsOfDirectory(atPath: replica.base)) ?? [])
+            #expect(!leftovers.contains { $0.contains(".stork-staging") || $0.contains(".stork-old") }, "\(when): left behind: \(leftovers)")
+            #expect(replica.sql("SELECT count(*) FROM spaced") == "5000", "\(when): the tablespace's table")
+        }
+        #expect(await waitCaughtUp(replica, primary))
+        check("after the clone")
+        let answer = try await reinitialize(replica)
+        #expect(answer.status == 200, "\(answer)")
+        let rebuilt = await TestSupport.waitUntil(timeout: 90) { replica.log.contains("reinitialize: rebuilt from leader 'pg0'") }
+        #expect(rebuilt, "\(replica.log)")
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        #expect(await waitCaughtUp(replica, primary))
+        check("after reinitialize")
+    }
 }
