@@ -166,7 +166,7 @@ struct ListCommand: AsyncParsableCommand {
 struct ReinitCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reinit",
-        abstract: "Rebuild a replica from scratch through its REST API (like `patronictl reinit`).",
+        abstract: "Rebuild a replica through its REST API (like `patronictl reinit CLUSTER MEMBER`).",
         discussion: """
             Sends POST /reinitialize to the member's api_url (from its member key), with the client \
             settings of the ctl section (cacert, certfile, keyfile, keyfile_password, insecure) and \
@@ -180,6 +180,9 @@ struct ReinitCommand: AsyncParsableCommand {
 
     @Argument(help: "Patroni YAML configuration file (or PATRONI_* variables).")
     var configFile: String?
+
+    @Argument(help: "patronictl's form: the cluster (must be this configuration's scope), then the member.")
+    var clusterAndMember: [String] = []
 
     @Option(help: "The member to rebuild (default: this configuration's name).")
     var member: String?
@@ -196,7 +199,11 @@ struct ReinitCommand: AsyncParsableCommand {
     func run() async throws {
         let config = try loadConfigOrExit(configFile).config
         StorkLogging.bootstrap(level: "ERROR", json: false)
-        let name = member ?? config.name
+        if clusterAndMember.count > 2 { fail("expected at most CLUSTER MEMBER after CONFIG") }
+        if let cluster = clusterAndMember.first, cluster != config.scope {
+            fail("cluster \(cluster) is not this configuration's scope (\(config.scope))")
+        }
+        let name = member ?? clusterAndMember.dropFirst().first ?? config.name
         let dcs = makeDCS(config: config, logger: Logger(label: "stork"))
         let view: ClusterView
         do { view = try await dcs.clusterView() } catch {

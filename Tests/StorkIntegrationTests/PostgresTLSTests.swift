@@ -409,7 +409,9 @@ struct PostgresTLSTests {
         let marker = second.dataDir + "/stork-test-old-directory"
         #expect(FileManager.default.createFile(atPath: marker, contents: Data("old".utf8)))
         TestSupport.chownToPostgres(marker)
-        let r = try runStork(["reinit", second.configPath, "--wait"], env: second.environment)
+        let wrongCluster = try runStork(["reinit", second.configPath, "batman", "pg1"], env: second.environment)
+        #expect(wrongCluster.status == 1 && wrongCluster.err.contains("cluster batman is not this configuration's scope (tls)"), "\(wrongCluster.err)")
+        let r = try runStork(["reinit", second.configPath, "tls", "pg1", "--wait"], env: second.environment)
         #expect(r.status == 0, "stork reinit: \(r.out)\(r.err)\n\(second.log)")
         #expect(r.out.contains("Success: reinitialize for member pg1"), "\(r.out)")
         #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
