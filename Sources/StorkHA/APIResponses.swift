@@ -66,13 +66,14 @@ public enum APIResponses {
     }
 
     /// Stork's addition to `GET /patroni` and the member key while a replica is built:
-    /// `{"method", "attempt", "attempts", "elapsed" (s), "bytes_done"}`.
+    /// `{"method", "attempt", "attempts", "elapsed" (s), "bytes_done", "bytes_total"}`.
     public static func replicaCreation(_ p: ReplicaProgress, now: Date = Date()) -> JSONValue {
         var out: [String: JSONValue] = [
             "method": .string(p.method), "attempt": .int(p.attempt), "attempts": .int(p.attempts),
             "elapsed": .int(Int(now.timeIntervalSince(p.started))),
         ]
         if let bytes = p.bytesDone { out["bytes_done"] = .int(bytes) }
+        if let bytes = p.bytesTotal { out["bytes_total"] = .int(bytes) }
         return .object(out)
     }
 

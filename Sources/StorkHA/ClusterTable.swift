@@ -14,7 +14,9 @@ public enum ClusterTable {
             if case .object(let p)? = m.data["replica_creation"], let method = p["method"]?.scalarText {
                 // Stork's addition: which method builds the replica, and how far it got.
                 state += " (\(method) \(p["attempt"]?.scalarText ?? "?")/\(p["attempts"]?.scalarText ?? "?")"
-                if let bytes = p["bytes_done"]?.intValue { state += ", \(bytes >> 20) MiB" }
+                if let bytes = p["bytes_done"]?.intValue {
+                    state += ", \(bytes >> 20)" + (p["bytes_total"]?.intValue.map { "/\($0 >> 20)" } ?? "") + " MiB"
+                }
                 state += ")"
             }
             var lag = ""

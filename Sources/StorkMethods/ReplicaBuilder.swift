@@ -50,6 +50,8 @@ public struct ReplicaProgress: Sendable, Equatable {
     public var started: Date
     /// Bytes in the directory being built so far.
     public var bytesDone: Int?
+    /// The source's databases' size, when the superuser may ask it: about what the copy will hold.
+    public var bytesTotal: Int?
 }
 
 /// Runs the chain: each method in order until one succeeds, each with its own attempts
@@ -131,17 +133,25 @@ public final class ReplicaBuilder: Sendable {
         logger.info("creating replica using method \(spec.name) (attempt \(number) of \(attempts))\(from)\(inPlace ? " in place" : " in \(target)")")
         let progress = ReplicaProgress(method: spec.name, attempt: number, attempts: attempts, started: started)
         report(progress)
-        let watcher = Task { [report, logger] in
+        let watcher = Task { [report, logger, node] in
+            var total: Int?
+            if let source = request.source, let session = try? await node.superuserConnection(toConnURL: source.connURL) {
+                let rows = try? await session.query("SELECT sum(pg_database_size(oid))::bigint FROM pg_database")
+                total = Int((rows?.first?.first ?? nil) ?? "")
+                await session.close()
+            }
             var last = Date()
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(2))
                 if Task.isCancelled { break }
                 var p = progress
                 p.bytesDone = PostgresNode.treeSize(target)
+                p.bytesTotal = total
                 report(p)
                 if Date().timeIntervalSince(last) >= 10 {
                     last = Date()
-                    logger.info("creating replica using \(spec.name): \((p.bytesDone ?? 0) >> 20) MiB in \(Int(Date().timeIntervalSince(started))) s")
+                    let of = total.map { " of about \($0 >> 20)" } ?? ""
+                    logger.info("creating replica using \(spec.name): \((p.bytesDone ?? 0) >> 20)\(of) MiB in \(Int(Date().timeIntervalSince(started))) s")
                 }
             }
         }

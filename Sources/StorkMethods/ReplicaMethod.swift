@@ -91,7 +91,7 @@ struct CustomMethod: ReplicaMethod {
             if !attempt.conninfo.isEmpty {
                 node.rememberUpstream(conninfo: attempt.conninfo)
             }
-            try node.writePgpass(entries: node.pgpassEntries())
+            try node.writePgpass()
             let result = try await node.withCommandLineConninfo(attempt.conninfo) { conninfo, environment in
                 var cmd = Command(command[0], Self.arguments(command: command, spec: attempt.spec, scope: attempt.scope,
                                                               datadir: attempt.target, connstring: conninfo))

@@ -154,7 +154,8 @@ extension PostgresNode {
     /// Writes `path` atomically (a temporary file beside it, then rename), mode 0600, owned by
     /// ``runAs``.
     public func writeOwnedFile(_ path: String, contents: String) throws {
-        let temporary = path + ".stork-new"
+        // A name of its own: two writers of one file must not share a temporary file.
+        let temporary = path + ".stork-new-" + UUID().uuidString.prefix(8)
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw PostgresError("cannot write \(path): \(String(cString: strerror(errno)))") }
         var failure: String?
@@ -212,6 +213,12 @@ extension PostgresNode {
     // MARK: - pgpass
 
     /// Writes `settings.pgpass` (mode 0600, owned by ``runAs``) with exactly these entries.
+    /// Writes the pgpass file with every entry this node knows now (`pgpassEntries()`); one
+    /// writer at a time, so that concurrent connections never leave an entry out.
+    public func writePgpass() throws {
+        try pgpassWriter.withLock { _ in try writePgpass(entries: pgpassEntries()) }
+    }
+
     public func writePgpass(entries: [PgpassEntry]) throws {
         let contents = entries.map { $0.line + "\n" }.joined()
         // Every local connection asks for the file: rewrite (and fsync) it only when it changed.
@@ -282,7 +289,7 @@ extension PostgresNode {
         if let password = settings.superuser.password {
             remember(PgpassEntry(host: host, port: port, user: settings.superuser.username, password: password))
         }
-        try writePgpass(entries: pgpassEntries())
+        try writePgpass()
         var pairs: [(String, String)] = [("host", host), ("port", port), ("user", settings.superuser.username), ("dbname", "postgres"),
                                          ("passfile", settings.pgpass), ("connect_timeout", "5"), ("application_name", "stork")]
         for key in settings.superuser.sslOptions.keys.sorted() { pairs.append((key, settings.superuser.sslOptions[key]!)) }
@@ -291,7 +298,7 @@ extension PostgresNode {
 
     /// A new connection to this node as the superuser.
     public func localConnection() async throws -> Connection {
-        try writePgpass(entries: pgpassEntries())
+        try writePgpass()
         return try await Connection.connect(conninfo: localConninfo(passfile: true), timeout: 3)
     }
 

@@ -43,6 +43,8 @@ public final class PostgresNode: Sendable {
     /// Replication credentials for upstreams this node reads from (basebackup,
     /// `primary_conninfo`); every pgpass write keeps them beside the local superuser's.
     let upstreamPgpass = Mutex<[PgpassEntry]>([])
+    /// Held while the pgpass file is written.
+    let pgpassWriter = Mutex<Void>(())
 
     /// Full path of a PostgreSQL program (`initdb`, `pg_ctl`, ...): `bin_dir`, else
     /// `pg_config --bindir`, else the name itself (PATH).
@@ -113,7 +115,7 @@ public final class PostgresNode: Sendable {
         let staged = directory == stagingDirectory
         let target = directory ?? settings.dataDir
         rememberUpstream(conninfo: conninfo)
-        try writePgpass(entries: pgpassEntries())
+        try writePgpass()
         try ensureDirectory(target)
         let result = try await withCommandLineConninfo(conninfo) { dbname, environment in
             var command = Command(binary("pg_basebackup"), try PostgresNode.basebackupArguments(
@@ -174,7 +176,7 @@ public final class PostgresNode: Sendable {
             if let section = split.serviceFile { try writeOwnedFile(replicationServiceFile, contents: section) }
             conninfo = split.conninfo + " passfile=" + ConnInfo.quote(settings.pgpass)
             rememberUpstream(conninfo: upstream)
-            try writePgpass(entries: pgpassEntries())
+            try writePgpass()
         }
         try writeOwnedFile(conf, contents: PostgresNode.renderPostgresqlConf(
             parameters: parameters, listen: settings.listen, primaryConninfo: conninfo))
@@ -297,7 +299,7 @@ public final class PostgresNode: Sendable {
         guard let words = UserOptions.shellWords(command), let executable = words.first else {
             throw PostgresError("post_bootstrap: cannot split the command: \(command)")
         }
-        try writePgpass(entries: pgpassEntries())
+        try writePgpass()
         let result = try await withCommandLineConninfo(localConninfo(passfile: false)) { conninfo, environment in
             var cmd = Command(executable, Array(words.dropFirst()) + [conninfo])
             cmd.environment = environment.merging([

@@ -201,6 +201,17 @@ struct ReplicaRebuildTests {
             (try? FileManager.default.contentsOfDirectory(atPath: staging + "/base"))?.isEmpty == false
         }
         #expect(copying, "\(replica.log)")
+        // The method's progress, in the REST API and in stork list.
+        var seen: [String: Any] = [:]
+        let reported = await TestSupport.waitUntil(timeout: 20) {
+            seen = await replica.api("/patroni").1["replica_creation"] as? [String: Any] ?? [:]
+            return (seen["bytes_done"] as? Int ?? 0) > 0 && (seen["bytes_total"] as? Int ?? 0) > 0
+        }
+        #expect(reported && seen["method"] as? String == "basebackup" && seen["attempt"] as? Int == 1 && seen["attempts"] as? Int == 2, "\(seen)")
+        let listed = await TestSupport.waitUntil(timeout: 20) {
+            ((try? runStork(["list", replica.configPath]))?.out ?? "").contains("creating replica (basebackup 1/2, ")
+        }
+        #expect(listed, "\((try? runStork(["list", replica.configPath]))?.out ?? "")")
         replica.crash()
         #expect(!FileManager.default.fileExists(atPath: replica.dataDir + "/PG_VERSION"), "a half-built copy at the data directory")
         #expect(!FileManager.default.fileExists(atPath: replica.dataDir + "/postmaster.pid"))
