@@ -163,6 +163,10 @@ public final class ReplicaBuilder: Sendable {
         if case .succeeded = result {
             do {
                 try await node.verifyCopy(target, expectedSystemIdentifier: request.expectedSystemIdentifier)
+                // pg_basebackup syncs its own copy, unless told not to.
+                let basebackupSyncs = spec.kind == .basebackup && !((try? UserOptions.basebackupArguments(
+                    ReplicaMethodSpec.pgBasebackupOptions(node.settings.basebackup))) ?? []).contains("--no-sync")
+                if !basebackupSyncs { node.syncCopy(target) }
                 if !inPlace {
                     try node.markWork(.staged)
                     try node.installStagedCopy()

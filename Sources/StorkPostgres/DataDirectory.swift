@@ -153,13 +153,40 @@ extension PostgresNode {
         }
     }
 
-    /// fsync of a directory, so that renames in it survive a power loss.
-    func syncDirectory(_ path: String) {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    /// fsyncs every file and directory of a copy, with its WAL and tablespace directories
+    /// (what `initdb --sync-only` does), so that a copy is durable before it is marked complete
+    /// or renamed into place: a machine that crashes afterwards must not find a checked copy
+    /// half on disk. Methods other than pg_basebackup (rsync, custom commands) do not sync.
+    public func syncCopy(_ path: String) {
+        var roots = [path]
+        roots += outsideLinks(of: path).map(\.target)
+        for root in roots {
+            guard let walker = FileManager.default.enumerator(atPath: root) else { continue }
+            var directories = [root]
+            for case let relative as String in walker {
+                let file = root + "/" + relative
+                var st = stat()
+                guard lstat(file, &st) == 0 else { continue }
+                switch st.st_mode & S_IFMT {
+                case S_IFREG: fsyncPath(file)
+                case S_IFDIR: directories.append(file)
+                default: break
+                }
+            }
+            // Directories last, deepest first: their entries are in place by then.
+            for directory in directories.reversed() { fsyncPath(directory) }
+        }
+    }
+
+    func fsyncPath(_ path: String) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return }
         fsync(fd)
         close(fd)
     }
+
+    /// fsync of a directory, so that renames in it survive a power loss.
+    func syncDirectory(_ path: String) { fsyncPath(path) }
 
     /// Bytes in regular files under `path` (symbolic links not followed).
     public static func treeSize(_ path: String) -> Int {
