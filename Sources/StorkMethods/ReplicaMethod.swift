@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import StorkConfig
 import StorkPostgres
 
@@ -75,6 +76,10 @@ struct BasebackupMethod: ReplicaMethod {
             }
             return .succeeded
         } catch {
+            // Patroni's line, for operators' grep patterns.
+            if let status = (error as? PostgresError)?.exitStatus {
+                node.logger.error("Error when fetching backup: pg_basebackup exited with code=\(status)")
+            }
             return .failed("pg_basebackup failed: \(error)")
         }
     }

@@ -348,6 +348,7 @@ struct PostgresTLSTests {
             .map { $0.components(separatedBy: "\n20").first ?? $0 } ?? ""
         #expect(entry.contains("certificate"), "the error does not say why: \(entry)")
         #expect(third.log.contains("every replica method failed"), "\(third.log)")
+        #expect(third.log.contains("Error when fetching backup: pg_basebackup exited with code=1"), "Patroni's line is missing")
         #expect(!third.log.contains(replicationPassword) && !third.log.contains(superuserPassword))
 
         // pg2 is not a replica; pg0 leads the same cluster and pg1 streams from it.
