@@ -20,7 +20,6 @@ public struct TLSIdentity {
             throw ConfigIssue(path: keys.cert, message: "\"\(certfile)\": cannot load the certificate (\(error))")
         }
         if chain.isEmpty { throw ConfigIssue(path: keys.cert, message: "\"\(certfile)\": holds no certificate") }
-        let encrypted = (try? String(contentsOfFile: keyPath, encoding: .utf8))?.contains("ENCRYPTED") ?? false
         let key: NIOSSLPrivateKey
         do {
             if let password, !password.isEmpty {
@@ -29,6 +28,8 @@ public struct TLSIdentity {
                 key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
             }
         } catch {
+            // Why it failed: an encrypted key wants (the right) passphrase.
+            let encrypted = (try? String(contentsOfFile: keyPath, encoding: .utf8))?.contains("ENCRYPTED") ?? false
             if encrypted && (password ?? "").isEmpty {
                 throw ConfigIssue(path: keys.password, message: "required: \"\(keyPath)\" is encrypted")
             }

@@ -79,6 +79,13 @@ public struct RestAPISettings: Sendable, Equatable {
     public var usesTLS: Bool { certfile.map { !$0.isEmpty } ?? false }
 }
 
+/// The `Authorization` header value of HTTP basic authentication, nil unless both are given:
+/// what a REST API client sends and what the server compares with.
+public func basicAuthorization(username: String?, password: String?) -> String? {
+    guard let username, let password else { return nil }
+    return "Basic " + Data("\(username):\(password)".utf8).base64EncodedString()
+}
+
 /// Patroni's `ctl` section: the client side of the REST API.
 public struct CtlSettings: Sendable, Equatable {
     /// `ctl.insecure`: do not verify the server's certificate (with a client certificate: its host name only).

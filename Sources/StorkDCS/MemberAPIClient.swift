@@ -29,11 +29,7 @@ public struct MemberAPIClient: Sendable {
                 insecure: Bool = false, username: String? = nil, password: String? = nil, timeout: Double = 10) {
         tls = CurlTLS(caFile: cacert, certFile: certfile, keyFile: keyfile, keyPassword: keyfilePassword,
                       insecure: insecure, names: .ctl)
-        if let username, let password {
-            authorization = "Basic " + Data("\(username):\(password)".utf8).base64EncodedString()
-        } else {
-            authorization = nil
-        }
+        authorization = basicAuthorization(username: username, password: password)
         self.timeout = timeout
     }
 

@@ -98,11 +98,7 @@ public struct APIAccess: Sendable {
     public init(settings: RestAPISettings, allowlist: [IPNetwork]) {
         self.allowlist = allowlist
         certificateExpected = settings.usesTLS && settings.verifyClient != "none"
-        if let user = settings.username, let password = settings.password {
-            expectedAuthorization = "Basic " + Data("\(user):\(password)".utf8).base64EncodedString()
-        } else {
-            expectedAuthorization = nil
-        }
+        expectedAuthorization = basicAuthorization(username: settings.username, password: settings.password)
     }
 
     /// Why a changing request is refused (status code and text), nil when it may proceed.

@@ -162,7 +162,7 @@ public actor Agent {
             return "trying to bootstrap a new cluster"
 
         case .clone(let source, let isLeader):
-            let what = source.map { "from \(isLeader ? "leader" : "replica") '\($0)'" } ?? "(without leader)"
+            let what = source.map { "from " + CloneSource.describe($0, isLeader: isLeader) } ?? "(without leader)"
             startLongTask("bootstrap \(what)", state: "creating replica") { agent in
                 await agent.buildReplica(from: source)
             }
@@ -514,7 +514,7 @@ public actor Agent {
         let status = self.status
         let builder = ReplicaBuilder(node: node, logger: logger) { progress in status.update { $0.replicaCreation = progress } }
         let outcome = await builder.build(request)
-        let what = source.map { "from \($0.isLeader ? "leader" : "replica") '\($0.name)'" } ?? "(without leader)"
+        let what = source.map { "from \($0)" } ?? "(without leader)"
         switch outcome {
         case .built:
             logger.info("bootstrapped \(what)")
@@ -553,7 +553,7 @@ public actor Agent {
         }
         let source = fromLeader ? lastView.leaderMember : cloneSource(me: config.name, cluster: lastView)
         guard let source, source.connURL != nil else { return "no member to clone from: the leader's member key has no conn_url" }
-        let what = "\(source.name == leader ? "leader" : "replica") '\(source.name)'"
+        let what = CloneSource.describe(source.name, isLeader: source.name == leader)
         guard startLongTask("reinitialize", state: "creating replica", { agent in
             await agent.rebuild(from: source.name, description: what)
         }) else { return "\(longTaskName ?? "another task") already in progress" }

@@ -8,7 +8,7 @@ import StorkPostgres
 public enum ChainExplanation {
     public static func render(_ request: ReplicaBuildRequest, node: PostgresNode) -> String {
         var out: [String] = []
-        let source = request.source.map { "\($0.isLeader ? "leader" : "replica") '\($0.name)' (\($0.connURL))" }
+        let source = request.source.map { "\($0) (\($0.connURL))" }
             ?? "none (no running leader to copy from): only methods with no_leader run, with an empty --connstring"
         out.append("copy source: \(source)")
         if let slot = request.slot { out.append("replication slot: \(slot)") }
@@ -43,7 +43,7 @@ public enum ChainExplanation {
         case .rsync(let template):
             let method = RsyncMethod(sourceTemplate: template)
             let from = request.source.map { method.sourceURL($0, scope: request.scope) } ?? template
-            let delta = PostgresNode.treeSize(target) > 0
+            let delta = PostgresNode.holdsData(target)
             words = ["pg_backup_start on the source, then rsync"]
                 + RsyncMethod.arguments(from: from, target: target, delta: delta, section: maskedSection(spec.section))
                 + ["then pg_backup_stop"]

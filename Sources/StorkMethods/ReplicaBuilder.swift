@@ -129,7 +129,7 @@ public final class ReplicaBuilder: Sendable {
             return .failed("\(error)")
         }
         let started = Date()
-        let from = request.source.map { " from \($0.isLeader ? "leader" : "replica") '\($0.name)'" } ?? " without a member to copy from"
+        let from = request.source.map { " from \($0)" } ?? " without a member to copy from"
         logger.info("creating replica using method \(spec.name) (attempt \(number) of \(attempts))\(from)\(inPlace ? " in place" : " in \(target)")")
         let progress = ReplicaProgress(method: spec.name, attempt: number, attempts: attempts, started: started)
         report(progress)
@@ -163,10 +163,7 @@ public final class ReplicaBuilder: Sendable {
         if case .succeeded = result {
             do {
                 try await node.verifyCopy(target, expectedSystemIdentifier: request.expectedSystemIdentifier)
-                // pg_basebackup syncs its own copy, unless told not to.
-                let basebackupSyncs = spec.kind == .basebackup && !((try? UserOptions.basebackupArguments(
-                    ReplicaMethodSpec.pgBasebackupOptions(node.settings.basebackup))) ?? []).contains("--no-sync")
-                if !basebackupSyncs { node.syncCopy(target) }
+                if !(spec.kind == .basebackup && node.basebackupSyncsItsCopy) { node.syncCopy(target) }
                 if !inPlace {
                     try node.markWork(.staged)
                     try node.installStagedCopy()

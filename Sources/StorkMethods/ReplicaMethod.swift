@@ -16,6 +16,12 @@ public struct CloneSource: Sendable, Equatable {
     }
 }
 
+extension CloneSource: CustomStringConvertible {
+    /// `leader 'pg0'` or `replica 'pg1'`, as Patroni's log lines name a clone source.
+    public static func describe(_ name: String, isLeader: Bool) -> String { "\(isLeader ? "leader" : "replica") '\(name)'" }
+    public var description: String { Self.describe(name, isLeader: isLeader) }
+}
+
 /// What one attempt of one method gets.
 public struct MethodAttempt: Sendable {
     public var spec: ReplicaMethodSpec

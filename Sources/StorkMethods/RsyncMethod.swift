@@ -71,7 +71,7 @@ struct RsyncMethod: ReplicaMethod {
                 node.logger.info("the data directory belongs to another cluster (\(control.systemIdentifier)); rsync copies everything")
                 try node.wipe(directory: attempt.target)
             }
-            let delta = PostgresNode.treeSize(attempt.target) > 0
+            let delta = PostgresNode.holdsData(attempt.target)
             try await session.query("SELECT pg_backup_start($1, true)", params: ["stork rsync for \(node.memberName)"])
             backupStarted = true
 

@@ -44,8 +44,15 @@ extension PostgresNode {
     /// The directories outside the data directory that `postgresql.basebackup` names
     /// (`waldir`, the new side of each `tablespace-mapping`).
     public var outsideDirectories: [String] {
-        let arguments = (try? UserOptions.basebackupArguments(ReplicaMethodSpec.pgBasebackupOptions(settings.basebackup))) ?? []
-        return arguments.compactMap { Self.outsideDirectory(in: $0)?.path }
+        userBasebackupArguments.compactMap { Self.outsideDirectory(in: $0)?.path }
+    }
+
+    /// Whether pg_basebackup fsyncs its copy itself (it does unless told `no-sync`).
+    public var basebackupSyncsItsCopy: Bool { !userBasebackupArguments.contains("--no-sync") }
+
+    /// The user's `postgresql.basebackup` options as pg_basebackup arguments (none when they do not parse).
+    var userBasebackupArguments: [String] {
+        (try? UserOptions.basebackupArguments(ReplicaMethodSpec.pgBasebackupOptions(settings.basebackup))) ?? []
     }
 
     /// Symbolic links of a data directory that lead outside it: `pg_wal` and the tablespaces.
@@ -187,6 +194,16 @@ extension PostgresNode {
 
     /// fsync of a directory, so that renames in it survive a power loss.
     func syncDirectory(_ path: String) { fsyncPath(path) }
+
+    /// Whether any regular file under `path` holds a byte (stops at the first).
+    public static func holdsData(_ path: String) -> Bool {
+        guard let walker = FileManager.default.enumerator(atPath: path) else { return false }
+        for case let relative as String in walker {
+            var st = stat()
+            if lstat(path + "/" + relative, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size > 0 { return true }
+        }
+        return false
+    }
 
     /// Bytes in regular files under `path` (symbolic links not followed).
     public static func treeSize(_ path: String) -> Int {

@@ -33,6 +33,15 @@ public final class TestCertificates: Sendable {
         return (cert, key)
     }
 
+    /// A copy of `key` encrypted with AES-256 under `passphrase` (as `<label>-encrypted.key`,
+    /// mode 0600, readable by the postgres user); its path.
+    public func encrypted(_ key: String, label: String, passphrase: String) throws -> String {
+        let out = directory + "/\(label)-encrypted.key"
+        try Self.openssl(["pkey", "-in", key, "-out", out, "-aes256", "-passout", "pass:" + passphrase])
+        try Self.fixOwnership([out])
+        return out
+    }
+
     public func destroy() { TestSupport.removeTree(directory) }
 
     static func fixOwnership(_ paths: [String]) throws {

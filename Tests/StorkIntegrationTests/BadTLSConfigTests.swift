@@ -10,10 +10,7 @@ struct BadTLSConfigTests {
         let certs = try TestCertificates()
         defer { certs.destroy() }
         let a = try certs.issue("a", cn: "127.0.0.1"), b = try certs.issue("b", cn: "127.0.0.1")
-        let encrypted = certs.directory + "/a-encrypted.key"
-        let openssl = try runAsPostgres(TestSupport.which("openssl") ?? "/usr/bin/openssl",
-                                        ["pkey", "-in", a.key, "-out", encrypted, "-aes256", "-passout", "pass:right-Phrase-9"])
-        try #require(openssl.status == 0, "\(openssl.output)")
+        let encrypted = try certs.encrypted(a.key, label: "a", passphrase: "right-Phrase-9")
         let base = """
             scope: batman
             name: pg0

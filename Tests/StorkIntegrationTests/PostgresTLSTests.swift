@@ -33,21 +33,12 @@ final class TLSCluster: @unchecked Sendable {
         let etcdTLS = etcd.tlsFiles!
         server = try certs.issue("server", cn: "127.0.0.1")
         let plainAPIServer = try certs.issue("api-server", cn: "127.0.0.1")
-        let apiServer = (cert: plainAPIServer.cert, key: certs.directory + "/api-server-encrypted.key")
+        let apiServer = (cert: plainAPIServer.cert, key: try certs.encrypted(plainAPIServer.key, label: "api-server", passphrase: apiKeyPassphrase))
         apiClient = try certs.issue("api-client", cn: "stork-ctl")
         superuser = try certs.issue("postgres", cn: "postgres")
         let plainReplicator = try certs.issue("replicator", cn: "replicator")
         // The replicator's key is encrypted: its passphrase (sslpassword) is a secret too.
-        replicator = (plainReplicator.cert, certs.directory + "/replicator-encrypted.key")
-        let openssl = try runAsPostgres(TestSupport.which("openssl") ?? "/usr/bin/openssl",
-                                        ["pkey", "-in", plainReplicator.key, "-out", replicator.key, "-aes256",
-                                         "-passout", "pass:" + keyPassphrase])
-        guard openssl.status == 0 else { throw PostgresTLSTestError("openssl pkey: \(openssl.output)") }
-        chmod(replicator.key, 0o600)
-        let apiKey = try runAsPostgres(TestSupport.which("openssl") ?? "/usr/bin/openssl",
-                                       ["pkey", "-in", plainAPIServer.key, "-out", apiServer.key, "-aes256",
-                                        "-passout", "pass:" + apiKeyPassphrase])
-        guard apiKey.status == 0 else { throw PostgresTLSTestError("openssl pkey: \(apiKey.output)") }
+        replicator = (plainReplicator.cert, try certs.encrypted(plainReplicator.key, label: "replicator", passphrase: keyPassphrase))
         cluster = TestCluster(scope: "tls", dcs: .etcd([etcd.clientURL]))
         // post_bootstrap connects with nothing but the connection string it is given.
         let post = cluster.root + "/post_bootstrap.sh"
@@ -157,11 +148,6 @@ let apiPassword = "api-Secret-4"
 let apiKeyPassphrase = "api-key-Passphrase-5"
 /// Every secret the TLS cluster's agents are given.
 let tlsClusterSecrets = [superuserPassword, replicationPassword, keyPassphrase, apiPassword, apiKeyPassphrase]
-
-struct PostgresTLSTestError: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
-}
 
 /// The command lines of every process the postgres OS user runs now.
 func postgresCommandLines() -> [String] {
