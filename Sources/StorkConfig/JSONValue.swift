@@ -77,6 +77,16 @@ extension JSONValue {
         }
     }
 
+    /// A number, or a string holding one (as YAML or an environment variable may give it).
+    public var doubleValue: Double? {
+        switch self {
+        case .int(let i): return Double(i)
+        case .double(let d): return d
+        case .string(let s): return Double(s.trimmingCharacters(in: .whitespaces))
+        default: return nil
+        }
+    }
+
     public func jsonData(sortedKeys: Bool = true) -> Data {
         let e = JSONEncoder()
         e.outputFormatting = sortedKeys ? [.sortedKeys, .withoutEscapingSlashes] : [.withoutEscapingSlashes]

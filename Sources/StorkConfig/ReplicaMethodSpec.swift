@@ -122,6 +122,12 @@ extension ConfigReader {
                 }
                 spec = ReplicaMethodSpec(name: name, kind: .rsync(source: source))
                 spec.keepData = true
+                if let v = section["delta"], v != .null, !["checkpoint", "checksum"].contains(v.scalarText ?? "") {
+                    issue("\(path).delta", "\(v.scalarText ?? "\(v)"): expected checkpoint (the default) or checksum")
+                }
+                if let v = section["max_clock_skew"], v != .null, (v.doubleValue ?? -1) < 0 {
+                    issue("\(path).max_clock_skew", "\(v.scalarText ?? "\(v)"): expected seconds, 0 or more")
+                }
             default:
                 guard sections[name] != nil else {
                     issue("postgresql.create_replica_methods", "\"\(name)\": no section \(path) with a command (built in: basebackup, rsync)")
@@ -149,13 +155,7 @@ extension ConfigReader {
                 if let n = v.intValue, n >= 0 { spec.retries = n } else { issue("\(path).retries", "\(v.scalarText ?? "\(v)"): expected 0 or more") }
             }
             if let v = section["timeout"], v != .null {
-                let seconds: Double? = switch v {
-                case .int(let i): Double(i)
-                case .double(let d): d
-                case .string(let s): Double(s)
-                default: nil
-                }
-                if let seconds, seconds > 0 { spec.timeout = seconds } else { issue("\(path).timeout", "\(v.scalarText ?? "\(v)"): expected seconds, more than 0") }
+                if let seconds = v.doubleValue, seconds > 0 { spec.timeout = seconds } else { issue("\(path).timeout", "\(v.scalarText ?? "\(v)"): expected seconds, more than 0") }
             }
             out.append(spec)
         }

@@ -43,10 +43,19 @@ public enum ChainExplanation {
         case .rsync(let template):
             let method = RsyncMethod(sourceTemplate: template)
             let from = request.source.map { method.sourceURL($0, scope: request.scope) } ?? template
-            let delta = PostgresNode.holdsData(target)
-            words = ["pg_backup_start on the source, then rsync"]
-                + RsyncMethod.arguments(from: from, target: target, delta: delta, section: maskedSection(spec.section))
-                + ["then pg_backup_stop"]
+            let section = maskedSection(spec.section)
+            let fromDirectory = from.hasSuffix("/") ? from : from + "/"
+            if !PostgresNode.holdsData(target) || section["delta"]?.scalarText == "checksum" {
+                let delta: RsyncDelta = PostgresNode.holdsData(target) ? .checksum("") : .full
+                words = ["pg_backup_start on the source, then rsync"]
+                    + RsyncMethod.arguments(from: fromDirectory, target: target, delta: delta, section: section)
+                    + ["then pg_backup_stop"]
+            } else {
+                let (remove, copy) = RsyncMethod.deltaArguments(from: fromDirectory, target: target, copyList: "FILES", section: section)
+                words = ["pg_backup_start on the source, then rsync"] + remove + ["then rsync"] + copy
+                    + ["(FILES: what the source wrote since the copy's latest checkpoint; by checksum if that cannot be trusted)",
+                       "then pg_backup_stop"]
+            }
         case .custom(let command):
             var shown = spec
             shown.section = maskedSection(spec.section)

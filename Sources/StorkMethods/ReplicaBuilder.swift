@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 import StorkConfig
 import StorkPostgres
 
@@ -48,9 +49,11 @@ public struct ReplicaProgress: Sendable, Equatable {
     public var attempt: Int
     public var attempts: Int
     public var started: Date
-    /// Bytes in the directory being built so far.
+    /// Bytes copied so far, as the method's progress meter tells (pg_basebackup, rsync), else
+    /// the size of the directory being built.
     public var bytesDone: Int?
-    /// The source's databases' size, when the superuser may ask it: about what the copy will hold.
+    /// What the method says it will copy (pg_basebackup's estimate, the files an rsync delta
+    /// copies), else the source's databases' size when the superuser may ask it.
     public var bytesTotal: Int?
 }
 
@@ -133,11 +136,12 @@ public final class ReplicaBuilder: Sendable {
         logger.info("creating replica using method \(spec.name) (attempt \(number) of \(attempts))\(from)\(inPlace ? " in place" : " in \(target)")")
         let progress = ReplicaProgress(method: spec.name, attempt: number, attempts: attempts, started: started)
         report(progress)
+        let meter = Mutex<(done: Int, total: Int?)?>(nil)
         let watcher = Task { [report, logger, node] in
-            var total: Int?
+            var databasesSize: Int?
             if let source = request.source, let session = try? await node.superuserConnection(toConnURL: source.connURL) {
                 let rows = try? await session.query("SELECT sum(pg_database_size(oid))::bigint FROM pg_database")
-                total = Int((rows?.first?.first ?? nil) ?? "")
+                databasesSize = Int((rows?.first?.first ?? nil) ?? "")
                 await session.close()
             }
             var last = Date()
@@ -145,19 +149,21 @@ public final class ReplicaBuilder: Sendable {
                 try? await Task.sleep(for: .seconds(2))
                 if Task.isCancelled { break }
                 var p = progress
-                p.bytesDone = PostgresNode.treeSize(target)
-                p.bytesTotal = total
+                let told = meter.withLock { $0 }
+                p.bytesDone = told?.done ?? PostgresNode.treeSize(target)
+                p.bytesTotal = told?.total ?? databasesSize
                 report(p)
                 if Date().timeIntervalSince(last) >= 10 {
                     last = Date()
-                    let of = total.map { " of about \($0 >> 20)" } ?? ""
+                    let of = p.bytesTotal.map { " of about \($0 >> 20)" } ?? ""
                     logger.info("creating replica using \(spec.name): \((p.bytesDone ?? 0) >> 20)\(of) MiB in \(Int(Date().timeIntervalSince(started))) s")
                 }
             }
         }
         let method = MethodRegistry.method(for: spec)
-        let run = MethodAttempt(spec: spec, target: target, source: request.source, conninfo: request.conninfo,
+        var run = MethodAttempt(spec: spec, target: target, source: request.source, conninfo: request.conninfo,
                                 scope: request.scope, slot: request.slot, number: number)
+        run.reportProgress = { done, total in meter.withLock { $0 = (done, total) } }
         var result = await method.run(run, node: node)
         watcher.cancel()
         if case .succeeded = result {

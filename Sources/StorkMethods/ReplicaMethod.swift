@@ -35,6 +35,9 @@ public struct MethodAttempt: Sendable {
     /// The physical slot the new replica will stream from (created by the copy when missing).
     public var slot: String?
     public var number: Int
+    /// For a method that can tell how far it is (pg_basebackup's and rsync's progress meters):
+    /// bytes done and, when known, the total. Without it, the progress is the target's size.
+    public var reportProgress: @Sendable (_ done: Int, _ total: Int?) -> Void = { _, _ in }
 }
 
 /// How an attempt ended.
@@ -72,13 +75,13 @@ struct BasebackupMethod: ReplicaMethod {
         do {
             do {
                 try await node.basebackup(into: attempt.target, from: attempt.conninfo, options: options, slot: attempt.slot,
-                                          createSlot: true, timeout: attempt.spec.timeout)
+                                          createSlot: true, timeout: attempt.spec.timeout, progress: attempt.reportProgress)
             } catch where attempt.slot != nil && "\(error)".contains("already exists") {
                 // The slot is there already (made by the leader, or by an earlier attempt): use it.
                 if attempt.target == node.stagingDirectory { try node.removeStagedCopy() }
                 try node.prepareEmptyDirectory(attempt.target)
                 try await node.basebackup(into: attempt.target, from: attempt.conninfo, options: options, slot: attempt.slot,
-                                          timeout: attempt.spec.timeout)
+                                          timeout: attempt.spec.timeout, progress: attempt.reportProgress)
             }
             return .succeeded
         } catch {

@@ -209,11 +209,15 @@ extension PostgresNode {
     public static func treeSize(_ path: String) -> Int {
         guard let walker = FileManager.default.enumerator(atPath: path) else { return 0 }
         var total = 0
-        for case let relative as String in walker {
-            var st = stat()
-            if lstat(path + "/" + relative, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG { total += Int(st.st_size) }
-        }
+        for case let relative as String in walker { total += fileSize(path + "/" + relative) ?? 0 }
         return total
+    }
+
+    /// The size of a regular file; nil for anything else or nothing.
+    public static func fileSize(_ path: String) -> Int? {
+        var st = stat()
+        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return Int(st.st_size)
     }
 
     /// Free bytes for an unprivileged user on the file system that holds `path`'s parent.

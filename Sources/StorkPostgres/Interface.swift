@@ -27,6 +27,10 @@ public struct Command: Sendable {
     /// Seconds; nil means no limit. On expiry: SIGTERM to the group, 10 s, then SIGKILL.
     public var timeout: Double? = nil
     public var runAs: OSUser? = nil
+    /// Called with each line of output (standard output and error, split at `\n` and `\r`,
+    /// as progress meters end their lines), as it arrives: for progress and for listings
+    /// longer than the kept tail.
+    public var lineHandler: (@Sendable (String) -> Void)? = nil
     public init(_ executable: String, _ arguments: [String] = []) {
         self.executable = executable
         self.arguments = arguments
@@ -62,6 +66,28 @@ public struct ControlData: Sendable, Equatable {
         self.timeline = timeline
         self.checkpointLSN = checkpointLSN
         self.fields = fields
+    }
+
+    /// "Time of latest checkpoint": when the checkpoint began, by the clock of the primary that
+    /// wrote it (pg_controldata runs in UTC and the C locale: `Fri Nov  7 19:40:00 2026`).
+    public var checkpointTime: Date? {
+        guard let text = fields["Time of latest checkpoint"] else { return nil }
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "EEE MMM d HH:mm:ss yyyy"
+        return formatter.date(from: text.split(separator: " ").joined(separator: " "))
+    }
+
+    /// The latest checkpoint's REDO location: every change before it is in the data files.
+    public var redoLSN: Int? { fields["Latest checkpoint's REDO location"].flatMap(LSN.parse) }
+
+    /// A copy that has not yet replayed to the end of the backup it came from: its files may
+    /// be older than its `pg_control` says.
+    public var backupUnfinished: Bool {
+        let start = fields["Backup start location"].flatMap(LSN.parse) ?? 0
+        let end = fields["Backup end location"].flatMap(LSN.parse) ?? 0
+        return start != 0 || end != 0 || fields["End-of-backup record required"] == "yes"
     }
 }
 

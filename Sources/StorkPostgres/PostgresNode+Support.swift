@@ -177,7 +177,7 @@ extension PostgresNode {
     }
 
     /// A new file in the temporary directory, 0600, owned by ``runAs``; the caller removes it.
-    func writeTemporaryFile(prefix: String, contents: String) throws -> String {
+    public func writeTemporaryFile(prefix: String, contents: String) throws -> String {
         var template = Array("\(NSTemporaryDirectory())/\(prefix)-XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard fd >= 0 else { throw PostgresError("cannot create a temporary file: \(String(cString: strerror(errno)))") }

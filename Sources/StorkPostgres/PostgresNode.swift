@@ -75,7 +75,8 @@ public final class PostgresNode: Sendable {
     /// Runs `pg_controldata` on the data directory (or on `directory`, a staged copy).
     public func controlData(of directory: String? = nil) async throws -> ControlData {
         var command = Command(binary("pg_controldata"), [directory ?? settings.dataDir])
-        command.environment = ["LANG": "C", "LC_ALL": "C"]
+        // UTC: the times it prints are in the local zone (see ControlData.checkpointTime).
+        command.environment = ["LANG": "C", "LC_ALL": "C", "TZ": "UTC"]
         command.timeout = 30
         let result = try await run(command)
         guard result.succeeded else { throw PostgresNode.failure("pg_controldata", result) }
@@ -111,21 +112,39 @@ public final class PostgresNode: Sendable {
     /// `createSlot`, creates it first: the slot stays after the backup, so the primary keeps the
     /// WAL the new replica needs until it streams (unless the user's options name a slot).
     public func basebackup(into directory: String? = nil, from conninfo: String, options: JSONValue?, slot: String? = nil,
-                           createSlot: Bool = false, timeout: Double? = nil) async throws {
+                           createSlot: Bool = false, timeout: Double? = nil,
+                           progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil) async throws {
         let staged = directory == stagingDirectory
         let target = directory ?? settings.dataDir
         rememberUpstream(conninfo: conninfo)
         try writePgpass()
         try ensureDirectory(target)
         let result = try await withCommandLineConninfo(conninfo) { dbname, environment in
-            var command = Command(binary("pg_basebackup"), try PostgresNode.basebackupArguments(
-                target: target, dbname: dbname, options: options, slot: slot, createSlot: createSlot, staged: staged))
+            var arguments = try PostgresNode.basebackupArguments(
+                target: target, dbname: dbname, options: options, slot: slot, createSlot: createSlot, staged: staged)
+            if progress != nil, !arguments.contains(where: { $0 == "-P" || $0 == "--progress" }) { arguments.append("--progress") }
+            var command = Command(binary("pg_basebackup"), arguments)
+            if let progress {
+                command.lineHandler = { line in
+                    if let (done, total) = PostgresNode.basebackupProgress(line) { progress(done, total) }
+                }
+            }
             command.environment = environment.merging(["PGPASSFILE": settings.pgpass]) { _, new in new }
             command.timeout = timeout
             logger.debug("running pg_basebackup", metadata: ["stork.data_dir": "\(target)"])
             return try await run(command)
         }
         guard result.succeeded else { throw PostgresNode.failure("pg_basebackup", result) }
+    }
+
+    /// Bytes done and the estimated total from a `pg_basebackup --progress` line,
+    /// `  51234/1079301 kB (4%), 0/1 tablespace` (a file name may follow with `--verbose`).
+    public static func basebackupProgress(_ line: String) -> (done: Int, total: Int)? {
+        let words = line.split(separator: " ", omittingEmptySubsequences: true)
+        guard words.count >= 2, words[1] == "kB" else { return nil }
+        let parts = words[0].split(separator: "/")
+        guard parts.count == 2, let done = Int(parts[0]), let total = Int(parts[1]) else { return nil }
+        return (done * 1024, total * 1024)
     }
 
     /// pg_basebackup's arguments: Stork's (`-X stream`, a fast checkpoint, the slot unless the

@@ -91,7 +91,8 @@ public enum ProcessRunner {
             ) { execution in
                 let pid = execution.processIdentifier.value
                 logger.debug("process started", metadata: ["stork.pid": "\(pid)"])
-                return await supervise(execution.standardOutput, processGroup: pid, timeout: timeout, logger: logger)
+                return await supervise(execution.standardOutput, processGroup: pid, timeout: timeout, lineHandler: command.lineHandler,
+                                       logger: logger)
             }
         } catch let error as SubprocessError {
             let reason: String
@@ -146,11 +147,12 @@ public enum ProcessRunner {
     /// Reads the output until it closes while racing it against the timeout (or task
     /// cancellation); on expiry the process group is terminated and the output drained.
     private static func supervise(
-        _ output: SubprocessOutputSequence, processGroup: pid_t, timeout: Double?, logger: Logger
+        _ output: SubprocessOutputSequence, processGroup: pid_t, timeout: Double?,
+        lineHandler: (@Sendable (String) -> Void)?, logger: Logger
     ) async -> (output: String, timedOut: Bool) {
         await withTaskGroup(of: Event.self) { group in
             group.addTask {
-                .outputClosed(await collect(output, logger: logger))
+                .outputClosed(await collect(output, lineHandler: lineHandler, logger: logger))
             }
             group.addTask {
                 if let timeout {
@@ -188,12 +190,16 @@ public enum ProcessRunner {
         }
     }
 
-    /// Reads everything, logging each line at debug and keeping the last ``outputLimit`` bytes.
-    private static func collect(_ output: SubprocessOutputSequence, logger: Logger) async -> String {
+    /// Reads everything, logging each line at debug (and handing it to `lineHandler`) and
+    /// keeping the last ``outputLimit`` bytes.
+    private static func collect(_ output: SubprocessOutputSequence, lineHandler: (@Sendable (String) -> Void)?,
+                                logger: Logger) async -> String {
         var tail: [UInt8] = []
         var line: [UInt8] = []
         func emit() {
-            logger.debug("process output", metadata: ["stork.line": "\(String(decoding: line, as: UTF8.self))"])
+            let text = String(decoding: line, as: UTF8.self)
+            logger.debug("process output", metadata: ["stork.line": "\(text)"])
+            lineHandler?(text)
             line.removeAll(keepingCapacity: true)
         }
         do {
@@ -201,7 +207,9 @@ public enum ProcessRunner {
                 buffer.withUnsafeBytes { raw in
                     tail.append(contentsOf: raw)
                     for byte in raw {
-                        if byte == UInt8(ascii: "\n") { emit() } else if line.count < 16 * 1024 { line.append(byte) }
+                        if byte == UInt8(ascii: "\n") || byte == UInt8(ascii: "\r") {
+                            if !line.isEmpty { emit() }
+                        } else if line.count < 16 * 1024 { line.append(byte) }
                     }
                 }
                 if tail.count > 2 * outputLimit { tail.removeFirst(tail.count - outputLimit) }

@@ -53,6 +53,9 @@ struct ReplicaMethodConfigTests {
             ("  create_replica_methods: [basebackup]\n  basebackup: {retries: x}", "postgresql.basebackup.retries: x: expected 0 or more"),
             ("  create_replica_methods: [rsync]\n  rsync: {no_leader: true}",
              "postgresql.rsync.no_leader: rsync copies from a running member; only a custom method can work without one"),
+            ("  create_replica_methods: [rsync]\n  rsync: {delta: quick}", "postgresql.rsync.delta: quick: expected checkpoint (the default) or checksum"),
+            ("  create_replica_methods: [rsync]\n  rsync: {max_clock_skew: -5}", "postgresql.rsync.max_clock_skew: -5: expected seconds, 0 or more"),
+            ("  create_replica_methods: [rsync]\n  rsync: {max_clock_skew: soon}", "postgresql.rsync.max_clock_skew: soon: expected seconds, 0 or more"),
         ]
         for (yaml, expected) in cases {
             let found = issueLines(minimalYAML + "\n" + yaml)

@@ -65,10 +65,14 @@ func reinitialize(_ m: TestMember, fromLeader: Bool = false) async throws -> Mem
 
 @Suite("Rebuilding replicas: rsync, reinitialize, clonefrom, a crash in the middle", .serialized)
 struct ReplicaRebuildTests {
-    /// rsync builds a replica that streams; then, with the replica stopped while pgbench
-    /// writes to the primary, one of its relation files deleted and another changed behind
-    /// the same size and modification time as the primary's copy, `POST /reinitialize`
-    /// re-syncs it in place, and every pgbench table's checksum matches the primary's.
+    /// rsync builds two replicas that stream. Both stop while pgbench writes to the primary,
+    /// then `POST /reinitialize` re-syncs them in place, and every table matches the primary's.
+    /// pg1 uses the default delta (the files the primary wrote since pg1's latest checkpoint):
+    /// a deleted relation file comes back, a file pgbench wrote that sits behind the primary's
+    /// size and modification time with other bytes (what rsync's quick check skips) is copied,
+    /// and a table written before that checkpoint is left alone (same inode). pg2 uses
+    /// `delta: checksum`: a damaged file of that cold table, behind the primary's size and
+    /// modification time, is found and copied.
     @Test(.timeLimit(.minutes(5)))
     func rsyncBuildsAndResyncs() async throws {
         let dcsDir = TestSupport.makeTempDir("stork-dcs")
@@ -82,60 +86,82 @@ struct ReplicaRebuildTests {
         let connection = ["-h", "127.0.0.1", "-p", String(primary.pgPort), "-U", "postgres", "postgres"]
         let initialized = try runAsPostgres(pgbench, ["-i", "-s", "3", "-q"] + connection, env: ["PGPASSWORD": superuserPassword])
         try #require(initialized.status == 0, "\(initialized.output)")
-
-        let replica = cluster.addMember("pg1", postgresqlYAML: "create_replica_methods: [rsync]\nrsync:\n  source: \(daemon.source)")
-        try replica.start()
-        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
-        #expect(replica.log.contains("rsync from rsync://127.0.0.1:\(daemon.port)/pg0 (full copy)"), "\(replica.log)")
-        #expect(replica.log.contains("replica has been created using rsync"))
-        #expect(!replica.log.contains("could not copy the backup's WAL"), "\(replica.log)")
-
-        // A table nothing writes to again (frozen, no autovacuum), flushed on both sides (a
-        // restartpoint on the replica), so that neither file changes from here on.
+        // A table nothing writes to again (frozen, no autovacuum), flushed on the primary.
         for statement in ["CREATE TABLE cold WITH (autovacuum_enabled = off) AS SELECT g, md5(g::text) AS h FROM generate_series(1, 20000) g",
                           "VACUUM (FREEZE) cold", "CHECKPOINT"] {
             #expect(primary.sql(statement) != nil, "\(statement)")
         }
-        #expect(await waitCaughtUp(replica, primary))
-        #expect(replica.sql("CHECKPOINT") != nil)
+
+        // max_clock_skew 0: one machine, one clock; the cold table's last write must fall
+        // before the replica's checkpoint for the delta to leave it alone.
+        let rsync = "create_replica_methods: [rsync]\nrsync:\n  source: \(daemon.source)"
+        let pg1 = cluster.addMember("pg1", postgresqlYAML: rsync + "\n  max_clock_skew: 0")
+        let pg2 = cluster.addMember("pg2", postgresqlYAML: rsync + "\n  delta: checksum")
+        try pg1.start()
+        try pg2.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        for replica in [pg1, pg2] {
+            #expect(replica.log.contains("rsync from rsync://127.0.0.1:\(daemon.port)/pg0 (full copy, "), "\(replica.log)")
+            #expect(replica.log.contains("replica has been created using rsync"))
+            #expect(!replica.log.contains("could not copy the backup's WAL"), "\(replica.log)")
+        }
+        // A checkpoint a second after the cold table's, replayed and made a restartpoint on both.
+        try await Task.sleep(for: .seconds(1.2))
+        #expect(primary.sql("CHECKPOINT") != nil)
+        for replica in [pg1, pg2] {
+            #expect(await waitCaughtUp(replica, primary))
+            #expect(replica.sql("CHECKPOINT") != nil)
+        }
         let coldWant = primary.sql("SELECT md5(string_agg(h, ',' ORDER BY g)) FROM cold")
 
-        // The replica stops; pgbench writes; its files are damaged in two ways.
-        replica.stop()
+        // The replicas stop; pgbench writes; their files are damaged.
+        pg1.stop()
+        pg2.stop()
         let run = try runAsPostgres(pgbench, ["-t", "300", "-c", "2"] + connection, env: ["PGPASSWORD": superuserPassword])
         #expect(run.status == 0, "\(run.output)")
         _ = primary.sql("CHECKPOINT")
         let files = primary.sql("""
-            SELECT pg_relation_filepath('pgbench_branches') || ' ' || pg_relation_filepath('cold')
+            SELECT pg_relation_filepath('pgbench_branches') || ' ' || pg_relation_filepath('pgbench_accounts') || ' ' || pg_relation_filepath('cold')
             """)?.split(separator: " ").map(String.init) ?? []
-        try #require(files.count == 2)
-        try FileManager.default.removeItem(atPath: replica.dataDir + "/" + files[0])
-        // Same size, the primary's modification time, different bytes: rsync's quick check
-        // (size and time) would skip it.
-        let damaged = replica.dataDir + "/" + files[1], original = primary.dataDir + "/" + files[1]
-        let size = (try FileManager.default.attributesOfItem(atPath: original)[.size] as? Int) ?? 0
-        try #require(size > 0)
-        try Data(repeating: 0x5a, count: size).write(to: URL(fileURLWithPath: damaged))
-        TestSupport.chownToPostgres(damaged)
-        let touch = try runAsPostgres("/usr/bin/touch", ["-r", original, damaged])
-        #expect(touch.status == 0)
-
-        try replica.start()
-        let up = await TestSupport.waitUntil(timeout: 60) { await replica.api("/patroni").1["state"] as? String == "running" }
-        #expect(up, "\(replica.log)")
-        let answer = try await reinitialize(replica)
-        #expect(answer.status == 200, "\(answer)")
-        let resynced = await TestSupport.waitUntil(timeout: 90) {
-            count("replica has been created using rsync", in: replica.log) >= 2
+        try #require(files.count == 3)
+        /// Other bytes behind the primary's size and modification time: rsync's quick check would skip it.
+        func damage(_ replica: TestMember, _ file: String) throws {
+            let damaged = replica.dataDir + "/" + file, original = primary.dataDir + "/" + file
+            let size = (try FileManager.default.attributesOfItem(atPath: original)[.size] as? Int) ?? 0
+            try #require(size > 0)
+            try Data(repeating: 0x5a, count: size).write(to: URL(fileURLWithPath: damaged))
+            TestSupport.chownToPostgres(damaged)
+            let touch = try runAsPostgres("/usr/bin/touch", ["-r", original, damaged])
+            #expect(touch.status == 0)
         }
-        #expect(resynced, "\(replica.log)")
-        #expect(replica.log.contains("(delta: files compared by checksum)"), "\(replica.log)")
+        try FileManager.default.removeItem(atPath: pg1.dataDir + "/" + files[0])
+        try damage(pg1, files[1])
+        try damage(pg2, files[2])
+        func inode(_ path: String) -> UInt64? { (try? FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? UInt64) ?? nil }
+        let coldInode = inode(pg1.dataDir + "/" + files[2])
+
+        for replica in [pg1, pg2] {
+            try replica.start()
+            let up = await TestSupport.waitUntil(timeout: 60) { await replica.api("/patroni").1["state"] as? String == "running" }
+            #expect(up, "\(replica.log)")
+            let answer = try await reinitialize(replica)
+            #expect(answer.status == 200, "\(answer)")
+        }
+        for replica in [pg1, pg2] {
+            let resynced = await TestSupport.waitUntil(timeout: 90) { count("replica has been created using rsync", in: replica.log) >= 2 }
+            #expect(resynced, "\(replica.log)")
+        }
+        #expect(pg1.log.contains(" less max_clock_skew), "), "\(pg1.log)")
+        #expect(pg2.log.contains("(delta: files compared by checksum, as postgresql.rsync.delta asks)"), "\(pg2.log)")
         #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
-        #expect(await waitCaughtUp(replica, primary))
         let want = pgbenchChecksum(primary)
-        #expect(want != nil && pgbenchChecksum(replica) == want, "the re-synced replica differs from the primary")
-        #expect(replica.sql("SELECT count(*) FROM pgbench_branches") == "3")
-        #expect(replica.sql("SELECT md5(string_agg(h, ',' ORDER BY g)) FROM cold") == coldWant, "the damaged file was not copied again")
+        for replica in [pg1, pg2] {
+            #expect(await waitCaughtUp(replica, primary))
+            #expect(want != nil && pgbenchChecksum(replica) == want, "\(replica.name): the re-synced replica differs from the primary")
+            #expect(replica.sql("SELECT count(*) FROM pgbench_branches") == "3")
+            #expect(replica.sql("SELECT md5(string_agg(h, ',' ORDER BY g)) FROM cold") == coldWant, "\(replica.name): cold differs")
+        }
+        #expect(coldInode != nil && inode(pg1.dataDir + "/" + files[2]) == coldInode, "the delta copied the cold table again")
     }
 
     /// A replica whose relation file was deleted is rebuilt by reinitialize (basebackup into the
