@@ -131,7 +131,7 @@ public struct BootstrapSettings: Sendable, Equatable {
     /// `bootstrap.dcs`: written to the DCS `config` key by the node that bootstraps,
     /// as given (ttl, loop_wait, retry_timeout, postgresql.parameters, ...).
     public var dcs: [String: JSONValue] = [:]
-    /// `bootstrap.method`: `initdb` (default) or a section name (custom methods: a later issue).
+    /// `bootstrap.method`: `initdb` (default) or the name of a section with a `command`.
     public var method: String = "initdb"
     /// `bootstrap.initdb` as Patroni takes it: a list of switches and single-key maps, or a map.
     public var initdb: JSONValue? = nil
@@ -145,12 +145,42 @@ public struct BootstrapSettings: Sendable, Equatable {
     /// `keep_existing_recovery_conf`, `recovery_conf`, extra keys), kept as given: the section
     /// named by `method`, and any other section that has a `command`.
     public var methodSections: [String: JSONValue] = [:]
+    /// The custom method `method` names, read and checked; nil for initdb.
+    public var custom: BootstrapMethodSpec? = nil
+    /// Stork's `bootstrap.recovery_timeout`: seconds a custom bootstrap's recovery may take
+    /// (time paused at the target not counted); nil waits as long as it takes.
+    public var recoveryTimeout: Double? = nil
+    /// Stork's `bootstrap.keep_failed_data_dirs`: how many data directories of failed
+    /// bootstraps are kept, moved aside (default 1, the newest); 0 removes a failed one.
+    public var keepFailedDataDirs: Int = 1
     public init() {}
 
     /// Cluster-wide timing from `bootstrap.dcs` with Patroni's defaults.
     public var ttl: Int { dcs["ttl"]?.intValue ?? 30 }
     public var loopWait: Int { dcs["loop_wait"]?.intValue ?? 10 }
     public var retryTimeout: Int { dcs["retry_timeout"]?.intValue ?? 10 }
+}
+
+/// A custom bootstrap method (`bootstrap.<method>`), called as Patroni calls it.
+public struct BootstrapMethodSpec: Sendable, Equatable {
+    public var name: String
+    /// `command`, split like a shell would.
+    public var command: [String]
+    /// `no_params`: no `--scope=` and `--datadir=`.
+    public var noParams = false
+    /// `keep_existing_recovery_conf`: recovery settings and signal files the tool wrote stay.
+    public var keepExistingRecoveryConf = false
+    /// `recovery_conf`: recovery parameters for the restored copy (`restore_command`,
+    /// `recovery_target_*`, ...); with it, the copy recovers under `recovery.signal`.
+    public var recoveryConf: [String: JSONValue]? = nil
+    /// The section as given: its other keys go to the command as `--key=value`.
+    public var section: [String: JSONValue] = [:]
+    /// Keys the command never gets as arguments.
+    public static let reservedKeys: Set<String> = ["command", "no_params", "keep_existing_recovery_conf", "recovery_conf"]
+    public init(name: String, command: [String]) {
+        self.name = name
+        self.command = command
+    }
 }
 
 public struct BootstrapUser: Sendable, Equatable {

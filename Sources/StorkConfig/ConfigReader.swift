@@ -364,7 +364,19 @@ struct ConfigReader {
         let postBootstrap = string(m["post_bootstrap"], "bootstrap.post_bootstrap")
         b.postBootstrap = postBootstrap ?? postInit
 
-        var known: Set<String> = ["dcs", "method", "initdb", "pg_hba", "users", "post_init", "post_bootstrap"]
+        if let v = m["recovery_timeout"], v != .null {
+            if let seconds = v.doubleValue, seconds > 0 { b.recoveryTimeout = seconds } else {
+                issue("bootstrap.recovery_timeout", "\(v.scalarText ?? "\(v)"): expected seconds, more than 0")
+            }
+        }
+        if let v = m["keep_failed_data_dirs"], v != .null {
+            if let n = v.intValue, n >= 0 { b.keepFailedDataDirs = n } else {
+                issue("bootstrap.keep_failed_data_dirs", "\(v.scalarText ?? "\(v)"): expected 0 or more")
+            }
+        }
+
+        var known: Set<String> = ["dcs", "method", "initdb", "pg_hba", "users", "post_init", "post_bootstrap",
+                                  "recovery_timeout", "keep_failed_data_dirs"]
         for (key, section) in m where !known.contains(key) {
             if key == b.method {
                 if let s = map(section, "bootstrap.\(key)") { b.methodSections[key] = .object(s) }
@@ -375,10 +387,42 @@ struct ConfigReader {
             }
         }
         unknownKeys(m, known: known, prefix: "bootstrap")
-        if b.method != "initdb" && b.methodSections[b.method]?["command"] == nil {
-            warnings.append("bootstrap.method is \"\(b.method)\" but bootstrap.\(b.method).command is not set; initdb is used, as Patroni does")
-        }
+        if b.method != "initdb" { b.custom = readBootstrapMethod(b.method, b.methodSections[b.method]) }
         return b
+    }
+
+    /// The custom bootstrap method `name`: a section with a `command` (Patroni falls back to
+    /// initdb without one, which would make a new empty cluster where a copy was meant: an
+    /// error here), `recovery_conf` a map with a known `recovery_target_action`.
+    mutating func readBootstrapMethod(_ name: String, _ value: JSONValue?) -> BootstrapMethodSpec? {
+        let path = "bootstrap.\(name)"
+        guard case .object(let section)? = value else {
+            issue("bootstrap.method", "\"\(name)\": no section \(path) with a command (or use initdb)")
+            return nil
+        }
+        guard let text = string(section["command"], "\(path).command") else {
+            issue("\(path).command", "required (the program that makes the new cluster's data directory)")
+            return nil
+        }
+        guard let words = UserOptions.shellWords(text), !words.isEmpty else {
+            issue("\(path).command", "\"\(text)\": empty, an unbalanced quote or a trailing backslash")
+            return nil
+        }
+        var spec = BootstrapMethodSpec(name: name, command: words)
+        spec.section = section
+        spec.noParams = section["no_params"]?.isTruthy ?? false
+        spec.keepExistingRecoveryConf = section["keep_existing_recovery_conf"]?.isTruthy ?? false
+        if let conf = section["recovery_conf"], conf != .null {
+            guard case .object(let m) = conf else {
+                issue("\(path).recovery_conf", "expected a map of recovery parameters (restore_command, recovery_target_time, ...)")
+                return spec
+            }
+            if let action = m["recovery_target_action"]?.scalarText, !["pause", "promote", "shutdown"].contains(action) {
+                issue("\(path).recovery_conf.recovery_target_action", "\"\(action)\": expected pause, promote or shutdown")
+            }
+            spec.recoveryConf = m
+        }
+        return spec
     }
 
     /// Checks the timing values and adjusts them as Patroni's `_validate_and_adjust_timeouts` does:

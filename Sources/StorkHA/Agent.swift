@@ -51,11 +51,13 @@ public actor Agent {
         }
         while !Task.isCancelled {
             if let message = await cycle() { logger.info("\(message)") }
+            await sleepUntilNextCycle()
+            // Checked after the pause too: a long task that failed for good (a bootstrap)
+            // wakes the loop, which must end rather than start it again.
             if let fatal {
                 await longTask?.value
                 throw fatal
             }
-            await sleepUntilNextCycle()
         }
         // The loop's task is cancelled now; stopping PostgreSQL must not be (the process
         // runner would tear pg_ctl down at once), so it runs in a task of its own.
@@ -346,12 +348,12 @@ public actor Agent {
         return .replica(primaryConninfo: node.replicationConninfo(toConnURL: url))
     }
 
-    private func writeConfig(role: ServerRole) throws {
-        var parameters = effectiveParameters(config: config, dynamic: lastView.config)
+    private func writeConfig(role: ServerRole, hba: [String]? = nil, extra: [String: JSONValue] = [:]) throws {
+        var parameters = effectiveParameters(config: config, dynamic: lastView.config).merging(extra) { _, new in new }
         if case .replica(let upstream?) = role, !upstream.isEmpty, useSlots(config: config, dynamic: lastView.config) {
             parameters["primary_slot_name"] = .string(slotName(forMember: config.name))
         }
-        try node.writeConfiguration(parameters: parameters, hba: effectiveHBA(config: config), role: role)
+        try node.writeConfiguration(parameters: parameters, hba: hba ?? effectiveHBA(config: config), role: role)
     }
 
     /// Slot names of members this agent has seen; only these are ever dropped, never a slot
@@ -385,7 +387,14 @@ public actor Agent {
 
     func startServer(role: ServerRole) async {
         do {
-            try writeConfig(role: role)
+            var floor: [String: JSONValue] = [:]
+            if case .replica = role, let control = try? await node.controlData() {
+                floor = recoveryParameterFloor(configured: effectiveParameters(config: config, dynamic: lastView.config), control: control)
+                for (name, value) in floor.sorted(by: { $0.key < $1.key }) {
+                    logger.info("starting the replica with \(name) = \(value.scalarText ?? ""), its primary's value (configured lower)")
+                }
+            }
+            try writeConfig(role: role, extra: floor)
             try await node.start(timeout: config.postgresql.pgCtlTimeout)
             status.update { $0.postmasterStartTime = Date() }
             if case .replica = role { followedLeader = .some(lastView.leader == config.name ? nil : lastView.leader) }
@@ -405,17 +414,22 @@ public actor Agent {
         await startServer(role: replicaRole())
     }
 
-    /// The winner of the `initialize` race: initdb, start, roles, post_bootstrap, then the
-    /// system identifier in `initialize`, `config`, and the leader key.
+    /// The winner of the `initialize` race: initdb (or the custom method and its recovery),
+    /// start, roles, post_bootstrap, then the system identifier in `initialize`, `config`,
+    /// and the leader key.
     func bootstrapNewCluster() async {
         let pg = config.postgresql
         do {
             try node.markWork(.bootstrap)
-            try await node.initdb(options: config.bootstrap.initdb)
-            try writeConfig(role: .primary)
-            try await node.start(timeout: pg.pgCtlTimeout)
-            status.update { $0.postmasterStartTime = Date() }
-            try await node.createRoles(users: config.bootstrap.users)
+            if let custom = config.bootstrap.custom {
+                try await bootstrapFromCustomMethod(custom)
+            } else {
+                try await node.initdb(options: config.bootstrap.initdb)
+                try writeConfig(role: .primary)
+                try await node.start(timeout: pg.pgCtlTimeout)
+                status.update { $0.postmasterStartTime = Date() }
+                try await node.createRoles(users: config.bootstrap.users)
+            }
             if let post = config.bootstrap.postBootstrap {
                 logger.info("running post_bootstrap")
                 try await node.runPostBootstrap(post)
@@ -436,35 +450,144 @@ public actor Agent {
         }
     }
 
-    /// Undo a failed bootstrap without losing anything: stop PostgreSQL, give `initialize`
-    /// back so another member can try, move the data directory aside, exit non-zero.
-    private func failBootstrap(_ error: any Error) async {
+    /// A custom bootstrap: the command, Stork's configuration over what it left (recovery from
+    /// `recovery_conf`, or the tool's own with `keep_existing_recovery_conf`), local
+    /// connections trusted while the restored cluster's passwords are unknown, the wait for
+    /// the end of recovery, then the roles and the real `pg_hba.conf`.
+    func bootstrapFromCustomMethod(_ custom: BootstrapMethodSpec) async throws {
         let pg = config.postgresql
-        logger.error(Task.isCancelled ? "bootstrap cancelled by shutdown: \(error)" : "bootstrap failed: \(error)")
-        status.update { $0.state = "initdb failed" }
-        await stopPostgresUncancelled()
-        do { try await dcs.deleteInitialize() } catch { logger.error("could not remove the initialize key: \(error)") }
-        var movedTo = ""
-        if node.isRunning() {
-            logger.error("PostgreSQL still runs in \(pg.dataDir): the data directory stays where it is; stop the server, then move or remove the directory")
-        } else {
-            movedTo = moveDataDirectoryAside() ?? ""
+        status.update { $0.state = "running custom bootstrap script" }
+        try await CustomBootstrap.run(custom, scope: config.scope, node: node)
+        let parameters = effectiveParameters(config: config, dynamic: lastView.config)
+        try node.prepareRestoredCopy(keepExistingRecovery: custom.keepExistingRecoveryConf,
+                                     promoteTriggerFile: parameters["promote_trigger_file"]?.scalarText)
+        let recovery: [String: JSONValue]? = custom.keepExistingRecoveryConf ? nil : (custom.recoveryConf ?? [:])
+        // Recovery refuses to run with less than the primary had for these; as Patroni does,
+        // the copy starts with the larger of the configured value and pg_control's.
+        let control: ControlData
+        do { control = try await node.controlData() } catch {
+            throw PostgresError("the bootstrap command left no readable pg_control in \(pg.dataDir): \(error)")
         }
-        node.clearWork()
-        fatal = AgentFatalError("failed to bootstrap the cluster: \(error)" + (movedTo.isEmpty ? "" : "; its data directory is kept at \(movedTo)"))
+        let floor = recoveryParameterFloor(configured: parameters, control: control)
+        for (name, value) in floor.sorted(by: { $0.key < $1.key }) { logger.info("starting the restored copy with \(name) = \(value.scalarText ?? "") from its pg_control (configured lower)") }
+        let trust = ["local all all trust", "host all all 127.0.0.1/32 trust", "host all all ::1/128 trust"]
+        // An empty recovery_conf: no recovery.signal, the copy starts as it is (crash recovery
+        // from its backup_label, if any).
+        try writeConfig(role: custom.recoveryConf == nil && !custom.keepExistingRecoveryConf ? .primary : .bootstrapRecovery(recoveryConf: recovery),
+                        hba: trust, extra: floor)
+        status.update { $0.state = "starting after custom bootstrap" }
+        do { try await node.start(timeout: pg.pgCtlTimeout) } catch where node.isRunning() {
+            // Recovery may take longer than pg_ctl waits before the server accepts connections.
+            logger.info("PostgreSQL is still recovering after \(pg.pgCtlTimeout) s; waiting for recovery to end")
+        }
+        status.update { $0.postmasterStartTime = Date() }
+        try await waitForRecoveryEnd(target: RecoveryTarget(recovery ?? [:]), timeout: config.bootstrap.recoveryTimeout)
+        try writeConfig(role: .primary, hba: trust)
+        try await node.reload()
+        try await node.createRoles(users: config.bootstrap.users)
+        try writeConfig(role: .primary)
+        try await node.reload()
+        logger.info("the roles are set; pg_hba.conf no longer trusts local connections")
     }
 
-    /// Renames a non-empty data directory (with PostgreSQL stopped) to `<data_dir>_<timestamp>`;
-    /// the new path, or nil when there was nothing to move or the rename failed (logged).
+    /// Waits until the restored copy leaves recovery, logging the replay position every 10 s
+    /// against the target. Paused at the target (`recovery_target_action: pause`) the member
+    /// state says so, and `stork resume` ends recovery; the time paused does not count against
+    /// `timeout`. Throws when PostgreSQL stops or the timeout passes.
+    func waitForRecoveryEnd(target: RecoveryTarget, timeout: Double?) async throws {
+        var waited: Double = 0
+        var lastLog = Date.distantPast
+        var pausedSaid = false
+        while true {
+            guard node.isRunning() else {
+                let tail = PostgresNode.tail(ofFile: node.serverLogPath, lines: 20)
+                throw PostgresError("PostgreSQL stopped during recovery" + (tail.isEmpty ? "" : "; server log \(node.serverLogPath):\n" + tail))
+            }
+            let row = try? await node.localQuery("""
+                SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()::text,
+                       CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END
+                """)
+            if let row, row[0] == "f" {
+                logger.info("recovery has ended: the restored cluster is promoted")
+                return
+            }
+            let replayed = (row?[1] ?? nil).map { "replayed up to \($0)" + ((row?[2] ?? nil).map { " (last transaction \($0))" } ?? "") }
+                ?? "not yet consistent"
+            if (row?[3] ?? nil) == "paused" {
+                status.update { $0.state = "recovery paused" }
+                if !pausedSaid {
+                    logger.warning("recovery is paused, \(replayed), target \(target): run `stork resume` to end recovery and promote, or stop the agent to look first")
+                    pausedSaid = true
+                }
+            } else {
+                pausedSaid = false
+                status.update { $0.state = "recovering after custom bootstrap" }
+                if let timeout, waited >= timeout {
+                    throw PostgresError("recovery did not end within \(Int(timeout)) s (bootstrap.recovery_timeout); \(replayed), target \(target)")
+                }
+                if Date().timeIntervalSince(lastLog) >= 10 {
+                    logger.info("waiting for recovery to end: \(replayed), target \(target)")
+                    lastLog = Date()
+                }
+                waited += 1
+            }
+            try await Task.sleep(for: .seconds(1))
+        }
+    }
+
+    /// Undo a failed bootstrap without losing anything: stop PostgreSQL, give `initialize`
+    /// back (only this member's empty claim) so another member can try, move the data
+    /// directory aside (or remove it, `keep_failed_data_dirs: 0`), exit non-zero.
+    private func failBootstrap(_ error: any Error) async {
+        let pg = config.postgresql
+        let reason = oneLine("\(error)", limit: 2000)
+        logger.error(Task.isCancelled ? "bootstrap cancelled by shutdown: \(reason)" : "bootstrap failed: \(reason)")
+        status.update { $0.state = "initdb failed" }
+        await stopPostgresUncancelled()
+        // The marker goes once the system identifier is in `initialize`: from then on the
+        // cluster exists, and its data directory and key stay.
+        guard node.workInProgress() == .bootstrap else {
+            fatal = AgentFatalError("failed to finish the bootstrap of the cluster: \(reason)")
+            return
+        }
+        do {
+            if try await dcs.clusterView().initialize == "" { try await dcs.deleteInitialize() }
+        } catch {
+            logger.error("could not remove the initialize key: \(error)")
+        }
+        var kept = ""
+        if node.isRunning() {
+            logger.error("PostgreSQL still runs in \(pg.dataDir): the data directory stays where it is; stop the server, then move or remove the directory")
+        } else if config.bootstrap.keepFailedDataDirs == 0 {
+            do {
+                try node.removeFailedBootstrap()
+                logger.info("removed the failed bootstrap's data directory \(pg.dataDir) (bootstrap.keep_failed_data_dirs: 0)")
+            } catch { logger.error("could not remove the failed bootstrap's data directory: \(error)") }
+        } else {
+            kept = moveDataDirectoryAside() ?? ""
+        }
+        node.clearWork()
+        fatal = AgentFatalError("failed to bootstrap the cluster: \(reason)" + (kept.isEmpty ? "" : "; its data directory is kept at \(kept)"))
+    }
+
+    /// Renames a non-empty data directory (with PostgreSQL stopped) to `<data_dir>_<timestamp>`,
+    /// its WAL and tablespace directories outside it too (their links follow), so that a new
+    /// bootstrap finds them free; then removes the oldest such directories beyond
+    /// `bootstrap.keep_failed_data_dirs`. The new path, or nil when there was nothing to move
+    /// or the rename failed (logged).
     private func moveDataDirectoryAside() -> String? {
         let dataDir = config.postgresql.dataDir
         guard node.dataDirectoryState() != .empty else { return nil }
         let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: .current,
                                                 formatOptions: [.withFullDate, .withTime, .withDashSeparatorInDate])
-        let target = dataDir + "_" + stamp.replacingOccurrences(of: ":", with: "")
+            .replacingOccurrences(of: ":", with: "")
         do {
-            try FileManager.default.moveItem(atPath: dataDir, toPath: target)
+            let target = try node.moveAside(suffix: "_" + stamp)
             logger.info("moved the data directory \(dataDir) aside to \(target)")
+            for old in node.movedAsideDirectories().dropLast(config.bootstrap.keepFailedDataDirs) {
+                try node.removeMovedAside(old)
+                logger.info("removed \(old), an older failed bootstrap's data directory (bootstrap.keep_failed_data_dirs: \(config.bootstrap.keepFailedDataDirs))")
+            }
             return target
         } catch {
             logger.error("could not move \(dataDir) aside: \(error)")

@@ -93,3 +93,35 @@ public func replicaBuildRequest(config: Config, view: ClusterView, node: Postgre
                                expectedSystemIdentifier: view.initialize,
                                slot: useSlots(config: config, dynamic: view.config) ? slotName(forMember: config.name) : nil)
 }
+
+/// What a custom bootstrap's recovery aims at, as the log names it.
+public struct RecoveryTarget: CustomStringConvertible, Sendable {
+    public let parameters: [String: JSONValue]
+    public init(_ parameters: [String: JSONValue]) { self.parameters = parameters }
+
+    public var description: String {
+        for key in ["recovery_target_time", "recovery_target_lsn", "recovery_target_xid", "recovery_target_name"] {
+            if let value = parameters[key]?.scalarText { return "\(key) \(value)" }
+        }
+        if parameters["recovery_target"]?.scalarText == "immediate" { return "recovery_target immediate (the end of the backup)" }
+        return "the end of the WAL"
+    }
+}
+
+/// Parameters a server in recovery must have at least as high as the primary that wrote the
+/// WAL had (pg_controldata's "... setting" lines), with PostgreSQL's defaults; the ones the
+/// configuration sets lower, raised to pg_control's value.
+public func recoveryParameterFloor(configured: [String: JSONValue], control: ControlData) -> [String: JSONValue] {
+    let checked: [(name: String, field: String, fallback: Int)] = [
+        ("max_connections", "max_connections setting", 100), ("max_worker_processes", "max_worker_processes setting", 8),
+        ("max_wal_senders", "max_wal_senders setting", 10), ("max_prepared_transactions", "max_prepared_xacts setting", 0),
+        ("max_locks_per_transaction", "max_locks_per_xact setting", 64),
+    ]
+    var out: [String: JSONValue] = [:]
+    for (name, field, fallback) in checked {
+        guard let needed = control.fields[field].flatMap({ Int($0) }) else { continue }
+        let have = configured[name]?.intValue ?? fallback
+        if needed > have { out[name] = .int(needed) }
+    }
+    return out
+}

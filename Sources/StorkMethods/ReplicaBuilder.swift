@@ -97,7 +97,7 @@ public final class ReplicaBuilder: Sendable {
                 case .failed(let reason):
                     logger.error("Error creating replica using method \(spec.name) (attempt \(number) of \(attempts)): \(reason)")
                     if number == attempts {
-                        failures.append("\(spec.name): \(Self.summary(reason))")
+                        failures.append("\(spec.name): \(oneLine(reason))")
                         if inPlace {
                             // A half-synced copy in place: of no use to the next method, never to be started.
                             try? node.wipeDataDirectory()
@@ -106,7 +106,7 @@ public final class ReplicaBuilder: Sendable {
                     }
                 case .tryLater(let reason):
                     logger.warning("method \(spec.name) asks to be tried again later (exit status 75, attempt \(number) of \(attempts)): \(reason)")
-                    if number == attempts { return .tryLater(method: spec.name, reason: Self.summary(reason)) }
+                    if number == attempts { return .tryLater(method: spec.name, reason: oneLine(reason)) }
                 }
                 if number < attempts && !Task.isCancelled {
                     try? await Task.sleep(for: .seconds(Self.pause(afterAttempt: number)))
@@ -190,13 +190,5 @@ public final class ReplicaBuilder: Sendable {
             try? node.wipeDataDirectory()
         }
         return result
-    }
-
-    /// A failure's text on one line: its lines joined (the command's last output lines hold the
-    /// reason), at most 400 characters.
-    static func summary(_ text: String) -> String {
-        let joined = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            .joined(separator: " / ")
-        return joined.count > 400 ? String(joined.prefix(400)) + "..." : joined
     }
 }

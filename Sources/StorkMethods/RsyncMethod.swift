@@ -96,14 +96,11 @@ struct RsyncMethod: ReplicaMethod {
                 """, params: ["stork rsync for \(node.memberName)"])
             backupStarted = true
 
-            // After pg_backup_start: its checkpoint has written every earlier change to the
-            // source's files, so their modification times tell what changed before it.
-            let listing = try await Self.list(fromDirectory, section: attempt.spec.section, node: node, timeout: attempt.spec.timeout)
             let delta = RsyncDelta.choose(
                 hasData: hasData, target: control, targetHasBackupLabel: FileManager.default.fileExists(atPath: attempt.target + "/backup_label"),
                 sourceTimeline: Int((start.first?[1] ?? nil) ?? ""), backupStart: LSN.parse((start.first?[0] ?? nil) ?? ""),
                 section: attempt.spec.section)
-            var toCopy = listing.filter { !$0.isDirectory }.reduce(0) { $0 + $1.size }
+            var toCopy: Int?
             let commands: [[String]]
             var copyList: String?
             defer { if let copyList { unlink(copyList) } }
@@ -111,28 +108,30 @@ struct RsyncMethod: ReplicaMethod {
             switch delta {
             case .full, .checksum:
                 commands = [Self.arguments(from: fromDirectory, target: attempt.target, delta: delta, section: attempt.spec.section)]
-                if case .checksum(let reason) = delta { summary = "delta: files compared by checksum, \(reason)" } else {
-                    summary = "full copy, \(toCopy >> 20) MiB"
-                }
+                summary = if case .checksum(let reason) = delta { "delta: files compared by checksum, \(reason)" } else { "full copy" }
             case .changedSince(let cutoff, let checkpoint):
+                // After pg_backup_start: its checkpoint has written every earlier change to the
+                // source's files, so their modification times tell what changed before it.
+                let listing = try await Self.list(fromDirectory, section: attempt.spec.section, node: node, timeout: attempt.spec.timeout)
                 let plan = RsyncDelta.plan(listing, cutoff: cutoff) { PostgresNode.fileSize(attempt.target + "/" + $0) }
                 toCopy = plan.bytesToCopy
+                attempt.reportProgress(0, plan.bytesToCopy)
                 copyList = try node.writeTemporaryFile(prefix: "stork-rsync-files", contents: plan.copy.map { $0 + "\n" }.joined())
                 let (remove, copy) = Self.deltaArguments(from: fromDirectory, target: attempt.target, copyList: copyList!,
                                                          section: attempt.spec.section)
                 commands = [remove, copy]
                 let files = listing.filter { !$0.isDirectory }.count
                 summary = "delta: \(files - plan.unchanged) of \(files) files, written since \(RsyncDelta.utc(cutoff)) UTC "
-                    + "(the copy's latest checkpoint began \(RsyncDelta.utc(checkpoint)), less max_clock_skew), \(toCopy >> 20) MiB to copy"
+                    + "(the copy's latest checkpoint began \(RsyncDelta.utc(checkpoint)), less max_clock_skew), \(plan.bytesToCopy >> 20) MiB to copy"
             }
-            attempt.reportProgress(0, toCopy)
             node.logger.info("rsync from \(from) (\(summary))")
             for arguments in commands {
                 var command = Command("rsync", arguments)
                 command.timeout = attempt.spec.timeout
                 if arguments.contains(Self.progressOption) {
                     command.lineHandler = { [report = attempt.reportProgress, toCopy] line in
-                        if let done = RsyncDelta.progressBytes(line) { report(min(done, toCopy), toCopy) }
+                        // Without a listing (a full copy, checksums) the total is the source's databases' size.
+                        if let done = RsyncDelta.progressBytes(line) { report(toCopy.map { min(done, $0) } ?? done, toCopy) }
                     }
                 }
                 let result = try await node.run(command)

@@ -64,6 +64,53 @@ extension PostgresNode {
         }
     }
 
+    /// Moves the data directory to `<data_dir><suffix>`, and each WAL or tablespace directory
+    /// it links to outside itself to `<dir><suffix>` (the link follows), so that a new data
+    /// directory finds every path free. The new path.
+    public func moveAside(suffix: String) throws -> String {
+        let data = settings.dataDir
+        for (link, directory) in outsideLinks(of: data) where FileManager.default.fileExists(atPath: directory) {
+            try renameOrThrow(directory, directory + suffix)
+            unlink(link)
+            guard symlink(directory + suffix, link) == 0 else {
+                throw PostgresError("cannot link \(link) to \(directory + suffix): \(String(cString: strerror(errno)))")
+            }
+        }
+        try renameOrThrow(data, data + suffix)
+        syncDirectory((data as NSString).deletingLastPathComponent)
+        return data + suffix
+    }
+
+    /// The data directories failed bootstraps were moved aside to
+    /// (`<data_dir>_YYYY-MM-DDTHHMMSS`), oldest first.
+    public func movedAsideDirectories() -> [String] {
+        let parent = (settings.dataDir as NSString).deletingLastPathComponent
+        let prefix = (settings.dataDir as NSString).lastPathComponent + "_"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? []
+        return names.filter { name in
+            guard name.hasPrefix(prefix) else { return false }
+            let stamp = Array(name.dropFirst(prefix.count))
+            return stamp.count == 17 && stamp.enumerated().allSatisfy { i, c in
+                switch i { case 4, 7: c == "-"; case 10: c == "T"; default: c.isASCII && c.isNumber }
+            }
+        }.sorted().map { parent + "/" + $0 }
+    }
+
+    /// Removes a data directory moved aside by ``moveAside(suffix:)``, with the outside
+    /// directories moved with it.
+    public func removeMovedAside(_ path: String) throws {
+        let suffix = String(path.dropFirst(settings.dataDir.count))
+        for (_, directory) in outsideLinks(of: path) where directory.hasSuffix(suffix) { try removeTree(directory) }
+        try removeTree(path)
+    }
+
+    /// Empties the data directory and the WAL and tablespace directories it links to: what a
+    /// failed bootstrap made, when none is to be kept.
+    public func removeFailedBootstrap() throws {
+        for (_, directory) in outsideLinks(of: settings.dataDir) { try wipe(directory: directory) }
+        try wipeDataDirectory()
+    }
+
     /// Removes the staging directory and the outside directories built for it.
     public func removeStagedCopy() throws {
         for (_, target) in outsideLinks(of: stagingDirectory) where target.hasSuffix(Self.stagingSuffix) { try removeTree(target) }

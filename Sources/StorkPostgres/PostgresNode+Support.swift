@@ -39,7 +39,7 @@ extension PostgresNode {
         return lines.suffix(count + 1).joined(separator: "\n").trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    static func tail(ofFile path: String, lines: Int) -> String {
+    public static func tail(ofFile path: String, lines: Int) -> String {
         guard let handle = FileHandle(forReadingAtPath: path) else { return "" }
         defer { try? handle.close() }
         let size = (try? handle.seekToEnd()) ?? 0
@@ -133,7 +133,7 @@ extension PostgresNode {
     // MARK: - Files owned by the run-as user
 
     /// Creates the data directory (0700, owned by ``runAs``) when it is missing.
-    func ensureDataDirectory() throws {
+    public func ensureDataDirectory() throws {
         try ensureDirectory(settings.dataDir)
     }
 

@@ -22,6 +22,10 @@ public enum ServerRole: Sendable, Equatable {
     case primary
     /// A standby following `primaryConninfo` (nil: no upstream known yet).
     case replica(primaryConninfo: String?)
+    /// A custom bootstrap's restored copy recovering before it becomes the new cluster's
+    /// primary: `recoveryConf` in postgresql.conf and `recovery.signal`; nil keeps the
+    /// recovery settings and signal files the restore tool wrote (`keep_existing_recovery_conf`).
+    case bootstrapRecovery(recoveryConf: [String: JSONValue]?)
 }
 
 /// The local PostgreSQL instance of one member: its data directory, its binaries, its
@@ -197,6 +201,12 @@ public final class PostgresNode: Sendable {
             rememberUpstream(conninfo: upstream)
             try writePgpass()
         }
+        var parameters = parameters
+        if case .bootstrapRecovery(let recovery?) = role {
+            parameters.merge(recovery) { _, new in new }
+            // A standby cluster's leader follows the remote primary from the start.
+            if conninfo == nil { conninfo = recovery["primary_conninfo"]?.scalarText }
+        }
         try writeOwnedFile(conf, contents: PostgresNode.renderPostgresqlConf(
             parameters: parameters, listen: settings.listen, primaryConninfo: conninfo))
         if !hba.isEmpty {
@@ -207,13 +217,65 @@ public final class PostgresNode: Sendable {
         case .replica:
             try writeOwnedFile(settings.dataDir + "/standby.signal", contents: "")
         case .primary:
-            for name in ["standby.signal", "recovery.signal"] {
-                let path = settings.dataDir + "/" + name
-                if unlink(path) != 0 && errno != ENOENT {
-                    throw PostgresError("cannot remove \(path): \(String(cString: strerror(errno)))")
-                }
+            try removeFiles(["standby.signal", "recovery.signal"])
+        case .bootstrapRecovery(let recovery):
+            if recovery != nil {
+                try removeFiles(["standby.signal"])
+                try writeOwnedFile(settings.dataDir + "/recovery.signal", contents: "")
             }
         }
+    }
+
+    /// Removes files of the data directory that may be missing.
+    func removeFiles(_ names: [String]) throws {
+        for name in names {
+            let path = name.hasPrefix("/") ? name : settings.dataDir + "/" + name
+            if unlink(path) != 0 && errno != ENOENT {
+                throw PostgresError("cannot remove \(path): \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
+    /// What a custom bootstrap's command left, made ready for Stork's configuration: a leftover
+    /// promote trigger file removed (it would end recovery at once), and unless
+    /// `keepExistingRecovery`, every recovery setting the tool wrote (signal files,
+    /// `recovery.conf`, recovery parameters in `postgresql.auto.conf`) removed.
+    public func prepareRestoredCopy(keepExistingRecovery: Bool, promoteTriggerFile: String?) throws {
+        try removeFiles(["promote"] + (promoteTriggerFile.map { [$0] } ?? []))
+        guard !keepExistingRecovery else { return }
+        try removeFiles(["recovery.signal", "standby.signal", "recovery.conf"])
+        let auto = settings.dataDir + "/postgresql.auto.conf"
+        guard let text = try? String(contentsOfFile: auto, encoding: .utf8) else { return }
+        let kept = PostgresNode.withoutRecoveryParameters(text)
+        if kept != text {
+            logger.info("removing the recovery settings the bootstrap command wrote to \(auto)")
+            try writeOwnedFile(auto, contents: kept)
+        }
+    }
+
+    /// Recovery parameters (PostgreSQL 12 and later, plus the older `standby_mode` and
+    /// `trigger_file`).
+    public static let recoveryParameters: Set<String> = [
+        "restore_command", "archive_cleanup_command", "recovery_end_command", "recovery_target", "recovery_target_lsn",
+        "recovery_target_name", "recovery_target_time", "recovery_target_xid", "recovery_target_inclusive",
+        "recovery_target_timeline", "recovery_target_action", "primary_conninfo", "primary_slot_name",
+        "promote_trigger_file", "recovery_min_apply_delay", "standby_mode", "trigger_file",
+    ]
+
+    /// A configuration file's text without the lines that set a recovery parameter.
+    public static func withoutRecoveryParameters(_ text: String) -> String {
+        text.split(separator: "\n", omittingEmptySubsequences: false).filter { line in
+            let name = line.split(whereSeparator: { $0 == "=" || $0 == " " || $0 == "\t" }).first.map { $0.lowercased() } ?? ""
+            return !recoveryParameters.contains(name)
+        }.joined(separator: "\n")
+    }
+
+    /// `recovery.conf` for PostgreSQL 11 and earlier: one `name = 'value'` line per parameter,
+    /// quoted as postgresql.conf values are, `standby_mode = 'on'` for a standby.
+    public static func renderRecoveryConf(_ parameters: [String: JSONValue], standby: Bool) -> String {
+        var values = parameters.compactMapValues(\.scalarText)
+        if standby { values["standby_mode"] = "on" }
+        return managedHeader + "\n" + values.keys.sorted().map { "\($0) = \(quoteParameter(values[$0]!))\n" }.joined()
     }
 
     /// The libpq service file (0600) with the secrets of `primary_conninfo` that have no file
@@ -253,6 +315,21 @@ public final class PostgresNode: Sendable {
             if result.succeeded || !isRunning() { return }
         }
         throw PostgresNode.failure("pg_ctl stop", result)
+    }
+
+    /// `pg_ctl reload`: the server rereads its configuration files.
+    public func reload() async throws {
+        var command = Command(binary("pg_ctl"), ["reload", "-D", settings.dataDir])
+        command.timeout = 30
+        let result = try await run(command)
+        guard result.succeeded else { throw PostgresNode.failure("pg_ctl reload", result) }
+    }
+
+    /// The first row of `sql` over a local superuser connection (empty when none).
+    public func localQuery(_ sql: String) async throws -> [String?] {
+        let connection = try await localConnection()
+        defer { Task { await connection.close() } }
+        return try await connection.query(sql).first ?? []
     }
 
     /// `postmaster.pid` names a live postmaster.

@@ -124,3 +124,14 @@ public struct PgpassEntry: Sendable, Equatable {
             .joined(separator: ":")
     }
 }
+
+/// A failure's text on one line: its lines joined by " / ", at most about `limit` characters.
+/// A longer one keeps its start (what failed) and its end (a command's and a server log's last
+/// lines hold the reason).
+public func oneLine(_ text: String, limit: Int = 400) -> String {
+    let joined = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        .joined(separator: " / ")
+    guard joined.count > limit else { return joined }
+    let head = min(150, limit / 3)
+    return String(joined.prefix(head)) + " ... " + String(joined.suffix(limit - head))
+}

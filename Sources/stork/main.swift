@@ -16,7 +16,7 @@ struct Stork: AsyncParsableCommand {
         commandName: "stork",
         abstract: "Builds PostgreSQL clusters and their replicas; reads Patroni's YAML.",
         version: storkVersion,
-        subcommands: [AgentCommand.self, CheckCommand.self, ListCommand.self, ReinitCommand.self, ExplainCommand.self])
+        subcommands: [AgentCommand.self, CheckCommand.self, ListCommand.self, ReinitCommand.self, ExplainCommand.self, ResumeCommand.self])
 }
 
 /// Loads the configuration or prints every problem, one line each, and exits with status 2.
@@ -278,5 +278,44 @@ struct ExplainCommand: AsyncParsableCommand {
         let source = cloneSource(me: config.name, cluster: view)?.name
         print(ChainExplanation.render(replicaBuildRequest(config: config, view: view, node: node, source: source), node: node),
               terminator: "")
+    }
+}
+
+struct ResumeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "resume",
+        abstract: "End a recovery paused at its target (recovery_target_action: pause) so the server promotes.",
+        discussion: """
+            For a custom bootstrap whose recovery_conf pauses at the recovery target: once you have \
+            checked the restored data, this calls pg_wal_replay_resume() on this member's PostgreSQL \
+            (as the superuser of the configuration, over the local socket or listen address); \
+            recovery ends, the server promotes and the agent finishes the bootstrap.
+
+            Exit status: 0 when recovery was paused and resumes; 1 when the server cannot be reached \
+            or is not paused; 2 for a bad configuration.
+            """)
+
+    @Argument(help: "Patroni YAML configuration file (or PATRONI_* variables).")
+    var configFile: String?
+
+    func run() async throws {
+        let config = try loadConfigOrExit(configFile).config
+        StorkLogging.bootstrap(level: "ERROR", json: false)
+        let node = PostgresNode(settings: config.postgresql, memberName: config.name, logger: Logger(label: "stork"))
+        func fail(_ message: String) throws -> Never {
+            FileHandle.standardError.write(Data("stork resume: \(message)\n".utf8))
+            throw ExitCode(1)
+        }
+        let row: [String?]
+        do {
+            row = try await node.localQuery("""
+                SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END,
+                       pg_last_wal_replay_lsn()::text
+                """)
+        } catch { try fail("cannot reach PostgreSQL of \(config.name): \(error)") }
+        guard row.first == "t" else { try fail("PostgreSQL of \(config.name) is not in recovery: nothing to resume") }
+        guard (row.count > 1 ? row[1] : nil) == "paused" else { try fail("recovery of \(config.name) is not paused: nothing to resume") }
+        do { _ = try await node.localQuery("SELECT pg_wal_replay_resume()") } catch { try fail("pg_wal_replay_resume() failed: \(error)") }
+        print("recovery of \(config.name) resumes from \((row.count > 2 ? row[2] : nil) ?? "?"): at its target, the server promotes")
     }
 }

@@ -159,11 +159,31 @@ struct ConfigLoaderTests {
         #expect(b.methodSections["clone_with_walg"]?["keep_existing_recovery_conf"] == .bool(true))
         #expect(b.methodSections["other_method"] == .object(["command": .string("/bin/other")]))
         #expect(b.postBootstrap == "/bin/post")
+        #expect(b.custom?.command == ["/bin/clone", "--flag"])
+        #expect(b.custom?.keepExistingRecoveryConf == true)
+        #expect(b.custom?.noParams == false)
+        #expect(b.custom?.recoveryConf?["recovery_target_timeline"] == .string("latest"))
+        #expect(b.recoveryTimeout == nil && b.keepFailedDataDirs == 1)
         #expect(loaded.warnings == [])
         #expect(loaded.config.unimplementedKeys == [])
+    }
 
-        let missing = try ConfigLoader.parse(yaml: minimalYAML + "\nbootstrap:\n  method: nothere\n")
-        #expect(missing.warnings == ["bootstrap.method is \"nothere\" but bootstrap.nothere.command is not set; initdb is used, as Patroni does"])
+    /// Each a one-line error at load time: nothing starts.
+    @Test func badCustomBootstrap() {
+        let cases: [(String, String)] = [
+            ("bootstrap:\n  method: nothere", "bootstrap.method: \"nothere\": no section bootstrap.nothere with a command (or use initdb)"),
+            ("bootstrap:\n  method: x\n  x: {no_params: true}", "bootstrap.x.command: required (the program that makes the new cluster's data directory)"),
+            ("bootstrap:\n  method: x\n  x: {command: /bin/true, recovery_conf: [restore_command]}",
+             "bootstrap.x.recovery_conf: expected a map of recovery parameters (restore_command, recovery_target_time, ...)"),
+            ("bootstrap:\n  method: x\n  x: {command: /bin/true, recovery_conf: {recovery_target_action: resume}}",
+             "bootstrap.x.recovery_conf.recovery_target_action: \"resume\": expected pause, promote or shutdown"),
+            ("bootstrap:\n  recovery_timeout: 0", "bootstrap.recovery_timeout: 0: expected seconds, more than 0"),
+            ("bootstrap:\n  keep_failed_data_dirs: -1", "bootstrap.keep_failed_data_dirs: -1: expected 0 or more"),
+        ]
+        for (yaml, expected) in cases {
+            let found = issueLines(minimalYAML + "\n" + yaml)
+            #expect(found.contains(expected), "\(yaml)\n\(found)")
+        }
     }
 
     @Test func yamlScalarsReadLikePyYAML() throws {

@@ -57,7 +57,8 @@ final class TestMember: @unchecked Sendable {
 
     /// `yaml`, when given, is the whole configuration file (the rest comes from `environment`).
     init(name: String, scope: String, dcs: TestDCS, root: String, replicationPassword: String = replicationPassword,
-         extraYAML: String = "", postgresqlYAML: String = "", bootstrap: Bool = true, yaml fullYAML: String? = nil) {
+         extraYAML: String = "", postgresqlYAML: String = "", bootstrap: Bool = true, bootstrapYAML: String = "",
+         yaml fullYAML: String? = nil) {
         self.name = name
         self.base = root + "/" + name
         self.pgPort = TestSupport.freePort()
@@ -78,6 +79,7 @@ final class TestMember: @unchecked Sendable {
               - local all all trust
               - host replication replicator 127.0.0.1/32 scram-sha-256
               - host all all 127.0.0.1/32 scram-sha-256
+            \(bootstrapYAML.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
 
             """ : ""
         let yaml = fullYAML ?? """
@@ -247,9 +249,9 @@ final class TestCluster: @unchecked Sendable {
 
     @discardableResult
     func addMember(_ name: String, replicationPassword: String = replicationPassword, extraYAML: String = "",
-                   postgresqlYAML: String = "") -> TestMember {
+                   postgresqlYAML: String = "", bootstrapYAML: String = "") -> TestMember {
         let m = TestMember(name: name, scope: scope, dcs: dcs, root: root, replicationPassword: replicationPassword,
-                           extraYAML: extraYAML, postgresqlYAML: postgresqlYAML)
+                           extraYAML: extraYAML, postgresqlYAML: postgresqlYAML, bootstrapYAML: bootstrapYAML)
         members.append(m)
         return m
     }

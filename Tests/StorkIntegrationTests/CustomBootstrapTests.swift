@@ -1,0 +1,205 @@
+import Foundation
+import Testing
+import StorkConfig
+import StorkDCS
+import StorkPostgres
+import Logging
+import StorkTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A plain PostgreSQL (no agent) that archives its WAL by `cp`: the other cluster a custom
+/// bootstrap copies or restores from.
+final class ArchivingServer: @unchecked Sendable {
+    let root: String
+    let port = TestSupport.freePort()
+    var dataDir: String { root + "/src" }
+    var archive: String { root + "/archive" }
+    let bin = "/usr/lib/postgresql/15/bin/"
+
+    init(root: String) throws {
+        self.root = root
+        try runAsPostgres("/bin/mkdir", ["-p", root + "/archive"])
+        let initdb = try runAsPostgres(bin + "initdb", ["-D", dataDir, "-U", "postgres", "--auth=trust"])
+        try #require(initdb.status == 0, "\(initdb.output)")
+    }
+
+    /// `pg_ctl start` through Stork's process runner: a server started by Foundation's
+    /// Process keeps its parent's pipe open, and the wait never ends.
+    func start() async throws {
+        var command = Command(bin + "pg_ctl", ["start", "-w", "-D", dataDir, "-l", root + "/src.log", "-o",
+            "-p \(port) -c listen_addresses=127.0.0.1 -c unix_socket_directories=\(root) -c archive_mode=on -c archive_command='cp %p \(archive)/%f'"])
+        command.runAs = TestSupport.postgresUser
+        command.timeout = 60
+        let result = try await ProcessRunner.run(command, logger: Logger(label: "test"))
+        try #require(result.succeeded, "pg_ctl start: \(result.output)")
+    }
+
+    func sql(_ query: String) -> String? {
+        let r = try? runAsPostgres(bin + "psql", ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-d", "postgres", "-Atc", query])
+        guard let r, r.status == 0 else { return nil }
+        return r.output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func stop() { _ = try? runAsPostgres(bin + "pg_ctl", ["stop", "-D", dataDir, "-m", "immediate", "-w"]) }
+}
+
+/// Writes an executable script owned by postgres.
+func writeScript(_ path: String, _ body: String) throws {
+    try ("#!/bin/sh\n" + body + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+    chmod(path, 0o755)
+    TestSupport.chownToPostgres(path)
+}
+
+@Suite("Custom bootstrap: a restore to a point in time, pause and resume, failures that lose nothing", .serialized)
+struct CustomBootstrapTests {
+    /// A new cluster restored from another cluster's base backup and WAL archive to a time
+    /// between two inserts, pausing there (`recovery_target_action: pause`) until
+    /// `stork resume`; then roles, `post_bootstrap`, the real pg_hba.conf, and a replica.
+    @Test(.timeLimit(.minutes(4)))
+    func pointInTimeRestorePausesAndResumes() async throws {
+        let dcsDir = TestSupport.makeTempDir("stork-dcs")
+        let cluster = TestCluster(scope: "pitr", dcs: .local(dcsDir))
+        let source = try ArchivingServer(root: cluster.root + "/other")
+        defer { cluster.destroy(); source.stop(); TestSupport.removeTree(dcsDir) }
+        try await source.start()
+        #expect(source.sql("CREATE TABLE t (v text)") != nil)
+        let backup = cluster.root + "/other/backup"
+        let taken = try runAsPostgres(source.bin + "pg_basebackup", ["-D", backup, "-X", "none", "-c", "fast",
+                                                                     "-h", "127.0.0.1", "-p", String(source.port), "-U", "postgres"])
+        try #require(taken.status == 0, "\(taken.output)")
+        #expect(source.sql("INSERT INTO t VALUES ('first')") != nil)
+        try await Task.sleep(for: .seconds(1.1))
+        let target = try #require(source.sql("SELECT now()"))
+        try await Task.sleep(for: .seconds(1.1))
+        #expect(source.sql("INSERT INTO t VALUES ('second')") != nil)
+        let last = try #require(source.sql("SELECT pg_walfile_name(pg_switch_wal())"))
+        #expect(await TestSupport.waitUntil(timeout: 30) { source.sql("SELECT last_archived_wal >= '\(last)' FROM pg_stat_archiver") == "t" })
+
+        let restore = cluster.root + "/restore.sh", post = cluster.root + "/post.sh"
+        try writeScript(restore, """
+            echo "$@" > \(cluster.root)/restore-args
+            for a in "$@"; do case $a in --datadir=*) d=${a#--datadir=};; --backup=*) b=${a#--backup=};; esac; done
+            cp -a "$b"/. "$d"/
+            """)
+        try writeScript(post, """
+            /usr/lib/postgresql/15/bin/psql "$1" -XAtc "CREATE TABLE loaded AS SELECT current_user AS who, current_setting('synchronous_commit') AS sc"
+            """)
+        let pg0 = cluster.addMember("pg0", bootstrapYAML: """
+            method: pitr
+            pitr:
+              command: /bin/sh \(restore)
+              backup: \(backup)
+              recovery_conf:
+                restore_command: cp \(source.archive)/%f %p
+                recovery_target_time: '\(target)'
+                recovery_target_action: pause
+            post_bootstrap: \(post)
+            users:
+              app: {password: app-secret, options: [login]}
+            """)
+        try pg0.start()
+        let paused = await TestSupport.waitUntil(timeout: 60) { await pg0.api("/patroni").1["state"] as? String == "recovery paused" }
+        #expect(paused, "\(pg0.log)")
+        #expect(pg0.log.contains("recovery is paused"), "\(pg0.log)")
+        // Paused at the target: the first row is there, the second is not, read-only.
+        #expect(pg0.sql("SELECT string_agg(v, ',') FROM t") == "first")
+        let resumed = try runAsPostgres(storkBinary, ["resume", pg0.configPath])
+        #expect(resumed.status == 0, "\(resumed.output)")
+        #expect(resumed.output.contains("recovery of pg0 resumes"), "\(resumed.output)")
+        #expect(await TestSupport.waitUntil(timeout: 60) { pg0.log.contains("initialized a new cluster") }, "\(pg0.log)")
+        let again = try runAsPostgres(storkBinary, ["resume", pg0.configPath])
+        #expect(again.status == 1 && again.output.contains("is not in recovery: nothing to resume"), "\(again.output)")
+
+        #expect(pg0.sql("SELECT string_agg(v, ',') FROM t") == "first")
+        #expect(pg0.sql("SELECT pg_is_in_recovery()") == "f")
+        let walFile = pg0.sql("SELECT pg_walfile_name(pg_current_wal_lsn())") ?? ""
+        #expect(walFile.count == 24 && !walFile.hasPrefix("00000001"), "still on timeline 1: \(walFile)")
+        let args = (try? String(contentsOfFile: cluster.root + "/restore-args", encoding: .utf8)) ?? ""
+        #expect(args.trimmingCharacters(in: .whitespacesAndNewlines) == "--scope=pitr --datadir=\(pg0.dataDir) --backup=\(backup)", "\(args)")
+        #expect(pg0.sql("SELECT who || ' ' || sc FROM loaded") == "postgres local", "post_bootstrap")
+        #expect(pg0.sql("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'app'") == "t")
+        let hba = (try? String(contentsOfFile: pg0.dataDir + "/pg_hba.conf", encoding: .utf8)) ?? ""
+        #expect(!hba.contains("127.0.0.1/32 trust") && hba.contains("host all all 127.0.0.1/32 scram-sha-256"), "\(hba)")
+        #expect(!FileManager.default.fileExists(atPath: pg0.dataDir + "/recovery.signal"))
+        let conf = (try? String(contentsOfFile: pg0.dataDir + "/postgresql.conf", encoding: .utf8)) ?? ""
+        #expect(!conf.contains("recovery_target_time"), "\(conf)")
+        let view = try await readView(scope: "pitr", dcs: .local(dcsDir))
+        #expect(view.initialize == pg0.sql("SELECT system_identifier FROM pg_control_system()"))
+
+        let pg1 = cluster.addMember("pg1")
+        try pg1.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        #expect(pg1.sql("SELECT string_agg(v, ',') FROM t") == "first")
+    }
+
+    /// Three failures, each with `initialize` given back, the data directory moved aside with
+    /// its contents and the agent exiting non-zero: a command that exits 1 (with `no_params`:
+    /// only its own words), a directory PostgreSQL cannot start (twice: one moved-aside copy
+    /// is kept), a failing `post_bootstrap`. Then a member with initdb bootstraps the cluster.
+    @Test(.timeLimit(.minutes(4)))
+    func failuresLoseNothingAndLetAnotherMemberBootstrap() async throws {
+        let dcsDir = TestSupport.makeTempDir("stork-dcs")
+        let cluster = TestCluster(scope: "failing", dcs: .local(dcsDir))
+        defer { cluster.destroy(); TestSupport.removeTree(dcsDir) }
+        let root = cluster.root
+        try writeScript(root + "/exit1.sh", """
+            echo "$@" > \(root)/exit1-args
+            echo "restore: backup set 42 is missing" >&2
+            exit 1
+            """)
+        try writeScript(root + "/broken.sh", """
+            for a in "$@"; do case $a in --datadir=*) d=${a#--datadir=};; esac; done
+            /usr/lib/postgresql/15/bin/initdb -D "$d" -U postgres >/dev/null && echo "work_mem = lots" >> "$d/postgresql.conf" && echo kept > "$d/marker"
+            """)
+        try writeScript(root + "/copy.sh", """
+            for a in "$@"; do case $a in --datadir=*) d=${a#--datadir=};; esac; done
+            /usr/lib/postgresql/15/bin/initdb -D "$d" -U postgres >/dev/null && echo kept > "$d/marker"
+            """)
+        try writeScript(root + "/post-fails.sh", "echo 'schema.sql: relation \"x\" already exists' >&2; exit 3")
+
+        /// Runs a member that must fail; its log.
+        func failing(_ name: String, _ bootstrapYAML: String, expect line: String) async throws -> TestMember {
+            let m = cluster.addMember(name, bootstrapYAML: bootstrapYAML)
+            try m.start()
+            let status = await m.waitForExit(timeout: 90)
+            #expect(status != nil && status != 0, "\(name): exit status \(String(describing: status))\n\(m.log)")
+            #expect(m.log.contains(line), "\(name)\n\(m.log)")
+            let view = try await readView(scope: "failing", dcs: .local(dcsDir))
+            #expect(view.initialize == nil, "\(name): initialize was not given back")
+            return m
+        }
+        func movedAside(_ m: TestMember) -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: m.base)) ?? []).filter { $0.hasPrefix("data_") }.sorted()
+        }
+
+        let f1 = try await failing("f1", "method: fails\nfails:\n  command: /bin/sh \(root)/exit1.sh own-arg\n  no_params: true\n  extra: 1",
+                                   expect: "bootstrap failed: bootstrap command /bin/sh failed with exit status 1: / restore: backup set 42 is missing")
+        #expect((try? String(contentsOfFile: root + "/exit1-args", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+                == "own-arg --extra=1")
+        #expect(movedAside(f1).isEmpty, "the command left nothing to move aside")
+
+        let f2 = try await failing("f2", "method: broken\nbroken:\n  command: \(root)/broken.sh", expect: "invalid value for parameter \"work_mem\": \"lots\"")
+        #expect(movedAside(f2).count == 1)
+        try await Task.sleep(for: .seconds(1.1))  // a new time stamp for the second copy
+        try f2.start()
+        #expect(await f2.waitForExit(timeout: 90) ?? 0 != 0)
+        let kept = movedAside(f2)
+        #expect(kept.count == 1, "keep_failed_data_dirs defaults to 1: \(kept)\n\(f2.log)")
+        #expect(f2.log.contains("an older failed bootstrap's data directory"), "\(f2.log)")
+        #expect((try? String(contentsOfFile: f2.base + "/" + (kept.first ?? "") + "/marker", encoding: .utf8)) == "kept\n")
+        #expect(!FileManager.default.fileExists(atPath: f2.dataDir))
+
+        let f3 = try await failing("f3", "method: copy\ncopy:\n  command: \(root)/copy.sh\npost_bootstrap: \(root)/post-fails.sh",
+                                   expect: "failed with exit status 3: / schema.sql: relation \"x\" already exists")
+        #expect(movedAside(f3).count == 1)
+        #expect(!f3.log.contains("initialized a new cluster"))
+
+        let good = cluster.addMember("good")
+        try good.start()
+        #expect(await TestSupport.waitUntil(timeout: 60) { good.log.contains("initialized a new cluster") }, "\(good.log)")
+        let view = try await readView(scope: "failing", dcs: .local(dcsDir))
+        #expect(view.leader == "good")
+    }
+}
