@@ -130,3 +130,16 @@ struct DecisionTests {
         #expect(decide(c.snapshot) == c.expected)
     }
 }
+
+@Suite("Recovery starts with pg_control's settings when configured lower")
+struct RecoveryParameterFloorTests {
+    @Test func floor() {
+        let control = ControlData(systemIdentifier: "1", clusterState: "in archive recovery", timeline: 1, checkpointLSN: 0, fields: [
+            "max_connections setting": "100", "max_worker_processes setting": "8", "max_wal_senders setting": "10",
+            "max_prepared_xacts setting": "5", "max_locks_per_xact setting": "64",
+        ])
+        let raised = recoveryParameterFloor(configured: ["max_connections": .int(30), "max_wal_senders": .string("20")], control: control)
+        #expect(raised == ["max_connections": .int(100), "max_prepared_transactions": .int(5)])
+        #expect(recoveryParameterFloor(configured: ["max_connections": .int(200), "max_prepared_transactions": .int(10)], control: control) == [:])
+    }
+}

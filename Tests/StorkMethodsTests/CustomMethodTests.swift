@@ -40,3 +40,18 @@ struct CustomMethodTests {
         #expect((1...8).map { ReplicaBuilder.pause(afterAttempt: $0) } == [1, 2, 4, 8, 16, 30, 30, 30])
     }
 }
+
+@Suite("Custom bootstrap: the command's arguments")
+struct CustomBootstrapArgumentTests {
+    @Test func patronisArguments() {
+        var spec = BootstrapMethodSpec(name: "clone", command: ["/usr/bin/clone", "--fast"])
+        spec.section = ["command": .string("/usr/bin/clone --fast"), "recovery_conf": .object(["restore_command": .string("x")]),
+                        "keep_existing_recovery_conf": .bool(false), "no_params": .bool(false),
+                        "source": .string("host=a"), "jobs": .int(4), "verify": .bool(true)]
+        #expect(CustomBootstrap.arguments(spec, scope: "main", datadir: "/data") ==
+                ["--fast", "--scope=main", "--datadir=/data", "--jobs=4", "--source=host=a", "--verify=True"])
+        spec.noParams = true
+        spec.section["no_params"] = .bool(true)
+        #expect(CustomBootstrap.arguments(spec, scope: "main", datadir: "/data") == ["--fast", "--jobs=4", "--source=host=a", "--verify=True"])
+    }
+}
