@@ -18,8 +18,12 @@ final class ArchivingServer: @unchecked Sendable {
     var archive: String { root + "/archive" }
     let bin = "/usr/lib/postgresql/15/bin/"
 
-    init(root: String) throws {
+    let archiveCommand: String
+
+    /// `archiveCommand` defaults to a `cp` into `archive`.
+    init(root: String, archiveCommand: String? = nil) throws {
         self.root = root
+        self.archiveCommand = archiveCommand ?? "cp %p \(root)/archive/%f"
         try runAsPostgres("/bin/mkdir", ["-p", root + "/archive"])
         let initdb = try runAsPostgres(bin + "initdb", ["-D", dataDir, "-U", "postgres", "--auth=trust"])
         try #require(initdb.status == 0, "\(initdb.output)")
@@ -29,7 +33,7 @@ final class ArchivingServer: @unchecked Sendable {
     /// Process keeps its parent's pipe open, and the wait never ends.
     func start() async throws {
         var command = Command(bin + "pg_ctl", ["start", "-w", "-D", dataDir, "-l", root + "/src.log", "-o",
-            "-p \(port) -c listen_addresses=127.0.0.1 -c unix_socket_directories=\(root) -c archive_mode=on -c archive_command='cp %p \(archive)/%f'"])
+            "-p \(port) -c listen_addresses=127.0.0.1 -c unix_socket_directories=\(root) -c archive_mode=on -c archive_command='\(archiveCommand)'"])
         command.runAs = TestSupport.postgresUser
         command.timeout = 60
         let result = try await ProcessRunner.run(command, logger: Logger(label: "test"))

@@ -8,12 +8,12 @@ import StorkTestSupport
 import Glibc
 #endif
 
+/// The repository's top directory (Methods/, Recipes/ are under it).
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().path
+
 /// The `stork` binary under test: `STORK_BIN` (scripts/test sets it), else the debug build.
-let storkBinary: String = {
-    if let bin = ProcessInfo.processInfo.environment["STORK_BIN"] { return bin }
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    return root.appendingPathComponent(".build/debug/stork").path
-}()
+let storkBinary: String = ProcessInfo.processInfo.environment["STORK_BIN"] ?? repositoryRoot + "/.build/debug/stork"
 
 let superuserPassword = "super-Secret-1"
 let replicationPassword = "repl-Secret-2"

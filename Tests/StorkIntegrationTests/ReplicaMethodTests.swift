@@ -211,8 +211,7 @@ struct ReplicaMethodTests {
         defer { mc.destroy() }
         try await mc.startPrimary()
         mc.primary.stop()
-        let method = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("Methods/restore-directory").path
+        let method = repositoryRoot + "/Methods/restore-directory"
         let later = mc.cluster.root + "/backup-later"
         let pg1 = mc.addMember("pg1", methods: [("restore_directory", "command: \(method)\nbackup: \(later)\nno_leader: true")])
         try pg1.start()
