@@ -224,6 +224,10 @@ public struct PostgresSettings: Sendable, Equatable {
     /// The replica-creation chain: `create_replica_methods` (default `[basebackup]`) with each
     /// method's settings, checked.
     public var replicaMethods: [ReplicaMethodSpec] = [ReplicaMethodSpec.basebackupDefault]
+    /// The chain the first member of a standby cluster builds itself with from the remote
+    /// primary (`bootstrap.dcs.standby_cluster.create_replica_methods`, default basebackup);
+    /// nil without `standby_cluster`.
+    public var standbyReplicaMethods: [ReplicaMethodSpec]? = nil
     /// `postgresql.pg_ctl_timeout`: seconds to wait for start and stop (Patroni: 60).
     public var pgCtlTimeout: Int = 60
     public init(listen: String, connectAddress: String, dataDir: String, pgpass: String,

@@ -7,6 +7,8 @@ struct ConfigReader {
     var issues: [ConfigIssue] = []
     var warnings: [String] = []
     var unimplemented: [String] = []
+    /// `bootstrap.dcs.standby_cluster.create_replica_methods`, read with the postgresql sections.
+    var standbyMethodNames: [String]?
 
     init(environment: [String: String]) { self.environment = environment }
 
@@ -437,6 +439,17 @@ struct ConfigReader {
                     "primary_stop_timeout", "synchronous_node_count"] {
             _ = int(dcs[key], "bootstrap.dcs.\(key)")
         }
+        if let standby = dcs["standby_cluster"], standby != .null, let sc = map(standby, "bootstrap.dcs.standby_cluster") {
+            let path = "bootstrap.dcs.standby_cluster"
+            _ = required(sc["host"], "\(path).host")
+            _ = int(sc["port"], "\(path).port")
+            _ = string(sc["primary_slot_name"], "\(path).primary_slot_name")
+            _ = string(sc["restore_command"], "\(path).restore_command")
+            if let delay = sc["recovery_min_apply_delay"], delay.scalarText == nil {
+                issue("\(path).recovery_min_apply_delay", "expected a number of milliseconds or a time (\"5min\")")
+            }
+            standbyMethodNames = stringList(sc["create_replica_methods"], "\(path).create_replica_methods") ?? ["basebackup"]
+        }
         if let pg = map(dcs["postgresql"], "bootstrap.dcs.postgresql") {
             _ = map(pg["parameters"], "bootstrap.dcs.postgresql.parameters")
             _ = stringList(pg["pg_hba"], "bootstrap.dcs.postgresql.pg_hba")
@@ -550,7 +563,7 @@ struct ConfigReader {
                                   "parameters", "pg_hba", "create_replica_methods", "basebackup", "pg_ctl_timeout"]
         var sections: [String: JSONValue] = [:]
         for (key, section) in m where !known.contains(key) {
-            if methods.contains(key) {
+            if methods.contains(key) || standbyMethodNames?.contains(key) == true {
                 if let s = map(section, "postgresql.\(key)") { sections[key] = .object(s) }
                 known.insert(key)
             } else if case .object(let s) = section, s["command"] != nil {
@@ -560,6 +573,7 @@ struct ConfigReader {
         }
         unknownKeys(m, known: known, prefix: "postgresql")
         let chain = readReplicaMethods(methods, sections: sections, basebackup: basebackup)
+        let standbyChain = standbyMethodNames.map { readReplicaMethods($0, sections: sections, basebackup: basebackup) }
 
         guard issues.count == before, let dataDir, let superuser, let replication else { return nil }
         var pg = PostgresSettings(listen: listen, connectAddress: connect, dataDir: dataDir, pgpass: pgpass,
@@ -572,6 +586,7 @@ struct ConfigReader {
         pg.basebackup = basebackup
         pg.methodSections = sections
         pg.replicaMethods = chain
+        pg.standbyReplicaMethods = standbyChain
         if let timeout { pg.pgCtlTimeout = timeout }
         return pg
     }

@@ -87,9 +87,10 @@ public actor Agent {
         status.update { $0.ttl = timing.ttl }
 
         let local = await localSnapshot()
-        let snapshot = Snapshot(me: config.name, cluster: view, local: local,
+        var snapshot = Snapshot(me: config.name, cluster: view, local: local,
                                 mayBootstrap: true, mayLead: !config.noFailover, runningTask: longTaskName,
                                 mayCloneWithoutLeader: config.postgresql.replicaMethods.contains(where: \.noLeader))
+        snapshot.standbyCluster = standbyCluster != nil
         if longTaskName == nil {
             logger.info("Lock owner: \(view.leader ?? "None"); I am \(config.name)")
         }
@@ -133,7 +134,7 @@ public actor Agent {
             status.update {
                 $0.server = server
                 $0.state = "running"
-                $0.role = server.inRecovery ? "replica" : "primary"
+                $0.role = !server.inRecovery ? "primary" : ($0.holdsLeaderKey && standbyCluster != nil ? "standby_leader" : "replica")
             }
         } else if longTaskName == nil {
             status.update {
@@ -159,6 +160,10 @@ public actor Agent {
             } catch {
                 logger.error("Error communicating with DCS: \(error)")
                 return nil
+            }
+            if let standby = standbyCluster {
+                startLongTask("bootstrap standby leader", state: "creating replica") { agent in await agent.bootstrapStandbyLeader(standby) }
+                return "trying to bootstrap a new standby leader from the remote primary \(standby)"
             }
             startLongTask("bootstrap", state: "initializing new cluster") { agent in await agent.bootstrapNewCluster() }
             return "trying to bootstrap a new cluster"
@@ -225,6 +230,26 @@ public actor Agent {
                 return "no action. I am (\(me)), the leader with the lock"
             }
             return "failed to update leader lock"
+
+        case .startStandbyLeader:
+            startLongTask("starting standby leader", state: "starting") { agent in await agent.startServer(role: agent.standbyLeaderRole()) }
+            return "starting as the standby leader"
+
+        case .holdStandbyLeader:
+            guard await refreshLeaderKey() else { return "failed to update leader lock" }
+            await manageReplicationSlots(view: view)
+            let remote = standbyCluster.map { "remote primary \($0)" }
+            if followedLeader != .some(remote) {
+                startLongTask("following the remote primary", state: "starting") { agent in
+                    do { if agent.node.isRunning() { try await agent.node.stop(timeout: agent.config.postgresql.pgCtlTimeout) } } catch {
+                        agent.logger.error("failed to stop PostgreSQL: \(error)")
+                        return
+                    }
+                    await agent.startServer(role: agent.standbyLeaderRole())
+                }
+                return "changing primary_conninfo to the remote primary and restarting in progress"
+            }
+            return "no action. I am (\(me)), the standby leader with the lock, following the \(remote ?? "remote primary")"
 
         case .acquireLeader:
             if await takeLeaderKey() { return "acquired session lock as a leader" }
@@ -341,6 +366,15 @@ public actor Agent {
         return ["host", "port", "user"].allSatisfy { value($0, pairs) == value($0, want) }
     }
 
+    /// `standby_cluster` of the cluster's configuration, when this is a standby cluster.
+    var standbyCluster: StandbyCluster? { StandbyCluster(config: config, dynamic: lastView.config) }
+
+    /// The standby leader's role: a standby of the remote primary.
+    func standbyLeaderRole() -> ServerRole {
+        guard let standby = standbyCluster else { return replicaRole() }
+        return .replica(primaryConninfo: node.replicationConninfo(toConnURL: standby.connURL))
+    }
+
     func replicaRole() -> ServerRole {
         guard let leader = lastView.leaderMember, leader.name != config.name, let url = leader.connURL else {
             return .replica(primaryConninfo: nil)
@@ -352,6 +386,12 @@ public actor Agent {
         var parameters = effectiveParameters(config: config, dynamic: lastView.config).merging(extra) { _, new in new }
         if case .replica(let upstream?) = role, !upstream.isEmpty, useSlots(config: config, dynamic: lastView.config) {
             parameters["primary_slot_name"] = .string(slotName(forMember: config.name))
+        }
+        if case .replica(let upstream?) = role, let standby = standbyCluster,
+           upstream == node.replicationConninfo(toConnURL: standby.connURL) {
+            // The standby leader: the remote primary's slot (if any), restore_command, delay.
+            parameters["primary_slot_name"] = standby.primarySlotName.map { .string($0) }
+            parameters.merge(standby.recoveryParameters) { _, new in new }
         }
         try node.writeConfiguration(parameters: parameters, hba: hba ?? effectiveHBA(config: config), role: role)
     }
@@ -397,7 +437,13 @@ public actor Agent {
             try writeConfig(role: role, extra: floor)
             try await node.start(timeout: config.postgresql.pgCtlTimeout)
             status.update { $0.postmasterStartTime = Date() }
-            if case .replica = role { followedLeader = .some(lastView.leader == config.name ? nil : lastView.leader) }
+            if case .replica(let upstream) = role {
+                if let standby = standbyCluster, upstream == node.replicationConninfo(toConnURL: standby.connURL) {
+                    followedLeader = .some("remote primary \(standby)")
+                } else {
+                    followedLeader = .some(lastView.leader == config.name ? nil : lastView.leader)
+                }
+            }
         } catch {
             status.update { $0.state = "start failed" }
             logger.error("failed to start PostgreSQL: \(error)")
@@ -445,6 +491,42 @@ public actor Agent {
             }
             status.update { $0.holdsLeaderKey = true; $0.state = "running"; $0.role = "primary" }
             logger.info("initialized a new cluster")
+        } catch {
+            await failBootstrap(error)
+        }
+    }
+
+    /// The first member of a standby cluster: a copy of the remote primary through
+    /// `standby_cluster.create_replica_methods`, started as its standby, then the system
+    /// identifier in `initialize`, `config`, and the leader key (the standby leader).
+    func bootstrapStandbyLeader(_ standby: StandbyCluster) async {
+        let source = CloneSource(name: "remote primary \(standby)", connURL: standby.connURL, isLeader: true)
+        let request = ReplicaBuildRequest(methods: config.postgresql.standbyReplicaMethods ?? [.basebackupDefault], source: source,
+                                          conninfo: node.replicationConninfo(toConnURL: standby.connURL), scope: config.scope,
+                                          expectedSystemIdentifier: nil, slot: nil)
+        let status = self.status
+        let builder = ReplicaBuilder(node: node, logger: logger) { progress in status.update { $0.replicaCreation = progress } }
+        do {
+            switch await builder.build(request) {
+            case .built: break
+            case .failed(let reason), .tryLater(_, let reason), .nothingCanRun(let reason):
+                throw PostgresError("the copy of the remote primary \(standby) failed: \(reason)")
+            }
+            try node.markWork(.bootstrap)
+            try writeConfig(role: standbyLeaderRole(), extra: recoveryParameterFloor(
+                configured: effectiveParameters(config: config, dynamic: lastView.config), control: try await node.controlData()))
+            try await node.start(timeout: config.postgresql.pgCtlTimeout)
+            followedLeader = .some("remote primary \(standby)")
+            status.update { $0.postmasterStartTime = Date() }
+            let sysid = try await node.controlData().systemIdentifier
+            try await dcs.setInitialize(sysid)
+            node.clearWork()
+            _ = try await dcs.writeConfig(.object(config.bootstrap.dcs), createOnly: true)
+            guard try await dcs.acquireLeader(ttl: timing.ttl) else {
+                throw AgentFatalError("another member took the leader key during bootstrap")
+            }
+            status.update { $0.holdsLeaderKey = true; $0.state = "running"; $0.role = "standby_leader" }
+            logger.info("initialized a new standby cluster: the standby leader follows the remote primary \(standby)")
         } catch {
             await failBootstrap(error)
         }
@@ -544,16 +626,15 @@ public actor Agent {
         logger.error(Task.isCancelled ? "bootstrap cancelled by shutdown: \(reason)" : "bootstrap failed: \(reason)")
         status.update { $0.state = "initdb failed" }
         await stopPostgresUncancelled()
-        // The marker goes once the system identifier is in `initialize`: from then on the
-        // cluster exists, and its data directory and key stay.
-        guard node.workInProgress() == .bootstrap else {
+        // Once the system identifier is in `initialize` (the marker goes then too), the
+        // cluster exists: its data directory and key stay.
+        let initialize = try? await dcs.clusterView().initialize
+        guard node.workInProgress() == .bootstrap || initialize == "" else {
             fatal = AgentFatalError("failed to finish the bootstrap of the cluster: \(reason)")
             return
         }
-        do {
-            if try await dcs.clusterView().initialize == "" { try await dcs.deleteInitialize() }
-        } catch {
-            logger.error("could not remove the initialize key: \(error)")
+        if initialize == "" {
+            do { try await dcs.deleteInitialize() } catch { logger.error("could not remove the initialize key: \(error)") }
         }
         var kept = ""
         if node.isRunning() {

@@ -41,6 +41,8 @@ public struct Snapshot: Sendable, Equatable {
     public var runningTask: String?
     /// A replica method with `no_leader` is configured: a replica can be built with no member to copy from.
     public var mayCloneWithoutLeader: Bool
+    /// The cluster is a standby cluster (`standby_cluster`): its leader follows a remote primary.
+    public var standbyCluster = false
 
     public init(me: String, cluster: ClusterView, local: LocalSnapshot, mayBootstrap: Bool = true, mayLead: Bool = true,
                 runningTask: String? = nil, mayCloneWithoutLeader: Bool = false) {
@@ -89,6 +91,11 @@ public enum Decision: Sendable, Equatable {
     case demote(leader: String?)
     /// A running replica: make sure it follows `leader`.
     case follow(leader: String?)
+    /// Standby cluster, PostgreSQL stopped, this member holds the leader key: start it as a
+    /// standby of the remote primary.
+    case startStandbyLeader
+    /// Standby cluster: a running standby holding the leader key; it follows the remote primary.
+    case holdStandbyLeader
 }
 
 /// The agent's decision for one cycle. Pure: the table tests in StorkHATests cover it.
@@ -121,7 +128,7 @@ public func decide(_ s: Snapshot) -> Decision {
     }
 
     if !local.running {
-        if s.iAmLeader { return .startPrimary }
+        if s.iAmLeader { return s.standbyCluster ? .startStandbyLeader : .startPrimary }
         if cluster.leader == nil && local.wasPrimary && s.mayLead { return .acquireLeaderThenStart }
         return .startReplica(leader: cluster.leader)
     }
@@ -131,6 +138,7 @@ public func decide(_ s: Snapshot) -> Decision {
         if let other = cluster.leader { return .demote(leader: other) }
         return s.mayLead ? .acquireLeader : .demote(leader: nil)
     }
+    if s.standbyCluster && s.iAmLeader { return .holdStandbyLeader }
     return .follow(leader: cluster.leader == s.me ? nil : cluster.leader)
 }
 

@@ -125,3 +125,25 @@ public func recoveryParameterFloor(configured: [String: JSONValue], control: Con
     }
     return out
 }
+
+/// `standby_cluster` of the cluster-wide configuration: this cluster replicates a remote
+/// primary; its leader (the standby leader) follows that primary, the other members it.
+public struct StandbyCluster: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var primarySlotName: String?
+    /// Recovery parameters for the standby leader (`restore_command`, `recovery_min_apply_delay`).
+    public var recoveryParameters: [String: JSONValue]
+
+    /// The remote primary as a member key's `conn_url` would name it.
+    public var connURL: String { "postgres://\(host.contains(":") ? "[\(host)]" : host):\(port)/postgres" }
+    public var description: String { "\(host):\(port)" }
+
+    public init?(config: Config, dynamic: JSONValue?) {
+        guard case .object(let m)? = clusterConfig(config, dynamic)["standby_cluster"], let host = m["host"]?.scalarText else { return nil }
+        self.host = host
+        self.port = m["port"]?.intValue ?? 5432
+        self.primarySlotName = m["primary_slot_name"]?.scalarText
+        self.recoveryParameters = m.filter { ["restore_command", "recovery_min_apply_delay"].contains($0.key) && $0.value != .null }
+    }
+}

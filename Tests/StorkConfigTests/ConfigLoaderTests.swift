@@ -179,6 +179,9 @@ struct ConfigLoaderTests {
              "bootstrap.x.recovery_conf.recovery_target_action: \"resume\": expected pause, promote or shutdown"),
             ("bootstrap:\n  recovery_timeout: 0", "bootstrap.recovery_timeout: 0: expected seconds, more than 0"),
             ("bootstrap:\n  keep_failed_data_dirs: -1", "bootstrap.keep_failed_data_dirs: -1: expected 0 or more"),
+            ("bootstrap:\n  dcs:\n    standby_cluster: {port: 5432}", "bootstrap.dcs.standby_cluster.host: required"),
+            ("bootstrap:\n  dcs:\n    standby_cluster: {host: a, create_replica_methods: [nosuch]}",
+             "postgresql.create_replica_methods: \"nosuch\": no section postgresql.nosuch with a command (built in: basebackup, rsync)"),
         ]
         for (yaml, expected) in cases {
             let found = issueLines(minimalYAML + "\n" + yaml)

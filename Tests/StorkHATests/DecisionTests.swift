@@ -30,7 +30,21 @@ struct DecisionCase: CustomTestStringConvertible, Sendable {
     var testDescription: String { label }
 }
 
+private func standby(_ s: Snapshot) -> Snapshot {
+    var s = s
+    s.standbyCluster = true
+    return s
+}
+
 private let cases: [DecisionCase] = [
+    .init(label: "standby cluster, stopped, holding the leader key: start as the standby leader",
+          snapshot: standby(Snapshot(me: "pg0", cluster: leaderView, local: stoppedReplica)), expected: .startStandbyLeader),
+    .init(label: "standby cluster, a running standby holding the leader key: the standby leader",
+          snapshot: standby(Snapshot(me: "pg0", cluster: leaderView, local: runningReplica)), expected: .holdStandbyLeader),
+    .init(label: "standby cluster, a running standby, another member leads: follow it",
+          snapshot: standby(Snapshot(me: "pg1", cluster: leaderView, local: runningReplica)), expected: .follow(leader: "pg0")),
+    .init(label: "standby cluster, empty dir, empty DCS: race to bootstrap (from the remote primary)",
+          snapshot: standby(Snapshot(me: "pg0", cluster: ClusterView(), local: empty)), expected: .bootstrap),
     .init(label: "a long task runs: wait for it",
           snapshot: Snapshot(me: "pg1", cluster: leaderView, local: empty, runningTask: "bootstrap from leader 'pg0'"),
           expected: .waitForTask("bootstrap from leader 'pg0'")),

@@ -207,3 +207,47 @@ struct CustomBootstrapTests {
         #expect(view.leader == "good")
     }
 }
+
+@Suite("Standby cluster: a leader that follows a remote primary", .serialized)
+struct StandbyClusterTests {
+    /// The first member copies the remote primary and follows it as the standby leader (rows
+    /// written on the remote arrive); the second member clones from the standby leader and
+    /// streams from it.
+    @Test(.timeLimit(.minutes(3)))
+    func standbyLeaderFollowsTheRemotePrimary() async throws {
+        let dcsDir = TestSupport.makeTempDir("stork-dcs")
+        let cluster = TestCluster(scope: "standby", dcs: .local(dcsDir))
+        let remote = try ArchivingServer(root: cluster.root + "/remote")
+        defer { cluster.destroy(); remote.stop(); TestSupport.removeTree(dcsDir) }
+        try await remote.start()
+        // A standby cluster has the remote cluster's roles: the configured passwords are theirs.
+        for statement in ["CREATE ROLE replicator REPLICATION LOGIN PASSWORD '\(replicationPassword)'",
+                          "ALTER ROLE postgres PASSWORD '\(superuserPassword)'",
+                          "SELECT pg_create_physical_replication_slot('standby_cluster')",
+                          "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g"] {
+            #expect(remote.sql(statement) != nil, "\(statement)")
+        }
+        let standby = "standby_cluster:\n  host: 127.0.0.1\n  port: \(remote.port)\n  primary_slot_name: standby_cluster\n  create_replica_methods: [basebackup]"
+        let pg0 = cluster.addMember("pg0", dcsYAML: standby)
+        try pg0.start()
+        let leading = await TestSupport.waitUntil(timeout: 60) { await pg0.api("/patroni").1["role"] as? String == "standby_leader" }
+        #expect(leading, "\(pg0.log)")
+        #expect(pg0.log.contains("initialized a new standby cluster: the standby leader follows the remote primary 127.0.0.1:\(remote.port)"), "\(pg0.log)")
+        #expect(remote.sql("SELECT active FROM pg_replication_slots WHERE slot_name = 'standby_cluster'") == "t", "the standby leader streams through its slot")
+        #expect(remote.sql("INSERT INTO t SELECT g FROM generate_series(101, 150) g") != nil)
+        #expect(await TestSupport.waitUntil(timeout: 30) { pg0.sql("SELECT count(*) FROM t") == "150" }, "\(pg0.log)")
+        #expect(pg0.sql("SELECT pg_is_in_recovery()") == "t")
+        let view = try await readView(scope: "standby", dcs: .local(dcsDir))
+        #expect(view.leader == "pg0" && view.initialize == remote.sql("SELECT system_identifier FROM pg_control_system()"))
+
+        let pg1 = cluster.addMember("pg1", dcsYAML: standby)
+        try pg1.start()
+        let streaming = await TestSupport.waitUntil(timeout: 60) {
+            pg0.sql("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pg1' AND state = 'streaming'") == "1"
+        }
+        #expect(streaming, "\(cluster.logs())")
+        #expect(remote.sql("INSERT INTO t SELECT g FROM generate_series(151, 160) g") != nil)
+        #expect(await TestSupport.waitUntil(timeout: 30) { pg1.sql("SELECT count(*) FROM t") == "160" }, "\(pg1.log)")
+        #expect(await pg1.api("/patroni").1["role"] as? String == "replica")
+    }
+}

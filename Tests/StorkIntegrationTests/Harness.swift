@@ -58,7 +58,7 @@ final class TestMember: @unchecked Sendable {
     /// `yaml`, when given, is the whole configuration file (the rest comes from `environment`).
     init(name: String, scope: String, dcs: TestDCS, root: String, replicationPassword: String = replicationPassword,
          extraYAML: String = "", postgresqlYAML: String = "", bootstrap: Bool = true, bootstrapYAML: String = "",
-         yaml fullYAML: String? = nil) {
+         dcsYAML: String = "", yaml fullYAML: String? = nil) {
         self.name = name
         self.base = root + "/" + name
         self.pgPort = TestSupport.freePort()
@@ -72,6 +72,7 @@ final class TestMember: @unchecked Sendable {
                 ttl: 20
                 loop_wait: 1
                 retry_timeout: 4
+            \(dcsYAML.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
               initdb:
               - encoding: UTF8
               - data-checksums
@@ -249,9 +250,9 @@ final class TestCluster: @unchecked Sendable {
 
     @discardableResult
     func addMember(_ name: String, replicationPassword: String = replicationPassword, extraYAML: String = "",
-                   postgresqlYAML: String = "", bootstrapYAML: String = "") -> TestMember {
+                   postgresqlYAML: String = "", bootstrapYAML: String = "", dcsYAML: String = "") -> TestMember {
         let m = TestMember(name: name, scope: scope, dcs: dcs, root: root, replicationPassword: replicationPassword,
-                           extraYAML: extraYAML, postgresqlYAML: postgresqlYAML, bootstrapYAML: bootstrapYAML)
+                           extraYAML: extraYAML, postgresqlYAML: postgresqlYAML, bootstrapYAML: bootstrapYAML, dcsYAML: dcsYAML)
         members.append(m)
         return m
     }
