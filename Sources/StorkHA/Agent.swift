@@ -480,20 +480,26 @@ public actor Agent {
                 logger.info("running post_bootstrap")
                 try await node.runPostBootstrap(post)
             }
-            let sysid = try await node.controlData().systemIdentifier
-            try await dcs.setInitialize(sysid)
-            // From here the cluster exists: a crash leaves a data directory whose system
-            // identifier is in `initialize`, which the agent starts and leads again.
-            node.clearWork()
-            _ = try await dcs.writeConfig(.object(config.bootstrap.dcs), createOnly: true)
-            guard try await dcs.acquireLeader(ttl: timing.ttl) else {
-                throw AgentFatalError("another member took the leader key during bootstrap")
-            }
-            status.update { $0.holdsLeaderKey = true; $0.state = "running"; $0.role = "primary" }
+            try await recordNewCluster(role: "primary")
             logger.info("initialized a new cluster")
         } catch {
             await failBootstrap(error)
         }
+    }
+
+    /// A bootstrap's last steps: the system identifier in `initialize`, the cluster-wide
+    /// configuration in `config`, and the leader key.
+    private func recordNewCluster(role: String) async throws {
+        let sysid = try await node.controlData().systemIdentifier
+        try await dcs.setInitialize(sysid)
+        // From here the cluster exists: a crash leaves a data directory whose system
+        // identifier is in `initialize`, which the agent starts and leads again.
+        node.clearWork()
+        _ = try await dcs.writeConfig(.object(config.bootstrap.dcs), createOnly: true)
+        guard try await dcs.acquireLeader(ttl: timing.ttl) else {
+            throw AgentFatalError("another member took the leader key during bootstrap")
+        }
+        status.update { $0.holdsLeaderKey = true; $0.state = "running"; $0.role = role }
     }
 
     /// The first member of a standby cluster: a copy of the remote primary through
@@ -518,14 +524,7 @@ public actor Agent {
             try await node.start(timeout: config.postgresql.pgCtlTimeout)
             followedLeader = .some("remote primary \(standby)")
             status.update { $0.postmasterStartTime = Date() }
-            let sysid = try await node.controlData().systemIdentifier
-            try await dcs.setInitialize(sysid)
-            node.clearWork()
-            _ = try await dcs.writeConfig(.object(config.bootstrap.dcs), createOnly: true)
-            guard try await dcs.acquireLeader(ttl: timing.ttl) else {
-                throw AgentFatalError("another member took the leader key during bootstrap")
-            }
-            status.update { $0.holdsLeaderKey = true; $0.state = "running"; $0.role = "standby_leader" }
+            try await recordNewCluster(role: "standby_leader")
             logger.info("initialized a new standby cluster: the standby leader follows the remote primary \(standby)")
         } catch {
             await failBootstrap(error)

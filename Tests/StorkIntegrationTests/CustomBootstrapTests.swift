@@ -155,7 +155,7 @@ struct CustomBootstrapTests {
             """)
         try writeScript(root + "/broken.sh", """
             for a in "$@"; do case $a in --datadir=*) d=${a#--datadir=};; esac; done
-            /usr/lib/postgresql/15/bin/initdb -D "$d" -U postgres >/dev/null && echo "work_mem = lots" >> "$d/postgresql.conf" && echo kept > "$d/marker"
+            /usr/lib/postgresql/15/bin/initdb -D "$d" -X "$d-wal" -U postgres >/dev/null && echo "work_mem = lots" >> "$d/postgresql.conf" && echo kept > "$d/marker"
             """)
         try writeScript(root + "/copy.sh", """
             for a in "$@"; do case $a in --datadir=*) d=${a#--datadir=};; esac; done
@@ -194,6 +194,12 @@ struct CustomBootstrapTests {
         #expect(f2.log.contains("an older failed bootstrap's data directory"), "\(f2.log)")
         #expect((try? String(contentsOfFile: f2.base + "/" + (kept.first ?? "") + "/marker", encoding: .utf8)) == "kept\n")
         #expect(!FileManager.default.fileExists(atPath: f2.dataDir))
+        // The WAL directory outside (initdb -X) moved with it, its link following; the older one went too.
+        let stamp = String((kept.first ?? "").dropFirst("data".count))
+        let walDirs = ((try? FileManager.default.contentsOfDirectory(atPath: f2.base)) ?? []).filter { $0.hasPrefix("data-wal") }
+        #expect(walDirs == ["data-wal" + stamp], "\(walDirs)")
+        let link = try? FileManager.default.destinationOfSymbolicLink(atPath: f2.base + "/" + (kept.first ?? "") + "/pg_wal")
+        #expect(link == f2.base + "/data-wal" + stamp)
 
         let f3 = try await failing("f3", "method: copy\ncopy:\n  command: \(root)/copy.sh\npost_bootstrap: \(root)/post-fails.sh",
                                    expect: "failed with exit status 3: / schema.sql: relation \"x\" already exists")
