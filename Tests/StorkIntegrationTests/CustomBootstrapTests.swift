@@ -138,10 +138,11 @@ struct CustomBootstrapTests {
         #expect(pg1.sql("SELECT string_agg(v, ',') FROM t") == "first")
     }
 
-    /// Three failures, each with `initialize` given back, the data directory moved aside with
+    /// Four failures, each with `initialize` given back, the data directory moved aside with
     /// its contents and the agent exiting non-zero: a command that exits 1 (with `no_params`:
     /// only its own words), a directory PostgreSQL cannot start (twice: one moved-aside copy
-    /// is kept), a failing `post_bootstrap`. Then a member with initdb bootstraps the cluster.
+    /// is kept), a failing `post_bootstrap`, a recovery that never ends against
+    /// `bootstrap.recovery_timeout`. Then a member with initdb bootstraps the cluster.
     @Test(.timeLimit(.minutes(4)))
     func failuresLoseNothingAndLetAnotherMemberBootstrap() async throws {
         let dcsDir = TestSupport.makeTempDir("stork-dcs")
@@ -205,6 +206,17 @@ struct CustomBootstrapTests {
                                    expect: "failed with exit status 3: / schema.sql: relation \"x\" already exists")
         #expect(movedAside(f3).count == 1)
         #expect(!f3.log.contains("initialized a new cluster"))
+
+        // Recovery that never ends (a standby waiting for WAL nobody has) against
+        // bootstrap.recovery_timeout: a failure like the others.
+        try writeScript(root + "/endless.sh", """
+            for a in "$@"; do case $a in --datadir=*) d=${a#--datadir=};; esac; done
+            /usr/lib/postgresql/15/bin/initdb -D "$d" -U postgres >/dev/null
+            touch "$d/standby.signal"; echo "restore_command = 'false'" >> "$d/postgresql.auto.conf"
+            """)
+        let f4 = try await failing("f4", "method: endless\nendless:\n  command: \(root)/endless.sh\n  keep_existing_recovery_conf: true\nrecovery_timeout: 3",
+                                   expect: "recovery did not end within 3 s (bootstrap.recovery_timeout)")
+        #expect(movedAside(f4).count == 1)
 
         let good = cluster.addMember("good")
         try good.start()
