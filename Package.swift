@@ -42,6 +42,7 @@ let package = Package(
             "StorkConfig", "StorkPostgres",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
+        .target(name: "StorkArchive", dependencies: ["StorkConfig", "CArchive"], swiftSettings: strict),
         .target(name: "StorkHA", dependencies: [
             "StorkConfig", "StorkDCS", "StorkPostgres", "StorkMethods",
             .product(name: "Logging", package: "swift-log"),
@@ -55,7 +56,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: strict),
         .executableTarget(name: "stork", dependencies: [
-            "StorkConfig", "StorkDCS", "StorkPostgres", "StorkHA", "StorkAPI",
+            "StorkConfig", "StorkDCS", "StorkPostgres", "StorkHA", "StorkAPI", "StorkArchive",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -71,6 +72,7 @@ let package = Package(
         .testTarget(name: "StorkConfigTests", dependencies: ["StorkConfig", "StorkTestSupport"], swiftSettings: strict),
         .testTarget(name: "StorkDCSTests", dependencies: ["StorkDCS", "StorkTestSupport"], swiftSettings: strict),
         .testTarget(name: "StorkPostgresTests", dependencies: ["StorkPostgres", "StorkTestSupport"], swiftSettings: strict),
+        .testTarget(name: "StorkArchiveTests", dependencies: ["StorkArchive", "StorkConfig", "StorkTestSupport"], swiftSettings: strict),
         .testTarget(name: "StorkMethodsTests", dependencies: ["StorkMethods", "StorkConfig"], swiftSettings: strict),
         .testTarget(name: "StorkHATests", dependencies: ["StorkHA", "StorkTestSupport"], swiftSettings: strict),
         .testTarget(name: "StorkAPITests", dependencies: [

@@ -23,6 +23,8 @@ public struct Config: Sendable, Equatable {
     public var postgresql: PostgresSettings
     /// `tags`: written into the member key as given (`clonefrom`, `nofailover`, `noloadbalance`, `nosync`, ...).
     public var tags: [String: JSONValue] = [:]
+    /// Stork's `archive` section: where `stork wal-push` and `wal-fetch` keep the WAL.
+    public var archive: ArchiveSettings? = nil
     /// Top-level and nested keys that were accepted but are not implemented yet (logged once).
     public var unimplementedKeys: [String] = []
 
@@ -245,4 +247,24 @@ public struct PostgresSettings: Sendable, Equatable {
         guard let colon = listen.lastIndex(of: ":"), let p = Int(listen[listen.index(after: colon)...]) else { return 5432 }
         return p
     }
+}
+
+/// Stork's `archive` section.
+public struct ArchiveSettings: Sendable, Equatable {
+    public enum Compression: String, Sendable, Equatable {
+        case zstd, lz4, gzip, none
+        /// The file name suffix of an archived object.
+        public var suffix: String {
+            switch self {
+            case .zstd: ".zst"
+            case .lz4: ".lz4"
+            case .gzip: ".gz"
+            case .none: ""
+            }
+        }
+    }
+    /// `url`: `file:///path` (the path).
+    public var directory: String
+    public var compression: Compression = .zstd
+    public init(directory: String) { self.directory = directory }
 }

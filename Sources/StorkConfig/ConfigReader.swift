@@ -137,7 +137,7 @@ struct ConfigReader {
 
     mutating func read(_ root: [String: JSONValue]) -> Config? {
         unknownKeys(root, known: ["scope", "namespace", "name", "log", "restapi", "ctl", "etcd3", "etcd", "local",
-                                  "bootstrap", "postgresql", "tags"], prefix: "")
+                                  "bootstrap", "postgresql", "tags", "archive"], prefix: "")
 
         let scope = required(root["scope"], "scope")
         let name = required(root["name"], "name")
@@ -150,6 +150,7 @@ struct ConfigReader {
         let postgresql = readPostgres(root["postgresql"])
         var tags: [String: JSONValue] = [:]
         if let t = map(root["tags"], "tags") { tags = t }
+        let archive = readArchive(root["archive"])
 
         guard issues.isEmpty, let scope, let name, let dcs, let postgresql else { return nil }
         var config = Config(scope: scope, name: name, dcs: dcs, postgresql: postgresql)
@@ -159,6 +160,7 @@ struct ConfigReader {
         config.ctl = ctl
         config.bootstrap = bootstrap
         config.tags = tags
+        config.archive = archive
         config.unimplementedKeys = unimplemented.sorted()
         return config
     }
@@ -338,6 +340,28 @@ struct ConfigReader {
         etcd.cert = string(m["cert"], "etcd3.cert")
         etcd.key = string(m["key"], "etcd3.key")
         return issues.count == before ? etcd : nil
+    }
+
+    // MARK: - archive
+
+    /// Stork's `archive` section. Only `file://` is implemented so far.
+    mutating func readArchive(_ value: JSONValue?) -> ArchiveSettings? {
+        guard let m = map(value, "archive") else { return nil }
+        guard let url = required(m["url"], "archive.url") else { return nil }
+        unknownKeys(m, known: ["url", "compression"], prefix: "archive")
+        guard url.hasPrefix("file:///") else {
+            issue("archive.url", "\"\(url)\": only file:///path is supported so far (s3:// and https:// are not yet)")
+            return nil
+        }
+        var settings = ArchiveSettings(directory: String(url.dropFirst("file://".count)))
+        if let c = string(m["compression"], "archive.compression") {
+            guard let compression = ArchiveSettings.Compression(rawValue: c) else {
+                issue("archive.compression", "\"\(c)\": expected zstd (the default), lz4, gzip or none")
+                return nil
+            }
+            settings.compression = compression
+        }
+        return settings
     }
 
     // MARK: - bootstrap

@@ -4,6 +4,7 @@ import Logging
 import ServiceLifecycle
 import UnixSignals
 import StorkAPI
+import StorkArchive
 import StorkConfig
 import StorkDCS
 import StorkHA
@@ -16,7 +17,7 @@ struct Stork: AsyncParsableCommand {
         commandName: "stork",
         abstract: "Builds PostgreSQL clusters and their replicas; reads Patroni's YAML.",
         version: storkVersion,
-        subcommands: [AgentCommand.self, CheckCommand.self, ListCommand.self, ReinitCommand.self, ExplainCommand.self, ResumeCommand.self])
+        subcommands: [AgentCommand.self, CheckCommand.self, ListCommand.self, ReinitCommand.self, ExplainCommand.self, ResumeCommand.self, WALPushCommand.self, WALFetchCommand.self])
 }
 
 /// Loads the configuration or prints every problem, one line each, and exits with status 2.
@@ -317,5 +318,80 @@ struct ResumeCommand: AsyncParsableCommand {
         guard (row.count > 1 ? row[1] : nil) == "paused" else { try fail("recovery of \(config.name) is not paused: nothing to resume") }
         do { _ = try await node.localQuery("SELECT pg_wal_replay_resume()") } catch { try fail("pg_wal_replay_resume() failed: \(error)") }
         print("recovery of \(config.name) resumes from \((row.count > 2 ? row[2] : nil) ?? "?"): at its target, the server promotes")
+    }
+}
+
+/// The archive of the configuration's cluster; a missing or bad configuration exits `status`.
+func walArchive(_ configFile: String, command: String, failureStatus: Int32) throws -> FileWALArchive {
+    func fail(_ message: String) throws -> Never {
+        FileHandle.standardError.write(Data("stork \(command): \(message)\n".utf8))
+        throw ExitCode(failureStatus)
+    }
+    let config: Config
+    do { config = try ConfigLoader.load(path: configFile).config } catch {
+        try fail(error.issues.map { "\($0)" }.joined(separator: "; "))
+    }
+    guard let settings = config.archive else { try fail("\(configFile) has no archive section") }
+    return FileWALArchive(settings: settings, scope: config.scope)
+}
+
+struct WALPushCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wal-push",
+        abstract: "Archive a WAL file (for archive_command: stork wal-push CONFIG %p).",
+        discussion: """
+            Stores the file, compressed, under the cluster's scope in the archive section's place, \
+            durably (fsync) and atomically (no partial object is ever visible). The same file pushed \
+            again succeeds; a different file under a name the archive holds fails and the archive \
+            keeps what it had.
+
+            Exit status: 0 when archived (or archived already); 1 with a one-line reason otherwise.
+            """)
+
+    @Argument(help: "Patroni YAML configuration file with an archive section.")
+    var configFile: String
+    @Argument(help: "The WAL file (%p, relative to the data directory where PostgreSQL runs it).")
+    var path: String
+
+    func run() throws {
+        let archive = try walArchive(configFile, command: "wal-push", failureStatus: 1)
+        do {
+            if try archive.push(path) == .alreadyArchived {
+                FileHandle.standardError.write(Data("stork wal-push: \((path as NSString).lastPathComponent) is archived already, with the same content\n".utf8))
+            }
+        } catch {
+            FileHandle.standardError.write(Data("stork wal-push: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct WALFetchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wal-fetch",
+        abstract: "Restore a WAL file from the archive (for restore_command: stork wal-fetch CONFIG %f %p).",
+        discussion: """
+            Exit status: 0 when restored; 1, quietly, when the archive does not hold the file (what \
+            PostgreSQL expects at the end of the archive); 255 with a one-line reason when the \
+            archive cannot be read or the configuration is wrong: PostgreSQL then stops recovery \
+            instead of taking the error for the end of the archive and promoting early. Nothing is \
+            left at the target path when it fails.
+            """)
+
+    @Argument(help: "Patroni YAML configuration file with an archive section.")
+    var configFile: String
+    @Argument(help: "The WAL file's name (%f).")
+    var name: String
+    @Argument(help: "Where to put it (%p).")
+    var target: String
+
+    func run() throws {
+        let archive = try walArchive(configFile, command: "wal-fetch", failureStatus: 255)
+        do {
+            guard try archive.fetch(name, to: target) else { throw ExitCode(1) }
+        } catch let error as ArchiveError {
+            FileHandle.standardError.write(Data("stork wal-fetch: \(error)\n".utf8))
+            throw ExitCode(255)
+        }
     }
 }

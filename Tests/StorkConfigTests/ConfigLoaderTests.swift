@@ -180,6 +180,9 @@ struct ConfigLoaderTests {
             ("bootstrap:\n  recovery_timeout: 0", "bootstrap.recovery_timeout: 0: expected seconds, more than 0"),
             ("bootstrap:\n  keep_failed_data_dirs: -1", "bootstrap.keep_failed_data_dirs: -1: expected 0 or more"),
             ("bootstrap:\n  dcs:\n    standby_cluster: {port: 5432}", "bootstrap.dcs.standby_cluster.host: required"),
+            ("archive: {url: \"s3://bucket/prefix\"}", "archive.url: \"s3://bucket/prefix\": only file:///path is supported so far (s3:// and https:// are not yet)"),
+            ("archive: {url: \"file:///srv/archive\", compression: brotli}", "archive.compression: \"brotli\": expected zstd (the default), lz4, gzip or none"),
+            ("archive: {compression: zstd}", "archive.url: required"),
             ("bootstrap:\n  dcs:\n    standby_cluster: {host: a, create_replica_methods: [nosuch]}",
              "postgresql.create_replica_methods: \"nosuch\": no section postgresql.nosuch with a command (built in: basebackup, rsync)"),
         ]

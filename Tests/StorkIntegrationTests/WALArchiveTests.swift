@@ -1,0 +1,93 @@
+import Foundation
+import Logging
+import Testing
+import StorkConfig
+import StorkPostgres
+import StorkTestSupport
+
+@Suite("stork wal-push and wal-fetch as PostgreSQL's archive and restore commands", .serialized)
+struct WALArchiveTests {
+    /// A server archives 100+ segments through `stork wal-push`; a copy of its base backup
+    /// recovers through `stork wal-fetch` to the end of the archive and has every row. The
+    /// commands' exit statuses: a second push of an archived segment 0, a missing segment 1
+    /// (quietly), an unreadable object 255 (recovery must stop, not end early).
+    @Test(.timeLimit(.minutes(4)))
+    func hundredSegmentsRoundTrip() async throws {
+        let root = TestSupport.makeTempDir("stork-it")
+        defer { TestSupport.removeTree(root) }
+        TestSupport.chownToPostgres(root)
+        let conf = root + "/stork.yml"
+        try """
+            scope: src
+            name: src1
+            restapi: {listen: 127.0.0.1:8008}
+            local: {path: \(root)/dcs}
+            postgresql:
+              listen: 127.0.0.1:5432
+              data_dir: \(root)/main/src
+              authentication:
+                superuser: {username: postgres}
+                replication: {username: replicator}
+            archive:
+              url: file://\(root)/archive
+              compression: zstd
+            """.write(toFile: conf, atomically: true, encoding: .utf8)
+        TestSupport.chownToPostgres(conf)
+        try runAsPostgres("/bin/mkdir", ["-p", root + "/main", root + "/archive"])
+        let source = try ArchivingServer(root: root + "/main", archiveCommand: "\(storkBinary) wal-push \(conf) %p")
+        defer { source.stop() }
+        try await source.start()
+        #expect(source.sql("CREATE TABLE t (i int)") != nil)
+        let backup = root + "/backup"
+        let taken = try runAsPostgres(source.bin + "pg_basebackup", ["-D", backup, "-X", "none", "-c", "fast",
+                                                                     "-h", "127.0.0.1", "-p", String(source.port), "-U", "postgres"])
+        try #require(taken.status == 0, "\(taken.output)")
+        var last = ""
+        for i in 1...100 {
+            #expect(source.sql("INSERT INTO t VALUES (\(i))") != nil)
+            last = source.sql("SELECT pg_walfile_name(pg_switch_wal())") ?? last
+        }
+        let archived = await TestSupport.waitUntil(timeout: 120) {
+            source.sql("SELECT last_archived_wal >= '\(last)' AND failed_count = 0 FROM pg_stat_archiver") == "t"
+        }
+        #expect(archived, "\(source.sql("SELECT * FROM pg_stat_archiver") ?? "")")
+        let objects = (try? FileManager.default.contentsOfDirectory(atPath: root + "/archive/src/wal")) ?? []
+        #expect(objects.count >= 100 && objects.allSatisfy { $0.hasSuffix(".zst") }, "\(objects.count) objects")
+
+        // The commands' exit statuses.
+        let again = try runAsPostgres(storkBinary, ["wal-push", conf, source.dataDir + "/pg_wal/" + last])
+        if FileManager.default.fileExists(atPath: source.dataDir + "/pg_wal/" + last) {
+            #expect(again.status == 0 && again.output.contains("archived already"), "\(again.output)")
+        }
+        let missing = try runAsPostgres(storkBinary, ["wal-fetch", conf, "0000000100000000000000FF", root + "/missing"])
+        #expect(missing.status == 1 && missing.output.isEmpty && !FileManager.default.fileExists(atPath: root + "/missing"), "\(missing.output)")
+        try runAsPostgres("/bin/sh", ["-c", "printf garbage > \(root)/archive/src/wal/00000009.history.zst"])
+        let corrupt = try runAsPostgres(storkBinary, ["wal-fetch", conf, "00000009.history", root + "/corrupt"])
+        #expect(corrupt.status == 255 && corrupt.output.contains("stork wal-fetch:"), "\(corrupt.output)")
+        #expect(!FileManager.default.fileExists(atPath: root + "/corrupt"))
+        try runAsPostgres("/bin/rm", [root + "/archive/src/wal/00000009.history.zst"])
+
+        // Recovery of the base backup from the archive alone.
+        let port = TestSupport.freePort()
+        try runAsPostgres("/bin/sh", ["-c", """
+            touch \(backup)/recovery.signal && cat >> \(backup)/postgresql.auto.conf <<'CONF'
+            restore_command = '\(storkBinary) wal-fetch \(conf) %f %p'
+            archive_mode = off
+            CONF
+            """])
+        var start = Command(source.bin + "pg_ctl", ["start", "-w", "-t", "120", "-D", backup, "-l", root + "/restored.log", "-o",
+                                                    "-p \(port) -c listen_addresses=127.0.0.1 -c unix_socket_directories=\(root)"])
+        start.runAs = TestSupport.postgresUser
+        start.timeout = 150
+        let started = try await ProcessRunner.run(start, logger: Logger(label: "test"))
+        #expect(started.succeeded, "\(started.output)")
+        defer { _ = try? runAsPostgres(source.bin + "pg_ctl", ["stop", "-D", backup, "-m", "immediate", "-w"]) }
+        func restored(_ q: String) -> String? {
+            let r = try? runAsPostgres(source.bin + "psql", ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-d", "postgres", "-Atc", q])
+            return r?.status == 0 ? r?.output.trimmingCharacters(in: .whitespacesAndNewlines) : nil
+        }
+        #expect(await TestSupport.waitUntil(timeout: 120) { restored("SELECT pg_is_in_recovery()") == "f" },
+                "\(String(((try? String(contentsOfFile: root + "/restored.log", encoding: .utf8)) ?? "").suffix(3000)))")
+        #expect(restored("SELECT count(*), sum(i) FROM t") == "100|5050")
+    }
+}
