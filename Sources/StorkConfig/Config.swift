@@ -25,6 +25,9 @@ public struct Config: Sendable, Equatable {
     public var tags: [String: JSONValue] = [:]
     /// Stork's `archive` section: where `stork wal-push` and `wal-fetch` keep the WAL.
     public var archive: ArchiveSettings? = nil
+    /// The absolute path of the file this configuration was read from, when there was one
+    /// (the agent names it in the `archive_command` it sets).
+    public var configFile: String? = nil
     /// Top-level and nested keys that were accepted but are not implemented yet (logged once).
     public var unimplementedKeys: [String] = []
 

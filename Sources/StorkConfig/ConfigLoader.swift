@@ -51,7 +51,11 @@ public enum ConfigLoader {
         } else {
             tree = [:]
         }
-        return try resolve(tree, environment: environment, checkFiles: checkFiles)
+        var loaded = try resolve(tree, environment: environment, checkFiles: checkFiles)
+        if let path, FileManager.default.fileExists(atPath: path) {
+            loaded.config.configFile = URL(fileURLWithPath: path).standardizedFileURL.path
+        }
+        return loaded
     }
 
     /// Like `load`, from YAML text already in memory (`source` names it in messages).

@@ -1,3 +1,4 @@
+import Foundation
 import StorkConfig
 import StorkDCS
 import StorkMethods
@@ -27,6 +28,15 @@ public func effectiveParameters(config: Config, dynamic: JSONValue?) -> [String:
         p.merge(params) { _, new in new }
     }
     p.merge(config.postgresql.parameters) { _, new in new }
+    // With an archive, Stork's own commands unless the user set others.
+    if config.archive != nil, let file = config.configFile {
+        // PostgreSQL replaces %-sequences before the shell sees the line: a literal % is %%.
+        let stork = shellQuoted(storkExecutable).replacingOccurrences(of: "%", with: "%%")
+        let conf = shellQuoted(file).replacingOccurrences(of: "%", with: "%%")
+        if p["archive_mode"] == nil { p["archive_mode"] = .string("on") }
+        if p["archive_command"] == nil { p["archive_command"] = .string("\(stork) wal-push \(conf) %p") }
+        if p["restore_command"] == nil { p["restore_command"] = .string("\(stork) wal-fetch \(conf) %f %p") }
+    }
     let listen = config.postgresql.listen
     let hosts = listen.lastIndex(of: ":").map { String(listen[..<$0]) } ?? listen
     p["listen_addresses"] = .string(hosts.isEmpty ? "localhost" : hosts)
@@ -147,3 +157,8 @@ public struct StandbyCluster: Sendable, Equatable, CustomStringConvertible {
         self.recoveryParameters = m.filter { ["restore_command", "recovery_min_apply_delay"].contains($0.key) && $0.value != .null }
     }
 }
+
+/// This program's absolute path (what `archive_command` runs).
+public let storkExecutable: String = {
+    (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+}()

@@ -135,3 +135,10 @@ public func oneLine(_ text: String, limit: Int = 400) -> String {
     let head = min(150, limit / 3)
     return String(joined.prefix(head)) + " ... " + String(joined.suffix(limit - head))
 }
+
+/// A word for a shell command line (PostgreSQL runs `archive_command` through `sh`): bare
+/// when it holds only safe characters, otherwise in single quotes.
+public func shellQuoted(_ word: String) -> String {
+    let safe = word.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "/._-+=:@,".contains($0)) }
+    return safe && !word.isEmpty ? word : "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
+}

@@ -90,4 +90,33 @@ struct WALArchiveTests {
                 "\(String(((try? String(contentsOfFile: root + "/restored.log", encoding: .utf8)) ?? "").suffix(3000)))")
         #expect(restored("SELECT count(*), sum(i) FROM t") == "100|5050")
     }
+
+    /// With an `archive` section and no commands of the user's, the agent sets archive_mode,
+    /// archive_command (stork wal-push) and restore_command (stork wal-fetch): the primary
+    /// archives, and a replica carries the restore command.
+    @Test(.timeLimit(.minutes(3)))
+    func theAgentSetsTheCommands() async throws {
+        let dcsDir = TestSupport.makeTempDir("stork-dcs")
+        let cluster = TestCluster(scope: "archived", dcs: .local(dcsDir))
+        defer { cluster.destroy(); TestSupport.removeTree(dcsDir) }
+        try runAsPostgres("/bin/mkdir", ["-p", cluster.root + "/archive"])
+        let section = "archive:\n  url: file://\(cluster.root)/archive"
+        let pg0 = cluster.addMember("pg0", extraYAML: section)
+        try pg0.start()
+        #expect(await TestSupport.waitUntil(timeout: 60) { pg0.log.contains("initialized a new cluster") }, "\(pg0.log)")
+        let pg1 = cluster.addMember("pg1", extraYAML: section)
+        try pg1.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        let stork = URL(fileURLWithPath: storkBinary).resolvingSymlinksInPath().path
+        let command = pg0.sql("SHOW archive_command") ?? ""
+        #expect(command == "\(stork) wal-push \(pg0.configPath) %p", "\(command)")
+        #expect(pg1.sql("SHOW restore_command") == "\(stork) wal-fetch \(pg1.configPath) %f %p")
+        #expect(pg0.sql("CREATE TABLE t AS SELECT 1") != nil)
+        let segment = try #require(pg0.sql("SELECT pg_walfile_name(pg_current_wal_lsn())"))
+        #expect(pg0.sql("SELECT pg_switch_wal()") != nil)
+        let archived = await TestSupport.waitUntil(timeout: 30) {
+            FileManager.default.fileExists(atPath: cluster.root + "/archive/archived/wal/" + segment + ".zst")
+        }
+        #expect(archived, "\(pg0.sql("SELECT * FROM pg_stat_archiver") ?? "")")
+    }
 }

@@ -44,4 +44,11 @@ struct RecoverySettingsTests {
         #expect(line.hasPrefix("pg_ctl start failed") && line.hasSuffix("FATAL: the reason") && line.contains(" ... "))
         #expect(line.count < 220)
     }
+
+    @Test func shellWords() {
+        #expect(shellQuoted("/usr/bin/stork") == "/usr/bin/stork")
+        #expect(shellQuoted("/etc/my stork/it's.yml") == "'/etc/my stork/it'\\''s.yml'")
+        #expect(shellQuoted("a;rm -rf /") == "'a;rm -rf /'")
+        #expect(shellQuoted("") == "''")
+    }
 }
