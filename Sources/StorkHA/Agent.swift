@@ -382,16 +382,36 @@ public actor Agent {
         return .replica(primaryConninfo: node.replicationConninfo(toConnURL: url))
     }
 
-    private func writeConfig(role: ServerRole, hba: [String]? = nil, extra: [String: JSONValue] = [:]) throws {
-        var parameters = effectiveParameters(config: config, dynamic: lastView.config).merging(extra) { _, new in new }
+    /// The standby cluster whose remote primary `role` follows, when it is the standby leader's.
+    private func remotePrimary(followedBy role: ServerRole) -> StandbyCluster? {
+        guard case .replica(let upstream?) = role, let standby = standbyCluster,
+              upstream == node.replicationConninfo(toConnURL: standby.connURL) else { return nil }
+        return standby
+    }
+
+    private func writeConfig(role: ServerRole, hba: [String]? = nil) async throws {
+        var parameters = effectiveParameters(config: config, dynamic: lastView.config)
         if case .replica(let upstream?) = role, !upstream.isEmpty, useSlots(config: config, dynamic: lastView.config) {
             parameters["primary_slot_name"] = .string(slotName(forMember: config.name))
         }
-        if case .replica(let upstream?) = role, let standby = standbyCluster,
-           upstream == node.replicationConninfo(toConnURL: standby.connURL) {
+        if let standby = remotePrimary(followedBy: role) {
             // The standby leader: the remote primary's slot (if any), restore_command, delay.
             parameters["primary_slot_name"] = standby.primarySlotName.map { .string($0) }
             parameters.merge(standby.recoveryParameters) { _, new in new }
+        }
+        switch role {
+        case .replica, .bootstrapRecovery:
+            // Recovery refuses to run with less than the primary had for these; as Patroni
+            // does, the server starts with the larger of the configured value and pg_control's.
+            if let control = try? await node.controlData() {
+                let floor = recoveryParameterFloor(configured: parameters, control: control)
+                for (name, value) in floor.sorted(by: { $0.key < $1.key }) {
+                    logger.info("starting with \(name) = \(value.scalarText ?? ""), the primary's value from pg_control (configured lower)")
+                }
+                parameters.merge(floor) { _, new in new }
+            }
+        case .primary:
+            break
         }
         try node.writeConfiguration(parameters: parameters, hba: hba ?? effectiveHBA(config: config), role: role)
     }
@@ -427,22 +447,13 @@ public actor Agent {
 
     func startServer(role: ServerRole) async {
         do {
-            var floor: [String: JSONValue] = [:]
-            if case .replica = role, let control = try? await node.controlData() {
-                floor = recoveryParameterFloor(configured: effectiveParameters(config: config, dynamic: lastView.config), control: control)
-                for (name, value) in floor.sorted(by: { $0.key < $1.key }) {
-                    logger.info("starting the replica with \(name) = \(value.scalarText ?? ""), its primary's value (configured lower)")
-                }
-            }
-            try writeConfig(role: role, extra: floor)
+            try await writeConfig(role: role)
             try await node.start(timeout: config.postgresql.pgCtlTimeout)
             status.update { $0.postmasterStartTime = Date() }
-            if case .replica(let upstream) = role {
-                if let standby = standbyCluster, upstream == node.replicationConninfo(toConnURL: standby.connURL) {
-                    followedLeader = .some("remote primary \(standby)")
-                } else {
-                    followedLeader = .some(lastView.leader == config.name ? nil : lastView.leader)
-                }
+            if let standby = remotePrimary(followedBy: role) {
+                followedLeader = .some("remote primary \(standby)")
+            } else if case .replica = role {
+                followedLeader = .some(lastView.leader == config.name ? nil : lastView.leader)
             }
         } catch {
             status.update { $0.state = "start failed" }
@@ -471,7 +482,7 @@ public actor Agent {
                 try await bootstrapFromCustomMethod(custom)
             } else {
                 try await node.initdb(options: config.bootstrap.initdb)
-                try writeConfig(role: .primary)
+                try await writeConfig(role: .primary)
                 try await node.start(timeout: pg.pgCtlTimeout)
                 status.update { $0.postmasterStartTime = Date() }
                 try await node.createRoles(users: config.bootstrap.users)
@@ -519,8 +530,7 @@ public actor Agent {
                 throw PostgresError("the copy of the remote primary \(standby) failed: \(reason)")
             }
             try node.markWork(.bootstrap)
-            try writeConfig(role: standbyLeaderRole(), extra: recoveryParameterFloor(
-                configured: effectiveParameters(config: config, dynamic: lastView.config), control: try await node.controlData()))
+            try await writeConfig(role: standbyLeaderRole())
             try await node.start(timeout: config.postgresql.pgCtlTimeout)
             followedLeader = .some("remote primary \(standby)")
             status.update { $0.postmasterStartTime = Date() }
@@ -543,19 +553,14 @@ public actor Agent {
         try node.prepareRestoredCopy(keepExistingRecovery: custom.keepExistingRecoveryConf,
                                      promoteTriggerFile: parameters["promote_trigger_file"]?.scalarText)
         let recovery: [String: JSONValue]? = custom.keepExistingRecoveryConf ? nil : (custom.recoveryConf ?? [:])
-        // Recovery refuses to run with less than the primary had for these; as Patroni does,
-        // the copy starts with the larger of the configured value and pg_control's.
-        let control: ControlData
-        do { control = try await node.controlData() } catch {
+        do { _ = try await node.controlData() } catch {
             throw PostgresError("the bootstrap command left no readable pg_control in \(pg.dataDir): \(error)")
         }
-        let floor = recoveryParameterFloor(configured: parameters, control: control)
-        for (name, value) in floor.sorted(by: { $0.key < $1.key }) { logger.info("starting the restored copy with \(name) = \(value.scalarText ?? "") from its pg_control (configured lower)") }
         let trust = ["local all all trust", "host all all 127.0.0.1/32 trust", "host all all ::1/128 trust"]
         // An empty recovery_conf: no recovery.signal, the copy starts as it is (crash recovery
         // from its backup_label, if any).
-        try writeConfig(role: custom.recoveryConf == nil && !custom.keepExistingRecoveryConf ? .primary : .bootstrapRecovery(recoveryConf: recovery),
-                        hba: trust, extra: floor)
+        try await writeConfig(role: custom.recoveryConf == nil && !custom.keepExistingRecoveryConf ? .primary : .bootstrapRecovery(recoveryConf: recovery),
+                              hba: trust)
         status.update { $0.state = "starting after custom bootstrap" }
         do { try await node.start(timeout: pg.pgCtlTimeout) } catch where node.isRunning() {
             // Recovery may take longer than pg_ctl waits before the server accepts connections.
@@ -563,10 +568,10 @@ public actor Agent {
         }
         status.update { $0.postmasterStartTime = Date() }
         try await waitForRecoveryEnd(target: RecoveryTarget(recovery ?? [:]), timeout: config.bootstrap.recoveryTimeout)
-        try writeConfig(role: .primary, hba: trust)
+        try await writeConfig(role: .primary, hba: trust)
         try await node.reload()
         try await node.createRoles(users: config.bootstrap.users)
-        try writeConfig(role: .primary)
+        try await writeConfig(role: .primary)
         try await node.reload()
         logger.info("the roles are set; pg_hba.conf no longer trusts local connections")
     }

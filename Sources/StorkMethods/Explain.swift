@@ -44,11 +44,11 @@ public enum ChainExplanation {
             let method = RsyncMethod(sourceTemplate: template)
             let from = request.source.map { method.sourceURL($0, scope: request.scope) } ?? template
             let section = maskedSection(spec.section)
-            let fromDirectory = from.hasSuffix("/") ? from : from + "/"
-            if !PostgresNode.holdsData(target) || section["delta"]?.scalarText == "checksum" {
-                let delta: RsyncDelta = PostgresNode.holdsData(target) ? .checksum("") : .full
+            let fromDirectory = RsyncMethod.directory(from)
+            let holdsData = PostgresNode.holdsData(target)
+            if !holdsData || section["delta"]?.scalarText == "checksum" {
                 words = ["pg_backup_start on the source, then rsync"]
-                    + RsyncMethod.arguments(from: fromDirectory, target: target, delta: delta, section: section)
+                    + RsyncMethod.arguments(from: fromDirectory, target: target, byChecksum: holdsData, section: section)
                     + ["then pg_backup_stop"]
             } else {
                 let (remove, copy) = RsyncMethod.deltaArguments(from: fromDirectory, target: target, copyList: "FILES", section: section)

@@ -26,13 +26,13 @@ struct RsyncMethod: ReplicaMethod {
         "/backup_label", "/backup_label.old", "/tablespace_map", "/backup_manifest", "/standby.signal", "/recovery.signal",
     ]
 
-    /// rsync's arguments for a whole-tree copy: `full` into an empty directory (in place: there
-    /// is nothing to keep, and no temporary file and rename per file), `checksum` over a copy
-    /// of the same cluster (files removed on the source are removed from the target).
-    static func arguments(from: String, target: String, delta: RsyncDelta, section: [String: JSONValue]) -> [String] {
+    /// rsync's arguments for a whole-tree copy: into an empty directory (in place: there is
+    /// nothing to keep, and no temporary file and rename per file), or `byChecksum` over a
+    /// copy of the same cluster (files removed on the source are removed from the target).
+    static func arguments(from: String, target: String, byChecksum: Bool, section: [String: JSONValue]) -> [String] {
         // --keep-dirlinks: a pg_wal that is a link to another directory stays a link.
         ["--archive", "--keep-dirlinks", "--delete", "--delete-excluded", progressOption]
-            + (delta == .full ? ["--whole-file", "--inplace"] : ["--checksum"])
+            + (byChecksum ? ["--checksum"] : ["--whole-file", "--inplace"])
             + excluded.map { "--exclude=\($0)" } + sourceOptions(section) + [from, target + "/"]
     }
 
@@ -56,6 +56,9 @@ struct RsyncMethod: ReplicaMethod {
         return arguments
     }
 
+    /// An rsync source as a directory (a trailing `/`): its contents, not itself, are copied.
+    static func directory(_ url: String) -> String { url.hasSuffix("/") ? url : url + "/" }
+
     /// The source for `source` member: the template filled in.
     func sourceURL(_ source: CloneSource, scope: String) -> String {
         let (host, port) = PostgresNode.hostAndPort(fromConnURL: source.connURL)
@@ -65,7 +68,7 @@ struct RsyncMethod: ReplicaMethod {
     func run(_ attempt: MethodAttempt, node: PostgresNode) async -> AttemptResult {
         guard let source = attempt.source else { return .failed("rsync needs a running member to copy from") }
         let from = sourceURL(source, scope: attempt.scope)
-        let fromDirectory = from.hasSuffix("/") ? from : from + "/"
+        let fromDirectory = Self.directory(from)
         let session: Connection
         do { session = try await node.superuserConnection(toConnURL: source.connURL) } catch {
             return .failed("cannot connect to \(source.name) as the superuser for pg_backup_start: \(error)")
@@ -107,7 +110,7 @@ struct RsyncMethod: ReplicaMethod {
             var summary: String
             switch delta {
             case .full, .checksum:
-                commands = [Self.arguments(from: fromDirectory, target: attempt.target, delta: delta, section: attempt.spec.section)]
+                commands = [Self.arguments(from: fromDirectory, target: attempt.target, byChecksum: delta != .full, section: attempt.spec.section)]
                 summary = if case .checksum(let reason) = delta { "delta: files compared by checksum, \(reason)" } else { "full copy" }
             case .changedSince(let cutoff, let checkpoint):
                 // After pg_backup_start: its checkpoint has written every earlier change to the

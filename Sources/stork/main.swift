@@ -36,6 +36,17 @@ func loadConfigOrExit(_ path: String?) throws -> LoadedConfig {
     return loaded
 }
 
+/// `stork COMMAND: message` on standard error: one line, as every command reports.
+func complain(_ command: String, _ message: String) {
+    FileHandle.standardError.write(Data("stork \(command): \(message)\n".utf8))
+}
+
+/// ``complain``, then exit with `status`.
+func fail(_ command: String, _ message: String, status: Int32 = 1) -> Never {
+    complain(command, message)
+    Foundation.exit(status)
+}
+
 struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent",
@@ -158,8 +169,7 @@ struct ListCommand: AsyncParsableCommand {
             let view = try await dcs.clusterView()
             print(ClusterTable.render(scope: config.scope, view: view), terminator: "")
         } catch {
-            FileHandle.standardError.write(Data("stork list: cannot read the cluster from the DCS: \(error)\n".utf8))
-            throw ExitCode(1)
+            fail("list", "cannot read the cluster from the DCS: \(error)")
         }
     }
 }
@@ -238,10 +248,7 @@ struct ReinitCommand: AsyncParsableCommand {
         }
     }
 
-    func fail(_ message: String) -> Never {
-        FileHandle.standardError.write(Data("stork reinit: \(message)\n".utf8))
-        Foundation.exit(1)
-    }
+    func fail(_ message: String) -> Never { stork.fail("reinit", message) }
 }
 
 struct ExplainCommand: AsyncParsableCommand {
@@ -265,8 +272,7 @@ struct ExplainCommand: AsyncParsableCommand {
         let logger = Logger(label: "stork")
         let view: ClusterView
         do { view = try await makeDCS(config: config, logger: logger).clusterView() } catch {
-            FileHandle.standardError.write(Data("stork explain: cannot read the cluster from the DCS: \(error)\n".utf8))
-            throw ExitCode(1)
+            fail("explain", "cannot read the cluster from the DCS: \(error)")
         }
         let node = PostgresNode(settings: config.postgresql, memberName: config.name, logger: logger)
         let state: String
@@ -303,35 +309,28 @@ struct ResumeCommand: AsyncParsableCommand {
         let config = try loadConfigOrExit(configFile).config
         StorkLogging.bootstrap(level: "ERROR", json: false)
         let node = PostgresNode(settings: config.postgresql, memberName: config.name, logger: Logger(label: "stork"))
-        func fail(_ message: String) throws -> Never {
-            FileHandle.standardError.write(Data("stork resume: \(message)\n".utf8))
-            throw ExitCode(1)
-        }
+        func fail(_ message: String) -> Never { stork.fail("resume", message) }
         let row: [String?]
         do {
             row = try await node.localQuery("""
                 SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END,
                        pg_last_wal_replay_lsn()::text
                 """)
-        } catch { try fail("cannot reach PostgreSQL of \(config.name): \(error)") }
-        guard row.first == "t" else { try fail("PostgreSQL of \(config.name) is not in recovery: nothing to resume") }
-        guard (row.count > 1 ? row[1] : nil) == "paused" else { try fail("recovery of \(config.name) is not paused: nothing to resume") }
-        do { _ = try await node.localQuery("SELECT pg_wal_replay_resume()") } catch { try fail("pg_wal_replay_resume() failed: \(error)") }
+        } catch { fail("cannot reach PostgreSQL of \(config.name): \(error)") }
+        guard row.first == "t" else { fail("PostgreSQL of \(config.name) is not in recovery: nothing to resume") }
+        guard (row.count > 1 ? row[1] : nil) == "paused" else { fail("recovery of \(config.name) is not paused: nothing to resume") }
+        do { _ = try await node.localQuery("SELECT pg_wal_replay_resume()") } catch { fail("pg_wal_replay_resume() failed: \(error)") }
         print("recovery of \(config.name) resumes from \((row.count > 2 ? row[2] : nil) ?? "?"): at its target, the server promotes")
     }
 }
 
 /// The archive of the configuration's cluster; a missing or bad configuration exits `status`.
-func walArchive(_ configFile: String, command: String, failureStatus: Int32) throws -> FileWALArchive {
-    func fail(_ message: String) throws -> Never {
-        FileHandle.standardError.write(Data("stork \(command): \(message)\n".utf8))
-        throw ExitCode(failureStatus)
-    }
+func walArchive(_ configFile: String, command: String, failureStatus: Int32) -> FileWALArchive {
     let config: Config
     do { config = try ConfigLoader.load(path: configFile).config } catch {
-        try fail(error.issues.map { "\($0)" }.joined(separator: "; "))
+        fail(command, error.issues.map { "\($0)" }.joined(separator: "; "), status: failureStatus)
     }
-    guard let settings = config.archive else { try fail("\(configFile) has no archive section") }
+    guard let settings = config.archive else { fail(command, "\(configFile) has no archive section", status: failureStatus) }
     return FileWALArchive(settings: settings, scope: config.scope)
 }
 
@@ -354,14 +353,13 @@ struct WALPushCommand: ParsableCommand {
     var path: String
 
     func run() throws {
-        let archive = try walArchive(configFile, command: "wal-push", failureStatus: 1)
+        let archive = walArchive(configFile, command: "wal-push", failureStatus: 1)
         do {
             if try archive.push(path) == .alreadyArchived {
-                FileHandle.standardError.write(Data("stork wal-push: \((path as NSString).lastPathComponent) is archived already, with the same content\n".utf8))
+                complain("wal-push", "\((path as NSString).lastPathComponent) is archived already, with the same content")
             }
         } catch {
-            FileHandle.standardError.write(Data("stork wal-push: \(error)\n".utf8))
-            throw ExitCode(1)
+            fail("wal-push", "\(error)")
         }
     }
 }
@@ -386,12 +384,11 @@ struct WALFetchCommand: ParsableCommand {
     var target: String
 
     func run() throws {
-        let archive = try walArchive(configFile, command: "wal-fetch", failureStatus: 255)
+        let archive = walArchive(configFile, command: "wal-fetch", failureStatus: 255)
         do {
             guard try archive.fetch(name, to: target) else { throw ExitCode(1) }
         } catch let error as ArchiveError {
-            FileHandle.standardError.write(Data("stork wal-fetch: \(error)\n".utf8))
-            throw ExitCode(255)
+            fail("wal-fetch", "\(error)", status: 255)
         }
     }
 }
