@@ -5,27 +5,27 @@ import StorkConfig
 import Glibc
 #endif
 
-/// A failure of the archive, with the one-line reason.
-public struct ArchiveError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ description: String) { self.description = description }
-}
-
-/// The WAL archive on a local (or mounted) file system: `<directory>/<scope>/wal/<name><suffix>`,
-/// each object the file compressed as a whole (libarchive's raw format and a filter).
+/// The WAL archive of one cluster: `<scope>/wal/<name><suffix>` in the store, each object the
+/// file compressed as a whole (libarchive's raw format and a filter; the suffix names it).
 ///
-/// A push writes a temporary file beside its final name, fsyncs it, and links it to the final
-/// name, which fails when that name exists: no partial object is ever visible, and nothing is
-/// ever overwritten. The directory is fsynced after. A second push of the same bytes succeeds;
-/// of other bytes under the same name, it fails and the archive keeps what it had.
-public struct FileWALArchive: Sendable {
-    public let walDirectory: String
+/// A second push of the same bytes succeeds; of other bytes under the same name, it fails and
+/// the archive keeps what it had (the store's `create` never replaces an object).
+public struct WALArchive: Sendable {
+    public let store: any ArchiveStore
+    public let scope: String
     public let compression: ArchiveSettings.Compression
 
-    public init(settings: ArchiveSettings, scope: String) {
-        walDirectory = settings.directory + "/" + scope + "/wal"
-        compression = settings.compression
+    public init(store: any ArchiveStore, scope: String, compression: ArchiveSettings.Compression) {
+        self.store = store
+        self.scope = scope
+        self.compression = compression
     }
+
+    public init(settings: ArchiveSettings, scope: String) throws {
+        self.init(store: try openArchiveStore(settings), scope: scope, compression: settings.compression)
+    }
+
+    func key(_ name: String, suffix: String) -> String { scope + "/wal/" + name + suffix }
 
     public enum PushResult: Equatable, Sendable { case stored, alreadyArchived }
 
@@ -35,32 +35,26 @@ public struct FileWALArchive: Sendable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ArchiveError("cannot read \(path): \(String(cString: strerror(errno)))")
         }
-        try FileManager.default.createDirectory(atPath: walDirectory, withIntermediateDirectories: true)
         if let existing = try find(name) {
-            let stored = try Self.decompress(existing)
-            if stored == data { return .alreadyArchived }
-            throw ArchiveError("the archive already holds a different \(name) (\(existing)); not overwritten: another cluster or timeline may be archiving into the same place")
+            if try read(existing) == data { return .alreadyArchived }
+            throw ArchiveError("the archive already holds a different \(name) (\(store.describe(existing))); not overwritten: another cluster or timeline may be archiving into the same place")
         }
-        let final = walDirectory + "/" + name + compression.suffix
-        let temporary = final + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let key = key(name, suffix: compression.suffix)
+        let temporary = store.uploadPath(for: key, scratch: NSTemporaryDirectory() + "/stork-push-\(getpid())-\(name)")
         defer { unlink(temporary) }
+        if let directory = store.localPath(key).map({ ($0 as NSString).deletingLastPathComponent }) { try makeDirectory(directory) }
         try Self.compress(data, to: temporary, with: compression)
-        try Self.fsync(path: temporary)
-        guard link(temporary, final) == 0 else {
-            let reason = String(cString: strerror(errno))
-            // Another push of the same name won the race: the same bytes are fine.
-            if errno == EEXIST, (try? Self.decompress(final)) == data { return .alreadyArchived }
-            throw ArchiveError("cannot store \(final): \(reason)")
-        }
-        try Self.fsync(path: walDirectory)
-        return .stored
+        if try store.create(key, fromFile: temporary) { return .stored }
+        // Another push of the same name won the race: the same bytes are fine.
+        if try read(key) == data { return .alreadyArchived }
+        throw ArchiveError("the archive already holds a different \(name) (\(store.describe(key))); not overwritten")
     }
 
     /// Restores `name` to `target`: false when the archive does not hold it (nothing is left
     /// at `target` then, nor on any failure).
     public func fetch(_ name: String, to target: String) throws -> Bool {
-        guard let object = try find(name) else { return false }
-        let data = try Self.decompress(object)
+        guard let key = try find(name) else { return false }
+        let data = try read(key)
         let temporary = target + ".stork-fetch"
         defer { unlink(temporary) }
         guard FileManager.default.createFile(atPath: temporary, contents: data) else {
@@ -72,21 +66,25 @@ public struct FileWALArchive: Sendable {
         return true
     }
 
-    /// The stored object for `name`, whatever compression it was pushed with.
+    /// The stored object's key for `name`, whatever compression it was pushed with.
     func find(_ name: String) throws -> String? {
         guard !name.contains("/"), !name.isEmpty else { throw ArchiveError("\"\(name)\" is not a WAL file name") }
-        for suffix in [".zst", ".lz4", ".gz", ""] {
-            let path = walDirectory + "/" + name + suffix
-            if access(path, F_OK) == 0 { return path }
+        let suffixes = [".zst", ".lz4", ".gz", ""]
+        if store.localPath(key(name, suffix: "")) != nil {
+            // A directory: a few access() calls are cheaper than a listing.
+            return suffixes.map { key(name, suffix: $0) }.first { access(store.localPath($0)!, F_OK) == 0 }
         }
-        return nil
+        let found = Set(try store.list(prefix: key(name, suffix: "")).map(\.key))
+        return suffixes.map { key(name, suffix: $0) }.first { found.contains($0) }
     }
 
-    static func fsync(path: String) throws {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw ArchiveError("cannot open \(path) to sync it: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        guard Glibc.fsync(fd) == 0 else { throw ArchiveError("cannot sync \(path): \(String(cString: strerror(errno)))") }
+    /// The decompressed bytes of the object `key`.
+    func read(_ key: String) throws -> Data {
+        if let local = store.localPath(key) { return try Self.decompress(local) }
+        let temporary = NSTemporaryDirectory() + "/stork-fetch-\(getpid())-" + (key as NSString).lastPathComponent
+        defer { unlink(temporary) }
+        guard try store.download(key, to: temporary) else { throw ArchiveError("\(store.describe(key)) disappeared while it was read") }
+        return try Self.decompress(temporary)
     }
 
     static func compress(_ data: Data, to path: String, with compression: ArchiveSettings.Compression) throws {

@@ -266,8 +266,40 @@ public struct ArchiveSettings: Sendable, Equatable {
             }
         }
     }
-    /// `url`: `file:///path` (the path).
-    public var directory: String
+
+    /// `s3://bucket/prefix` with the section's `endpoint`, `region` and credentials; a missing
+    /// credential comes from the usual `AWS_*` variables when the archive is opened.
+    public struct S3Location: Sendable, Equatable {
+        public var bucket: String
+        /// Without leading or trailing slashes; may be empty.
+        public var prefix: String
+        /// `https://host[:port]` (or `http://` for a test server); nil is AWS's own for `region`.
+        public var endpoint: String?
+        public var region: String?
+        public var accessKeyID: String?
+        public var secretAccessKey: String?
+        public var sessionToken: String?
+        public init(bucket: String, prefix: String) {
+            self.bucket = bucket
+            self.prefix = prefix
+        }
+    }
+
+    public enum Location: Sendable, Equatable {
+        /// `file:///path`: a local or mounted directory.
+        case directory(String)
+        case s3(S3Location)
+        /// `https://...`: read only (restores and wal-fetch), for an archive served by a web server.
+        case https(String)
+    }
+
+    public var location: Location
     public var compression: Compression = .zstd
-    public init(directory: String) { self.directory = directory }
+    /// `prefetch`: WAL segments `stork wal-fetch` fetches ahead into its spool (0 turns it off).
+    public var prefetch = 8
+    /// `concurrency`: parallel transfers and (de)compressions of backups and prefetches.
+    public var concurrency = 2
+    public init(location: Location) { self.location = location }
+    /// A `file://` archive.
+    public init(directory: String) { self.location = .directory(directory) }
 }

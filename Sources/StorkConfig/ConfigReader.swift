@@ -348,18 +348,47 @@ struct ConfigReader {
     mutating func readArchive(_ value: JSONValue?) -> ArchiveSettings? {
         guard let m = map(value, "archive") else { return nil }
         guard let url = required(m["url"], "archive.url") else { return nil }
-        unknownKeys(m, known: ["url", "compression"], prefix: "archive")
-        guard url.hasPrefix("file:///") else {
-            issue("archive.url", "\"\(url)\": only file:///path is supported so far (s3:// and https:// are not yet)")
+        let s3Keys: Set<String> = ["endpoint", "region", "access_key_id", "secret_access_key", "session_token"]
+        unknownKeys(m, known: Set(["url", "compression", "prefetch", "concurrency"]).union(s3Keys), prefix: "archive")
+        var settings: ArchiveSettings
+        if url.hasPrefix("file:///") {
+            settings = ArchiveSettings(directory: String(url.dropFirst("file://".count)))
+        } else if url.hasPrefix("s3://") {
+            let rest = url.dropFirst("s3://".count)
+            let bucket = String(rest.prefix { $0 != "/" })
+            guard !bucket.isEmpty else { issue("archive.url", "\"\(url)\": no bucket (s3://bucket/prefix)"); return nil }
+            let prefix = rest.dropFirst(bucket.count).split(separator: "/").joined(separator: "/")
+            var s3 = ArchiveSettings.S3Location(bucket: bucket, prefix: prefix)
+            s3.endpoint = string(m["endpoint"], "archive.endpoint")
+            if let e = s3.endpoint, !(e.hasPrefix("https://") || e.hasPrefix("http://")) {
+                issue("archive.endpoint", "\"\(e)\": expected https://host[:port]")
+            }
+            s3.region = string(m["region"], "archive.region")
+            s3.accessKeyID = string(m["access_key_id"], "archive.access_key_id")
+            s3.secretAccessKey = string(m["secret_access_key"], "archive.secret_access_key")
+            s3.sessionToken = string(m["session_token"], "archive.session_token")
+            settings = ArchiveSettings(location: .s3(s3))
+        } else if url.hasPrefix("https://") {
+            settings = ArchiveSettings(location: .https(url))
+        } else {
+            issue("archive.url", "\"\(url)\": expected file:///path, s3://bucket/prefix or https://host/path")
             return nil
         }
-        var settings = ArchiveSettings(directory: String(url.dropFirst("file://".count)))
+        if case .s3 = settings.location {} else {
+            for key in s3Keys.sorted() where m[key] != nil { issue("archive.\(key)", "only for an s3:// archive") }
+        }
         if let c = string(m["compression"], "archive.compression") {
             guard let compression = ArchiveSettings.Compression(rawValue: c) else {
                 issue("archive.compression", "\"\(c)\": expected zstd (the default), lz4, gzip or none")
                 return nil
             }
             settings.compression = compression
+        }
+        if let n = int(m["prefetch"], "archive.prefetch") {
+            if n < 0 || n > 64 { issue("archive.prefetch", "\(n): expected 0 (off) to 64 segments") } else { settings.prefetch = n }
+        }
+        if let n = int(m["concurrency"], "archive.concurrency") {
+            if n < 1 || n > 32 { issue("archive.concurrency", "\(n): expected 1 to 32") } else { settings.concurrency = n }
         }
         return settings
     }

@@ -325,13 +325,13 @@ struct ResumeCommand: AsyncParsableCommand {
 }
 
 /// The archive of the configuration's cluster; a missing or bad configuration exits `status`.
-func walArchive(_ configFile: String, command: String, failureStatus: Int32) -> FileWALArchive {
+func walArchive(_ configFile: String, command: String, failureStatus: Int32) -> WALArchive {
     let config: Config
     do { config = try ConfigLoader.load(path: configFile).config } catch {
         fail(command, error.issues.map { "\($0)" }.joined(separator: "; "), status: failureStatus)
     }
     guard let settings = config.archive else { fail(command, "\(configFile) has no archive section", status: failureStatus) }
-    return FileWALArchive(settings: settings, scope: config.scope)
+    do { return try WALArchive(settings: settings, scope: config.scope) } catch { fail(command, "\(error)", status: failureStatus) }
 }
 
 struct WALPushCommand: ParsableCommand {

@@ -21,12 +21,13 @@ struct FileWALArchiveTests {
         defer { TestSupport.removeTree(root) }
         var settings = ArchiveSettings(directory: root + "/archive")
         settings.compression = compression
-        let archive = FileWALArchive(settings: settings, scope: "main")
+        let archive = try WALArchive(settings: settings, scope: "main")
+        let walDirectory = root + "/archive/main/wal"
         try FileManager.default.createDirectory(atPath: root + "/wal/other", withIntermediateDirectories: true)
         let name = "000000010000000000000003"
         let path = try segment(root + "/wal", name, seed: 1)
         #expect(try archive.push(path) == .stored)
-        let stored = archive.walDirectory + "/" + name + compression.suffix
+        let stored = walDirectory + "/" + name + compression.suffix
         #expect(FileManager.default.fileExists(atPath: stored))
         let storedSize = (try FileManager.default.attributesOfItem(atPath: stored)[.size] as? Int) ?? 0
         if compression != .none { #expect(storedSize < 4 << 20, "\(compression) stored \(storedSize) bytes") }
@@ -38,19 +39,20 @@ struct FileWALArchiveTests {
         #expect(try archive.fetch(name, to: root + "/back"))
         #expect(FileManager.default.contents(atPath: root + "/back") == FileManager.default.contents(atPath: path))
         // Nothing but the object: no temporary files left.
-        #expect(try FileManager.default.contentsOfDirectory(atPath: archive.walDirectory) == [name + compression.suffix])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: walDirectory) == [name + compression.suffix])
     }
 
     @Test func missingAndBadNames() throws {
         let root = TestSupport.makeTempDir("stork-archive")
         defer { TestSupport.removeTree(root) }
-        let archive = FileWALArchive(settings: ArchiveSettings(directory: root), scope: "main")
+        let archive = try WALArchive(settings: ArchiveSettings(directory: root), scope: "main")
+        let walDirectory = root + "/main/wal"
         #expect(try archive.fetch("000000010000000000000009", to: root + "/x") == false)
         #expect(!FileManager.default.fileExists(atPath: root + "/x"))
         #expect(throws: ArchiveError.self) { try archive.fetch("../../etc/passwd", to: root + "/x") }
         // A corrupt object: an error, not "missing", and nothing at the target.
-        try FileManager.default.createDirectory(atPath: archive.walDirectory, withIntermediateDirectories: true)
-        try Data([0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3]).write(to: URL(fileURLWithPath: archive.walDirectory + "/00000002.history.zst"))
+        try FileManager.default.createDirectory(atPath: walDirectory, withIntermediateDirectories: true)
+        try Data([0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3]).write(to: URL(fileURLWithPath: walDirectory + "/00000002.history.zst"))
         #expect(throws: ArchiveError.self) { try archive.fetch("00000002.history", to: root + "/x") }
         #expect(!FileManager.default.fileExists(atPath: root + "/x"))
     }
