@@ -1,5 +1,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 
-/* AE_IFREG is a cast macro Swift cannot import. */
+/* The AE_IF* file types are cast macros Swift cannot import. */
 static const unsigned int stork_AE_IFREG = AE_IFREG;
+static const unsigned int stork_AE_IFDIR = AE_IFDIR;
+static const unsigned int stork_AE_IFLNK = AE_IFLNK;

@@ -152,6 +152,9 @@ struct ConfigReader {
         if let t = map(root["tags"], "tags") { tags = t }
         let archive = readArchive(root["archive"])
 
+        if archive == nil, let methods = postgresql?.replicaMethods, methods.contains(where: { if case .archive = $0.kind { true } else { false } }) {
+            issue("postgresql.create_replica_methods", "\"archive\" restores from Stork's archive: add an archive section (url: file:///path or s3://bucket/prefix)")
+        }
         guard issues.isEmpty, let scope, let name, let dcs, let postgresql else { return nil }
         var config = Config(scope: scope, name: name, dcs: dcs, postgresql: postgresql)
         if let namespace, !namespace.isEmpty { config.namespace = namespace }

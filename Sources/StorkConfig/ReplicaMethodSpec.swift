@@ -7,6 +7,9 @@ public struct ReplicaMethodSpec: Sendable, Equatable {
         case basebackup
         /// Built in: a backup-mode rsync from a running member (`postgresql.rsync`).
         case rsync(source: String)
+        /// Built in: the newest (or the named) base backup of Stork's own archive (the `archive`
+        /// section), restored and checked, then the WAL after it from the archive.
+        case archive(backup: String?)
         /// A user's command (`postgresql.<name>.command`), already split into words.
         case custom(command: [String])
     }
@@ -128,9 +131,13 @@ extension ConfigReader {
                 if let v = section["max_clock_skew"], v != .null, (v.doubleValue ?? -1) < 0 {
                     issue("\(path).max_clock_skew", "\(v.scalarText ?? "\(v)"): expected seconds, 0 or more")
                 }
+            case "archive" where section["command"] == nil:
+                spec = ReplicaMethodSpec(name: name, kind: .archive(backup: string(section["backup"], "\(path).backup")))
+                // It needs no running member: only the archive.
+                spec.noLeader = true
             default:
                 guard sections[name] != nil else {
-                    issue("postgresql.create_replica_methods", "\"\(name)\": no section \(path) with a command (built in: basebackup, rsync)")
+                    issue("postgresql.create_replica_methods", "\"\(name)\": no section \(path) with a command (built in: basebackup, rsync, archive)")
                     continue
                 }
                 guard let text = string(section["command"], "\(path).command") else {
@@ -145,8 +152,8 @@ extension ConfigReader {
                 spec = ReplicaMethodSpec(name: name, kind: .custom(command: words))
             }
             spec.section = section
-            spec.noLeader = (section["no_leader"] ?? section["no_master"])?.isTruthy ?? false
-            if spec.noLeader, case .custom = spec.kind {} else if spec.noLeader {
+            spec.noLeader = (section["no_leader"] ?? section["no_master"])?.isTruthy ?? spec.noLeader
+            if case .archive = spec.kind {} else if spec.noLeader, case .custom = spec.kind {} else if spec.noLeader {
                 issue("\(path).no_leader", "\(name) copies from a running member; only a custom method can work without one")
             }
             if let v = section["keep_data"], v != .null { spec.keepData = v.isTruthy }

@@ -1,4 +1,5 @@
 import Foundation
+import StorkArchive
 import StorkConfig
 import StorkDCS
 import StorkMethods
@@ -30,12 +31,9 @@ public func effectiveParameters(config: Config, dynamic: JSONValue?) -> [String:
     p.merge(config.postgresql.parameters) { _, new in new }
     // With an archive, Stork's own commands unless the user set others.
     if config.archive != nil, let file = config.configFile {
-        // PostgreSQL replaces %-sequences before the shell sees the line: a literal % is %%.
-        let stork = shellQuoted(storkExecutable).replacingOccurrences(of: "%", with: "%%")
-        let conf = shellQuoted(file).replacingOccurrences(of: "%", with: "%%")
         if p["archive_mode"] == nil { p["archive_mode"] = .string("on") }
-        if p["archive_command"] == nil { p["archive_command"] = .string("\(stork) wal-push \(conf) %p") }
-        if p["restore_command"] == nil { p["restore_command"] = .string("\(stork) wal-fetch \(conf) %f %p") }
+        if p["archive_command"] == nil { p["archive_command"] = .string(WALArchiveCommands.archiveCommand(configFile: file)) }
+        if p["restore_command"] == nil { p["restore_command"] = .string(WALArchiveCommands.restoreCommand(configFile: file)) }
     }
     let listen = config.postgresql.listen
     let hosts = listen.lastIndex(of: ":").map { String(listen[..<$0]) } ?? listen
@@ -99,9 +97,11 @@ public func replicaBuildRequest(config: Config, view: ClusterView, node: Postgre
         source = CloneSource(name: name, connURL: url, isLeader: name == view.leader)
     }
     let conninfo = source.map { node.replicationConninfo(toConnURL: $0.connURL, applicationName: .some(nil)) } ?? ""
-    return ReplicaBuildRequest(methods: config.postgresql.replicaMethods, source: source, conninfo: conninfo, scope: config.scope,
-                               expectedSystemIdentifier: view.initialize,
-                               slot: useSlots(config: config, dynamic: view.config) ? slotName(forMember: config.name) : nil)
+    var request = ReplicaBuildRequest(methods: config.postgresql.replicaMethods, source: source, conninfo: conninfo, scope: config.scope,
+                                      expectedSystemIdentifier: view.initialize,
+                                      slot: useSlots(config: config, dynamic: view.config) ? slotName(forMember: config.name) : nil)
+    request.archive = config.archive
+    return request
 }
 
 /// What a custom bootstrap's recovery aims at, as the log names it.
@@ -157,8 +157,3 @@ public struct StandbyCluster: Sendable, Equatable, CustomStringConvertible {
         self.recoveryParameters = m.filter { ["restore_command", "recovery_min_apply_delay"].contains($0.key) && $0.value != .null }
     }
 }
-
-/// This program's absolute path (what `archive_command` runs).
-public let storkExecutable: String = {
-    (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-}()

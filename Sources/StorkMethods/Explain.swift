@@ -56,6 +56,16 @@ public enum ChainExplanation {
                     + ["(FILES: what the source wrote since the copy's latest checkpoint; by checksum if that cannot be trusted)",
                        "then pg_backup_stop"]
             }
+        case .archive(let backup):
+            let place: String
+            switch request.archive?.location {
+            case .directory(let path)?: place = "file://" + path
+            case .s3(let s3)?: place = "s3://\(s3.bucket)/\(s3.prefix)"
+            case .https(let url)?: place = url
+            case nil: place = "(no archive section)"
+            }
+            words = ["restore backup \(backup ?? "(the newest)") of \(request.scope) from \(place), checked against its manifest,",
+                     "then replay the archive with stork wal-fetch"]
         case .custom(let command):
             var shown = spec
             shown.section = maskedSection(spec.section)

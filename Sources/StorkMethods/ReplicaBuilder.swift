@@ -17,6 +17,8 @@ public struct ReplicaBuildRequest: Sendable {
     public var expectedSystemIdentifier: String?
     /// The slot the replica will stream from, when slots are used.
     public var slot: String?
+    /// The `archive` section, for the archive method.
+    public var archive: ArchiveSettings?
 
     public init(methods: [ReplicaMethodSpec], source: CloneSource?, conninfo: String, scope: String,
                 expectedSystemIdentifier: String?, slot: String?) {
@@ -163,6 +165,8 @@ public final class ReplicaBuilder: Sendable {
         let method = MethodRegistry.method(for: spec)
         var run = MethodAttempt(spec: spec, target: target, source: request.source, conninfo: request.conninfo,
                                 scope: request.scope, slot: request.slot, number: number)
+        run.archive = request.archive
+        run.expectedSystemIdentifier = request.expectedSystemIdentifier
         run.reportProgress = { done, total in meter.withLock { $0 = (done, total) } }
         var result = await method.run(run, node: node)
         watcher.cancel()

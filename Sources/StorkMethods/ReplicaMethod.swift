@@ -35,6 +35,10 @@ public struct MethodAttempt: Sendable {
     /// The physical slot the new replica will stream from (created by the copy when missing).
     public var slot: String?
     public var number: Int
+    /// The `archive` section, for the archive method.
+    public var archive: ArchiveSettings?
+    /// The cluster's system identifier (`initialize`), when known.
+    public var expectedSystemIdentifier: String?
     /// For a method that can tell how far it is (pg_basebackup's and rsync's progress meters):
     /// bytes done and, when known, the total. Without it, the progress is the target's size.
     public var reportProgress: @Sendable (_ done: Int, _ total: Int?) -> Void = { _, _ in }
@@ -59,6 +63,7 @@ enum MethodRegistry {
         switch spec.kind {
         case .basebackup: return BasebackupMethod()
         case .rsync(let source): return RsyncMethod(sourceTemplate: source)
+        case .archive(let backup): return ArchiveMethod(backup: backup)
         case .custom(let command): return CustomMethod(command: command)
         }
     }

@@ -18,13 +18,8 @@ import Synchronization
 struct RsyncMethod: ReplicaMethod {
     let sourceTemplate: String
 
-    /// Left out of the copy and removed from the target (PostgreSQL's "Backing Up the Data
-    /// Directory" list, plus the signal files Stork writes itself).
-    static let excluded = [
-        "/pg_wal/*", "/pg_replslot/*", "/pg_dynshmem/*", "/pg_notify/*", "/pg_serial/*", "/pg_snapshots/*",
-        "/pg_stat_tmp/*", "/pg_subtrans/*", "pgsql_tmp*", "pg_internal.init", "/postmaster.pid", "/postmaster.opts",
-        "/backup_label", "/backup_label.old", "/tablespace_map", "/backup_manifest", "/standby.signal", "/recovery.signal",
-    ]
+    /// Left out of the copy and removed from the target.
+    static let excluded = BackupExclusions.rsyncPatterns
 
     /// rsync's arguments for a whole-tree copy: into an empty directory (in place: there is
     /// nothing to keep, and no temporary file and rename per file), or `byChecksum` over a

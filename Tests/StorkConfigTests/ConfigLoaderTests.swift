@@ -189,7 +189,7 @@ struct ConfigLoaderTests {
             ("archive: {url: \"file:///srv/archive\", compression: brotli}", "archive.compression: \"brotli\": expected zstd (the default), lz4, gzip or none"),
             ("archive: {compression: zstd}", "archive.url: required"),
             ("bootstrap:\n  dcs:\n    standby_cluster: {host: a, create_replica_methods: [nosuch]}",
-             "postgresql.create_replica_methods: \"nosuch\": no section postgresql.nosuch with a command (built in: basebackup, rsync)"),
+             "postgresql.create_replica_methods: \"nosuch\": no section postgresql.nosuch with a command (built in: basebackup, rsync, archive)"),
         ]
         for (yaml, expected) in cases {
             let found = issueLines(minimalYAML + "\n" + yaml)

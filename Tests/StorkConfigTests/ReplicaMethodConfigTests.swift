@@ -43,7 +43,7 @@ struct ReplicaMethodConfigTests {
     @Test func badInput() {
         let cases: [(String, String)] = [
             ("  create_replica_methods: [nosuch]",
-             "postgresql.create_replica_methods: \"nosuch\": no section postgresql.nosuch with a command (built in: basebackup, rsync)"),
+             "postgresql.create_replica_methods: \"nosuch\": no section postgresql.nosuch with a command (built in: basebackup, rsync, archive)"),
             ("  create_replica_methods: [x]\n  x: {command: /bin/true, retries: -1}", "postgresql.x.retries: -1: expected 0 or more"),
             ("  create_replica_methods: [x]\n  x: {command: /bin/true, timeout: 0}", "postgresql.x.timeout: 0: expected seconds, more than 0"),
             ("  create_replica_methods: [x]\n  x: {command: \"/bin/true 'open\"}",

@@ -50,7 +50,7 @@ private let badConfigs: [BadConfig] = [
     .init(label: "two problems at once", yaml: valid.replacingOccurrences(of: "scope: batman\nname: pg0\n", with: ""),
           expected: ["scope: required", "name: required"]),
     .init(label: "unknown replica method", yaml: valid + "  create_replica_methods: [wal_x, basebackup]\n",
-          expected: ["postgresql.create_replica_methods: \"wal_x\": no section postgresql.wal_x with a command (built in: basebackup, rsync)"]),
+          expected: ["postgresql.create_replica_methods: \"wal_x\": no section postgresql.wal_x with a command (built in: basebackup, rsync, archive)"]),
     .init(label: "replica method command does not exist",
           yaml: valid + "  create_replica_methods: [restore]\n  restore:\n    command: /nonexistent/restore --fast\n",
           expected: ["postgresql.restore.command: \"/nonexistent/restore\": no such executable file"]),

@@ -17,7 +17,8 @@ struct Stork: AsyncParsableCommand {
         commandName: "stork",
         abstract: "Builds PostgreSQL clusters and their replicas; reads Patroni's YAML.",
         version: storkVersion,
-        subcommands: [AgentCommand.self, CheckCommand.self, ListCommand.self, ReinitCommand.self, ExplainCommand.self, ResumeCommand.self, WALPushCommand.self, WALFetchCommand.self])
+        subcommands: [AgentCommand.self, CheckCommand.self, ListCommand.self, ReinitCommand.self, ExplainCommand.self, ResumeCommand.self, WALPushCommand.self, WALFetchCommand.self,
+                      BackupCommand.self, RestoreCommand.self])
 }
 
 /// Loads the configuration or prints every problem, one line each, and exits with status 2.

@@ -1,0 +1,206 @@
+import Foundation
+import StorkConfig
+import StorkPostgres
+
+/// What `<scope>/backups/<name>/manifest.json` says of one base backup. The manifest is stored
+/// last: a backup without one is unfinished and is never listed or restored.
+public struct BackupManifest: Codable, Sendable, Equatable {
+    public struct File: Codable, Sendable, Equatable {
+        /// Relative to the data directory.
+        public var path: String
+        public var size: Int
+        /// Hex SHA-256 of the bytes stored.
+        public var sha256: String
+        /// Permission bits.
+        public var mode: UInt32
+        /// Index into `parts`.
+        public var part: Int
+    }
+    public struct Part: Codable, Sendable, Equatable {
+        /// The object's name in the backup's directory (`part-0001.tar.zst`).
+        public var name: String
+        /// Compressed bytes, and their hex SHA-256.
+        public var size: Int
+        public var sha256: String
+    }
+
+    public var format = 1
+    public var name: String
+    public var scope: String
+    public var systemIdentifier: String
+    /// `server_version_num`.
+    public var postgresqlVersion: Int
+    public var timeline: Int
+    public var walSegmentSize: Int
+    public var startLSN: String
+    public var stopLSN: String
+    /// The first WAL segment the backup needs (from `backup_label`).
+    public var startWALFile: String
+    public var startTime: Date
+    public var stopTime: Date
+    /// `pg_current_snapshot()` just before the stop: a transaction the backup may end after
+    /// is one at or above its xmax, or one listed as in progress (for `recovery_target_xid`).
+    public var stopSnapshot: String
+    public var compression: String
+    public var directories: [String]
+    public var files: [File]
+    public var parts: [Part]
+
+    enum CodingKeys: String, CodingKey {
+        case format, name, scope, timeline, compression, directories, files, parts
+        case systemIdentifier = "system_identifier", postgresqlVersion = "postgresql_version", walSegmentSize = "wal_segment_size"
+        case startLSN = "start_lsn", stopLSN = "stop_lsn", startWALFile = "start_wal_file", startTime = "start_time"
+        case stopTime = "stop_time", stopSnapshot = "stop_snapshot"
+    }
+
+    /// Bytes of the data directory the backup holds.
+    public var bytes: Int { files.reduce(0) { $0 + $1.size } }
+
+    /// Whether recovery from this backup can stop before transaction `xid` commits: the
+    /// transaction was not yet committed when the backup stopped.
+    public func endsBefore(xid: UInt64) -> Bool {
+        let parts = stopSnapshot.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 3, let xmax = UInt64(parts[1]) else { return false }
+        let inProgress = parts[2].split(separator: ",").compactMap { UInt64($0) }
+        return xid >= xmax || inProgress.contains(xid)
+    }
+
+    static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.dateEncodingStrategy = .iso8601
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return e
+    }()
+
+    static let decoder: JSONDecoder = {
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .iso8601
+        return d
+    }()
+
+    public func encoded() throws -> Data { try Self.encoder.encode(self) }
+
+    public static func decode(_ data: Data, from place: String) throws -> BackupManifest {
+        do { return try decoder.decode(BackupManifest.self, from: data) } catch let error as DecodingError {
+            let reason: String
+            switch error {
+            case .keyNotFound(let key, _): reason = "no \(key.stringValue)"
+            case .typeMismatch(_, let c), .valueNotFound(_, let c), .dataCorrupted(let c):
+                reason = c.codingPath.isEmpty ? "not JSON" : "bad \(c.codingPath.map(\.stringValue).joined(separator: "."))"
+            @unknown default: reason = "\(error)"
+            }
+            throw ArchiveError("\(place) is not a Stork backup manifest (\(reason))")
+        }
+    }
+}
+
+/// The base backups of one cluster in the archive: `<scope>/backups/<name>/part-NNNN.tar<suffix>`
+/// and `<scope>/backups/<name>/manifest.json`, beside the WAL in `<scope>/wal/`.
+public struct BackupCatalog: Sendable {
+    public let store: any ArchiveStore
+    public let scope: String
+
+    public init(store: any ArchiveStore, scope: String) {
+        self.store = store
+        self.scope = scope
+    }
+
+    func directory(_ name: String) -> String { scope + "/backups/" + name + "/" }
+    func manifestKey(_ name: String) -> String { directory(name) + "manifest.json" }
+    func partKey(_ backup: String, _ part: String) -> String { directory(backup) + part }
+
+    /// The finished backups, oldest first.
+    public func list() throws -> [BackupManifest] {
+        let keys = try store.list(prefix: scope + "/backups/").map(\.key).filter { $0.hasSuffix("/manifest.json") }
+        return try keys.map { try manifest(key: $0) }.sorted { $0.stopTime < $1.stopTime }
+    }
+
+    public func manifest(named name: String) throws -> BackupManifest {
+        guard !name.isEmpty, !name.contains("/"), name != "..", name != "." else { throw ArchiveError("\"\(name)\" is not a backup name") }
+        guard try store.exists(manifestKey(name)) else {
+            throw ArchiveError("the archive holds no finished backup \(name) of \(scope) (stork backup list shows the ones there are)")
+        }
+        return try manifest(key: manifestKey(name))
+    }
+
+    func manifest(key: String) throws -> BackupManifest {
+        let temporary = NSTemporaryDirectory() + "/stork-manifest-\(getpid())-\(UUID().uuidString.prefix(8))"
+        defer { unlink(temporary) }
+        guard try store.download(key, to: temporary), let data = FileManager.default.contents(atPath: temporary) else {
+            throw ArchiveError("\(store.describe(key)) disappeared while it was read")
+        }
+        return try BackupManifest.decode(data, from: store.describe(key))
+    }
+
+    /// Keeps the newest `retain` backups and removes the others, then the WAL no kept backup
+    /// needs (segments before the oldest kept backup's first one; history files stay). Each
+    /// backup's manifest goes first, so a backup half removed is never listed. Returns the
+    /// names of the removed backups and the number of WAL files removed.
+    public func delete(retain: Int) throws -> (backups: [String], walFiles: Int) {
+        precondition(retain >= 1)
+        let all = try list()
+        guard all.count > retain else { return ([], 0) }
+        let removed = all.dropLast(retain)
+        for backup in removed {
+            try store.delete(manifestKey(backup.name))
+            for part in backup.parts { try store.delete(partKey(backup.name, part.name)) }
+        }
+        let oldestKept = all[all.count - retain]
+        guard let keepFrom = Self.segmentNumber(oldestKept.startWALFile) else { return (removed.map(\.name), 0) }
+        var walFiles = 0
+        for object in try store.list(prefix: scope + "/wal/") {
+            let name = (object.key as NSString).lastPathComponent
+            guard let number = Self.segmentNumber(name), number < keepFrom else { continue }
+            try store.delete(object.key)
+            walFiles += 1
+        }
+        return (removed.map(\.name), walFiles)
+    }
+
+    /// The log and segment number of a WAL segment's (or `.partial`, `.backup` file's) name,
+    /// ignoring the timeline; nil for history files and other names.
+    static func segmentNumber(_ name: String) -> UInt64? {
+        let hex = name.prefix(24)
+        guard hex.count == 24, hex.allSatisfy(\.isHexDigit), !name.dropFirst(24).hasPrefix(".history") else { return nil }
+        return UInt64(hex.dropFirst(8), radix: 16)
+    }
+
+    /// What a recovery target needs: the newest backup that ended before it.
+    public enum Target: Sendable, Equatable {
+        case newest
+        case named(String)
+        case time(Date)
+        case lsn(Int)
+        case xid(UInt64)
+    }
+
+    /// The backup to restore for `target`; an error naming the oldest backup when the target
+    /// is older than every backup.
+    public func choose(_ target: Target) throws -> BackupManifest {
+        if case .named(let name) = target { return try manifest(named: name) }
+        let all = try list()
+        guard let newest = all.last else {
+            throw ArchiveError("the archive holds no finished backup of \(scope) (take one with stork backup)")
+        }
+        let fitting: BackupManifest?
+        switch target {
+        case .newest, .named: fitting = newest
+        case .time(let time): fitting = all.last { $0.stopTime < time }
+        case .lsn(let lsn): fitting = all.last { (LSN.parse($0.stopLSN) ?? .max) <= lsn }
+        case .xid(let xid): fitting = all.last { $0.endsBefore(xid: xid) }
+        }
+        guard let fitting else {
+            let oldest = all[0]
+            throw ArchiveError("the recovery target is older than every backup of \(scope): the oldest, \(oldest.name), ended at \(Self.utc(oldest.stopTime)) (LSN \(oldest.stopLSN))")
+        }
+        return fitting
+    }
+
+    static func utc(_ date: Date) -> String {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "UTC")
+        f.dateFormat = "yyyy-MM-dd HH:mm:ss 'UTC'"
+        return f.string(from: date)
+    }
+}

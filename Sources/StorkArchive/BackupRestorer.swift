@@ -1,0 +1,228 @@
+import CArchive
+import Crypto
+import Foundation
+import StorkConfig
+import StorkPostgres
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Restores a base backup into a directory, trusting nothing it reads: the manifest's paths
+/// are checked before any is used, each part's checksum before it is opened, and every tar
+/// entry must be a regular file the manifest names, inside the directory, stored once, with
+/// the manifest's size and SHA-256. Anything else stops the restore with a one-line reason.
+///
+/// Files are written only under directories the restore made itself (from the manifest), and
+/// opened with `O_NOFOLLOW`: no entry can write through a link. An interrupted restore into
+/// the same directory resumes: a file that is already there with the manifest's size and
+/// checksum is kept.
+public struct BackupRestorer: Sendable {
+    public let catalog: BackupCatalog
+    public let concurrency: Int
+    /// Owner of what is restored (the PostgreSQL user when the caller runs as root).
+    public let owner: OSUser?
+
+    public init(catalog: BackupCatalog, concurrency: Int, owner: OSUser?) {
+        self.catalog = catalog
+        self.concurrency = concurrency
+        self.owner = owner
+    }
+
+    /// The marker a restore in progress keeps in its directory: the backup's name.
+    public static let markerName = ".stork-restore"
+
+    public struct Summary: Sendable, Equatable {
+        public var files: Int
+        public var bytes: Int
+        /// Files found already restored and verified (a resumed restore).
+        public var kept: Int
+    }
+
+    /// Restores `manifest` into `target` (an empty directory, or one an interrupted restore of
+    /// the same backup left). `progress` gets bytes done and the total.
+    public func restore(_ manifest: BackupManifest, into target: String, expectedSystemIdentifier: String?,
+                        progress: @escaping @Sendable (_ done: Int, _ total: Int) -> Void = { _, _ in }) async throws -> Summary {
+        try await onOwnThread { try restoreBlocking(manifest, into: target, expectedSystemIdentifier: expectedSystemIdentifier, progress: progress) }
+    }
+
+    func restoreBlocking(_ manifest: BackupManifest, into target: String, expectedSystemIdentifier: String?,
+                         progress: @escaping @Sendable (Int, Int) -> Void) throws -> Summary {
+        let byPath = try Self.check(manifest, expectedSystemIdentifier: expectedSystemIdentifier)
+        try prepare(target, for: manifest)
+        for directory in manifest.directories { try makeOwnedDirectory(target + "/" + directory) }
+        let done = Counter(), kept = Counter(), seen = Mutex(Set<String>())
+        let total = manifest.bytes
+        let catalog = catalog, owner = owner
+        let scratch = (target as NSString).deletingLastPathComponent
+        try inParallel(manifest.parts.count, width: concurrency) { index in
+            let part = manifest.parts[index]
+            let key = catalog.partKey(manifest.name, part.name)
+            let place = "backup \(manifest.name), \(part.name)"
+            var path = catalog.store.localPath(key)
+            var downloaded: String?
+            defer { if let downloaded { unlink(downloaded) } }
+            if path == nil {
+                let temporary = scratch + "/.stork-download-\(getpid())-\(part.name)"
+                guard try catalog.store.download(key, to: temporary) else { throw ArchiveError("\(place) is missing from the archive") }
+                downloaded = temporary
+                path = temporary
+            }
+            guard access(path!, F_OK) == 0 else { throw ArchiveError("\(place) is missing from the archive") }
+            guard try sha256(file: path!) == part.sha256 else {
+                throw ArchiveError("\(place) does not match its checksum in the manifest: the part is damaged or truncated")
+            }
+            try Self.extract(path!, part: index, place: place, into: target, byPath: byPath, owner: owner) { file, restored in
+                let first = seen.withLock { $0.insert(file.path).inserted }
+                guard first else { throw ArchiveError("\(place): \(file.path) is stored twice") }
+                if !restored { _ = kept.add(1) }
+                progress(done.add(file.size), total)
+            }
+        }
+        let restored = seen.withLock { $0 }
+        if let missing = manifest.files.first(where: { !restored.contains($0.path) }) {
+            throw ArchiveError("backup \(manifest.name) lacks \(missing.path), which its manifest lists: the backup is incomplete")
+        }
+        unlink(target + "/" + Self.markerName)
+        return Summary(files: manifest.files.count, bytes: total, kept: kept.add(0))
+    }
+
+    /// The manifest's files by path, after checking that it belongs to the expected system
+    /// and that every path in it is a plain relative path inside the directory.
+    static func check(_ manifest: BackupManifest, expectedSystemIdentifier: String?) throws -> [String: BackupManifest.File] {
+        guard manifest.format == 1 else { throw ArchiveError("backup \(manifest.name) has manifest format \(manifest.format), which this Stork does not read") }
+        if let expected = expectedSystemIdentifier, !expected.isEmpty, manifest.systemIdentifier != expected {
+            throw ArchiveError("backup \(manifest.name) belongs to another cluster: system identifier \(manifest.systemIdentifier), this cluster's is \(expected)")
+        }
+        var byPath: [String: BackupManifest.File] = [:]
+        for directory in manifest.directories { _ = try checkedPath(directory, place: "backup \(manifest.name)") }
+        for file in manifest.files {
+            _ = try checkedPath(file.path, place: "backup \(manifest.name)")
+            guard file.part >= 0, file.part < manifest.parts.count, file.size >= 0 else {
+                throw ArchiveError("backup \(manifest.name): the manifest's entry for \(file.path) is invalid")
+            }
+            guard byPath.updateValue(file, forKey: file.path) == nil else { throw ArchiveError("backup \(manifest.name): the manifest lists \(file.path) twice") }
+        }
+        for part in manifest.parts where part.name.contains("/") || !part.name.hasPrefix("part-") {
+            throw ArchiveError("backup \(manifest.name): the manifest names a part \"\(part.name)\"")
+        }
+        return byPath
+    }
+
+    /// `path` when it is relative, without `.` or `..` parts or empty parts; an error saying
+    /// what is wrong otherwise.
+    static func checkedPath(_ raw: String, place: String) throws -> String {
+        let path = raw.hasPrefix("./") ? String(raw.dropFirst(2)) : raw
+        if path.hasPrefix("/") { throw ArchiveError("\(place): \(raw) is an absolute path: refused") }
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        if path.isEmpty || parts.contains(where: { $0 == ".." }) || path.contains("\0") {
+            throw ArchiveError("\(place): \(raw) points outside the data directory: refused")
+        }
+        if parts.contains(where: { $0.isEmpty || $0 == "." }) { throw ArchiveError("\(place): \(raw) is not a plain path: refused") }
+        return path
+    }
+
+    /// An empty target, or one with this backup's marker (a restore to resume).
+    func prepare(_ target: String, for manifest: BackupManifest) throws {
+        try makeOwnedDirectory(target)
+        let marker = target + "/" + Self.markerName
+        let contents = (try? FileManager.default.contentsOfDirectory(atPath: target)) ?? []
+        if let previous = try? String(contentsOfFile: marker, encoding: .utf8) {
+            guard previous == manifest.name else {
+                throw ArchiveError("\(target) holds an interrupted restore of backup \(previous), not \(manifest.name): empty it first")
+            }
+            return
+        }
+        guard contents.isEmpty else { throw ArchiveError("\(target) is not empty: a restore goes into an empty directory") }
+        try Data(manifest.name.utf8).write(to: URL(fileURLWithPath: marker))
+    }
+
+    func makeOwnedDirectory(_ path: String) throws {
+        var st = stat()
+        if lstat(path, &st) == 0 {
+            guard (st.st_mode & S_IFMT) == S_IFDIR else { throw ArchiveError("\(path) exists and is not a directory: refused") }
+            return
+        }
+        guard mkdir(path, 0o700) == 0 else { throw ArchiveError("cannot create \(path): \(String(cString: strerror(errno)))") }
+        if let owner { chown(path, owner.uid, owner.gid) }
+    }
+
+    /// Reads one part and writes its entries; `restored(file, written)` after each (written
+    /// is false when the file was there already, verified).
+    static func extract(_ path: String, part: Int, place: String, into target: String, byPath: [String: BackupManifest.File], owner: OSUser?,
+                        restored: (BackupManifest.File, Bool) throws -> Void) throws {
+        guard let a = archive_read_new() else { throw ArchiveError("libarchive: out of memory") }
+        defer { archive_read_free(a) }
+        archive_read_support_filter_all(a)
+        archive_read_support_format_tar(a)
+        guard archive_read_open_filename(a, path, 1 << 20) == ARCHIVE_OK else { throw ArchiveError("\(place): \(libarchiveText(a))") }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            var entry: OpaquePointer?
+            let status = archive_read_next_header(a, &entry)
+            if status == ARCHIVE_EOF { break }
+            guard status == ARCHIVE_OK || status == ARCHIVE_WARN, let entry else { throw ArchiveError("\(place): \(libarchiveText(a))") }
+            if archive_filter_code(a, 0) != expectedFilter(path) { throw ArchiveError("\(place): not compressed as its name says") }
+            let raw = archive_entry_pathname(entry).map { String(cString: $0) } ?? ""
+            let name = try checkedPath(raw, place: place)
+            if archive_entry_filetype(entry) == stork_AE_IFLNK {
+                let to = archive_entry_symlink(entry).map { String(cString: $0) } ?? "?"
+                throw ArchiveError("\(place): \(raw) is a symbolic link (to \(to)): refused")
+            }
+            guard archive_entry_filetype(entry) == stork_AE_IFREG, archive_entry_hardlink(entry) == nil else {
+                throw ArchiveError("\(place): \(raw) is not a regular file: refused")
+            }
+            guard let file = byPath[name] else { throw ArchiveError("\(place): \(raw) is not in the manifest: refused") }
+            guard file.part == part, Int(archive_entry_size(entry)) == file.size else {
+                throw ArchiveError("\(place): \(raw) does not match the manifest (size or part)")
+            }
+            let destination = target + "/" + name
+            if (try? alreadyRestored(destination, file)) == true {
+                guard archive_read_data_skip(a) == ARCHIVE_OK else { throw ArchiveError("\(place): \(libarchiveText(a))") }
+                try restored(file, false)
+                continue
+            }
+            let fd = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw ArchiveError("cannot write \(destination): \(String(cString: strerror(errno)))") }
+            var hash = SHA256()
+            var written = 0
+            var failure: String?
+            while failure == nil {
+                let n = buffer.withUnsafeMutableBytes { archive_read_data(a, $0.baseAddress, $0.count) }
+                if n == 0 { break }
+                guard n > 0 else { failure = "\(place): \(libarchiveText(a))"; break }
+                buffer.withUnsafeBytes { raw in
+                    let chunk = UnsafeRawBufferPointer(rebasing: raw[0..<n])
+                    hash.update(bufferPointer: chunk)
+                    var offset = 0
+                    while offset < n {
+                        let w = write(fd, chunk.baseAddress! + offset, n - offset)
+                        if w <= 0 { failure = "cannot write \(destination): \(String(cString: strerror(errno)))"; return }
+                        offset += w
+                    }
+                }
+                written += n
+            }
+            fchmod(fd, mode_t(file.mode & 0o700 | 0o600))
+            if let owner { fchown(fd, owner.uid, owner.gid) }
+            close(fd)
+            if let failure { throw ArchiveError(failure) }
+            guard written == file.size, hex(hash.finalize()) == file.sha256 else {
+                unlink(destination)
+                throw ArchiveError("\(place): \(name) does not match its checksum in the manifest: the backup is damaged")
+            }
+            try restored(file, true)
+        }
+    }
+
+    /// A file a restore wrote before it was interrupted: the manifest's size and checksum.
+    static func alreadyRestored(_ path: String, _ file: BackupManifest.File) throws -> Bool {
+        var st = stat()
+        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, Int(st.st_size) == file.size else { return false }
+        return try sha256(file: path) == file.sha256
+    }
+}
+
+func libarchiveText(_ a: OpaquePointer) -> String {
+    archive_error_string(a).map { String(cString: $0) } ?? "libarchive error \(archive_errno(a))"
+}

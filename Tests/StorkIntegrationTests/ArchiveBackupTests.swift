@@ -1,0 +1,156 @@
+import Foundation
+import Testing
+import StorkConfig
+import StorkPostgres
+import StorkTestSupport
+
+@Suite("Base backups in the archive: stork backup, the archive replica method, hostile archives", .serialized)
+struct ArchiveBackupTests {
+    static func archiveYAML(_ root: String, methods: String = "[archive, basebackup]", backup: String? = nil) -> (extra: String, postgresql: String) {
+        ("archive:\n  url: file://\(root)/archive\n  concurrency: 2",
+         "create_replica_methods: \(methods)" + (backup.map { "\narchive:\n  backup: \($0)" } ?? ""))
+    }
+
+    /// `stork backup` of a running primary; with the primary's agent stopped (no leader), a new
+    /// member is built by the archive method alone, replays the archive up to its last segment;
+    /// when the primary comes back the replica streams from it.
+    @Test(.timeLimit(.minutes(4)))
+    func replicaFromTheArchiveWithoutPrimary() async throws {
+        let dcsDir = TestSupport.makeTempDir("stork-dcs")
+        let cluster = TestCluster(scope: "arch", dcs: .local(dcsDir))
+        defer { cluster.destroy(); TestSupport.removeTree(dcsDir) }
+        try runAsPostgres("/bin/mkdir", ["-p", cluster.root + "/archive"])
+        let yaml = Self.archiveYAML(cluster.root)
+        let pg0 = cluster.addMember("pg0", extraYAML: yaml.extra, postgresqlYAML: yaml.postgresql)
+        try pg0.start()
+        #expect(await TestSupport.waitUntil(timeout: 60) { pg0.sql("SELECT NOT pg_is_in_recovery()") == "t" }, "\(pg0.log)")
+        #expect(pg0.sql("CREATE TABLE t AS SELECT generate_series(1, 50000) AS i") != nil)
+
+        let backup = try runAsPostgres(storkBinary, ["backup", pg0.configPath])
+        try #require(backup.status == 0, "\(backup.output)")
+        let name = try #require(backup.output.split(separator: "\n").last.map(String.init))
+        #expect(backup.output.contains("INFO: backup \(name) stored:"), "\(backup.output)")
+        let list = try runAsPostgres(storkBinary, ["backup", "list", pg0.configPath])
+        #expect(list.status == 0 && list.output.contains(name), "\(list.output)")
+        let manifestPath = cluster.root + "/archive/arch/backups/\(name)/manifest.json"
+        let manifest = try BackupManifestFile.read(manifestPath)
+        #expect(manifest["system_identifier"] as? String == pg0.sql("SELECT system_identifier FROM pg_control_system()"))
+        #expect((manifest["files"] as? [[String: Any]])?.contains { $0["path"] as? String == "backup_label" } == true)
+
+        // After the backup: rows that only the archived WAL carries.
+        #expect(pg0.sql("INSERT INTO t SELECT generate_series(50001, 60000)") != nil)
+        let last = try #require(pg0.sql("SELECT pg_walfile_name(pg_switch_wal())"))
+        #expect(await TestSupport.waitUntil(timeout: 30) {
+            pg0.sql("SELECT last_archived_wal >= '\(last)' FROM pg_stat_archiver") == "t"
+        })
+        pg0.stop()
+
+        let pg1 = cluster.addMember("pg1", extraYAML: yaml.extra, postgresqlYAML: yaml.postgresql)
+        try pg1.start()
+        #expect(await TestSupport.waitUntil(timeout: 90) { pg1.sql("SELECT count(*) FROM t") == "60000" }, "\(pg1.log)")
+        #expect(pg1.log.contains("replica has been created using archive"), "\(pg1.log)")
+        #expect(pg1.log.contains("restoring backup \(name) of arch from the archive"), "\(pg1.log)")
+        #expect(pg1.sql("SELECT pg_is_in_recovery()") == "t")
+
+        // The primary returns: the replica streams from it.
+        try pg0.start()
+        #expect(await TestSupport.waitUntil(timeout: 60) { pg0.sql("SELECT NOT pg_is_in_recovery()") == "t" }, "\(pg0.log)")
+        #expect(pg0.sql("INSERT INTO t VALUES (-1)") != nil)
+        #expect(await TestSupport.waitUntil(timeout: 60) {
+            pg1.sql("SELECT status FROM pg_stat_wal_receiver") == "streaming" && pg1.sql("SELECT count(*) FROM t WHERE i = -1") == "1"
+        }, "\(pg1.log)")
+    }
+
+    /// Six damaged or hostile backups, each named by a member's `postgresql.archive.backup`:
+    /// each is refused with a one-line reason, nothing lands outside the data directory, and
+    /// the next method (basebackup) builds the replica.
+    @Test(.timeLimit(.minutes(6)))
+    func hostileArchivesAreRefused() async throws {
+        let dcsDir = TestSupport.makeTempDir("stork-dcs")
+        let cluster = TestCluster(scope: "host", dcs: .local(dcsDir))
+        defer { cluster.destroy(); TestSupport.removeTree(dcsDir) }
+        try runAsPostgres("/bin/mkdir", ["-p", cluster.root + "/archive"])
+        let plain = Self.archiveYAML(cluster.root)
+        let pg0 = cluster.addMember("pg0", extraYAML: plain.extra, postgresqlYAML: plain.postgresql)
+        try pg0.start()
+        #expect(await TestSupport.waitUntil(timeout: 60) { pg0.sql("SELECT NOT pg_is_in_recovery()") == "t" }, "\(pg0.log)")
+        let backup = try runAsPostgres(storkBinary, ["backup", pg0.configPath])
+        try #require(backup.status == 0, "\(backup.output)")
+        let good = try #require(backup.output.split(separator: "\n").last.map(String.init))
+        let backups = cluster.root + "/archive/host/backups"
+        let escapeMark = cluster.root + "/escape"
+        let cases: [(name: String, tamper: String, reason: String)] = [
+            ("truncated", "truncate", "Truncated"),
+            ("checksum", "checksum", "does not match its checksum in the manifest"),
+            ("dotdot", "entry:../escape", "../escape points outside the data directory: refused"),
+            ("absolute", "entry:\(escapeMark)", "\(escapeMark) is an absolute path: refused"),
+            ("symlink", "symlink:/etc", "lnk is a symbolic link (to /etc): refused"),
+            ("othersystem", "sysid", "belongs to another cluster: system identifier 1234567890"),
+        ]
+        for c in cases {
+            let made = try runAsPostgres("/usr/bin/env", ["python3", "-c", Self.tamperScript, backups, good, c.name, c.tamper])
+            try #require(made.status == 0, "\(c.name): \(made.output)")
+        }
+        for (index, c) in cases.enumerated() {
+            let yaml = Self.archiveYAML(cluster.root, backup: c.name)
+            let member = cluster.addMember("r\(index)", extraYAML: yaml.extra, postgresqlYAML: yaml.postgresql)
+            try member.start()
+            let streaming = await TestSupport.waitUntil(timeout: 60) { member.sql("SELECT status FROM pg_stat_wal_receiver") == "streaming" }
+            #expect(streaming, "\(c.name): \(member.log)")
+            let failure = member.log.split(separator: "\n").first { $0.contains("Error creating replica using method archive") }.map(String.init) ?? ""
+            #expect(failure.contains(c.reason), "\(c.name): \(failure)\n\(member.log)")
+            #expect(member.log.contains("replica has been created using basebackup"), "\(c.name)")
+            #expect(!FileManager.default.fileExists(atPath: escapeMark) && !FileManager.default.fileExists(atPath: cluster.root + "/r\(index)/escape"))
+            member.stop()
+        }
+    }
+
+    /// Copies backup `good` to `name` and damages it one way (argv: backups dir, good, name, how).
+    static let tamperScript = #"""
+    import hashlib, io, json, os, shutil, sys, tarfile
+    backups, good, name, how = sys.argv[1:5]
+    src, dst = os.path.join(backups, good), os.path.join(backups, name)
+    shutil.copytree(src, dst)
+    mpath = os.path.join(dst, "manifest.json")
+    m = json.load(open(mpath))
+    def sha(path):
+        return hashlib.sha256(open(path, "rb").read()).hexdigest()
+    if how == "truncate":
+        # A part cut short whose checksum in the manifest is updated: only the tar shows it.
+        part = max(m["parts"], key=lambda p: p["size"])
+        path = os.path.join(dst, part["name"])
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[: len(data) // 2])
+        part["size"], part["sha256"] = len(data) // 2, sha(path)
+    elif how == "checksum":
+        f = next(f for f in m["files"] if f["path"] == "PG_VERSION")
+        f["sha256"] = "0" * 64
+    elif how == "sysid":
+        m["system_identifier"] = "1234567890"
+    else:
+        kind, target = how.split(":", 1)
+        partname = "part-0099.tar"
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+            if kind == "entry":
+                info = tarfile.TarInfo(target)
+                info.size = 4
+                t.addfile(info, io.BytesIO(b"evil"))
+            else:
+                info = tarfile.TarInfo("lnk")
+                info.type = tarfile.SYMTYPE
+                info.linkname = target
+                t.addfile(info)
+        open(os.path.join(dst, partname), "wb").write(buf.getvalue())
+        m["parts"].append({"name": partname, "size": len(buf.getvalue()), "sha256": sha(os.path.join(dst, partname))})
+    m["name"] = name
+    json.dump(m, open(mpath, "w"))
+    """#
+}
+
+enum BackupManifestFile {
+    static func read(_ path: String) throws -> [String: Any] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        return try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
+    }
+}
