@@ -16,13 +16,14 @@ public enum WALArchiveCommands {
         "\(escaped(executable)) wal-push \(escaped(configFile)) %p"
     }
 
-    public static func restoreCommand(configFile: String) -> String {
-        "\(escaped(executable)) wal-fetch \(escaped(configFile)) %f %p"
+    /// With `bootstrapSource`, from the archive and scope `bootstrap.archive` names.
+    public static func restoreCommand(configFile: String, bootstrapSource: Bool = false) -> String {
+        "\(escaped(executable)) wal-fetch \(bootstrapSource ? "--bootstrap-source " : "")\(escaped(configFile)) %f %p"
     }
 }
 
 /// Recovery settings for a directory restored by hand (`stork restore`).
-public enum RecoveryTarget {
+public enum RestoredRecovery {
     /// `2026-11-27 13:00:00+00`, with or without seconds' fractions and `T`; nil otherwise.
     public static func parseTime(_ text: String) -> Date? {
         let normalized = text.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "T", with: " ")

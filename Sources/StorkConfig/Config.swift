@@ -180,12 +180,39 @@ public struct BootstrapMethodSpec: Sendable, Equatable {
     public var recoveryConf: [String: JSONValue]? = nil
     /// The section as given: its other keys go to the command as `--key=value`.
     public var section: [String: JSONValue] = [:]
+    /// `bootstrap.method: archive` (a section without a command): a point-in-time clone from
+    /// Stork's archive.
+    public var archive: ArchiveBootstrapSource? = nil
     /// Keys the command never gets as arguments.
     public static let reservedKeys: Set<String> = ["command", "no_params", "keep_existing_recovery_conf", "recovery_conf"]
     public init(name: String, command: [String]) {
         self.name = name
         self.command = command
     }
+}
+
+/// `bootstrap.archive`: the cluster whose archive a new cluster is restored from, and to where.
+public struct ArchiveBootstrapSource: Sendable, Equatable {
+    /// The source archive: the section's own `url` (and S3 keys), else the `archive` section's.
+    public var archive: ArchiveSettings
+    /// The source cluster's scope (default: this cluster's, to rebuild it from its own archive).
+    public var scope: String?
+    /// A backup to restore by name; else the newest that ended before the target.
+    public var backup: String?
+    public enum Target: Sendable, Equatable {
+        /// No target: the end of the archive.
+        case end
+        case time(String)
+        case lsn(String)
+        case xid(String)
+        case name(String)
+        case immediate
+    }
+    public var target: Target = .end
+    /// The recovery parameters the section gives (`recovery_target_*`), less `restore_command`,
+    /// which the agent sets to `stork wal-fetch --bootstrap-source`.
+    public var recoveryParameters: [String: JSONValue] = [:]
+    public init(archive: ArchiveSettings) { self.archive = archive }
 }
 
 public struct BootstrapUser: Sendable, Equatable {

@@ -146,7 +146,7 @@ struct ConfigReader {
         let restapi = readRestAPI(root["restapi"])
         let ctl = readCtl(root["ctl"])
         let dcs = readDCS(root)
-        let bootstrap = readBootstrap(root["bootstrap"])
+        let bootstrap = readBootstrap(root["bootstrap"], archiveSection: root["archive"])
         let postgresql = readPostgres(root["postgresql"])
         var tags: [String: JSONValue] = [:]
         if let t = map(root["tags"], "tags") { tags = t }
@@ -398,7 +398,7 @@ struct ConfigReader {
 
     // MARK: - bootstrap
 
-    mutating func readBootstrap(_ value: JSONValue?) -> BootstrapSettings {
+    mutating func readBootstrap(_ value: JSONValue?, archiveSection: JSONValue?) -> BootstrapSettings {
         var b = BootstrapSettings()
         guard let m = map(value, "bootstrap") else { return b }
         if let dcs = map(m["dcs"], "bootstrap.dcs") { b.dcs = readBootstrapDCS(dcs) }
@@ -445,15 +445,74 @@ struct ConfigReader {
             }
         }
         unknownKeys(m, known: known, prefix: "bootstrap")
-        if b.method != "initdb" { b.custom = readBootstrapMethod(b.method, b.methodSections[b.method]) }
+        if b.method != "initdb" { b.custom = readBootstrapMethod(b.method, b.methodSections[b.method], archiveSection: archiveSection) }
         return b
+    }
+
+    /// `bootstrap.archive` without a command: the source archive (the section's `url` and S3
+    /// keys, else the `archive` section), its scope, a backup name, and at most one recovery
+    /// target; `recovery_target_name` needs `backup` (Stork cannot tell when a restore point was made).
+    mutating func readArchiveBootstrap(_ section: [String: JSONValue], archiveSection: JSONValue?) -> ArchiveBootstrapSource? {
+        let path = "bootstrap.archive"
+        let targetKeys = ["recovery_target_time", "recovery_target_lsn", "recovery_target_xid", "recovery_target_name", "recovery_target"]
+        let recoveryKeys: Set<String> = ["recovery_target_timeline", "recovery_target_inclusive", "recovery_target_action"]
+        let archiveKeys: Set<String> = ["url", "endpoint", "region", "access_key_id", "secret_access_key", "session_token"]
+        unknownKeys(section, known: Set(targetKeys).union(recoveryKeys).union(archiveKeys).union(["scope", "backup"]), prefix: path)
+        var archiveMap: [String: JSONValue] = [:]
+        if case .object(let top)? = archiveSection, section["url"] == nil { archiveMap = top }
+        for key in archiveKeys where section[key] != nil { archiveMap[key] = section[key] }
+        guard !archiveMap.isEmpty else {
+            issue("\(path).url", "required without an archive section (the archive to restore from)")
+            return nil
+        }
+        let before = issues.count
+        guard let settings = readArchive(.object(archiveMap)) else {
+            // The same problems again under this section's name.
+            for i in before..<issues.count where issues[i].path.hasPrefix("archive.") && section["url"] != nil {
+                issues[i] = ConfigIssue(path: path + "." + issues[i].path.dropFirst("archive.".count), message: issues[i].message)
+            }
+            return nil
+        }
+        var source = ArchiveBootstrapSource(archive: settings)
+        source.scope = string(section["scope"], "\(path).scope")
+        source.backup = string(section["backup"], "\(path).backup")
+        let given = targetKeys.filter { section[$0] != nil && section[$0] != .null }
+        if given.count > 1 { issue(path, "\(given.joined(separator: " and ")): give one recovery target") }
+        if let key = given.first, let value = string(section[key], "\(path).\(key)") {
+            switch key {
+            case "recovery_target_time": source.target = .time(value)
+            case "recovery_target_lsn": source.target = .lsn(value)
+            case "recovery_target_xid": source.target = .xid(value)
+            case "recovery_target_name": source.target = .name(value)
+            default:
+                guard value == "immediate" else { issue("\(path).recovery_target", "\"\(value)\": expected immediate"); break }
+                source.target = .immediate
+            }
+        }
+        if case .name = source.target, source.backup == nil {
+            issue("\(path).backup", "required with recovery_target_name: name the backup taken before the restore point (stork backup list)")
+        }
+        if let action = section["recovery_target_action"]?.scalarText, !["pause", "promote", "shutdown"].contains(action) {
+            issue("\(path).recovery_target_action", "\"\(action)\": expected pause, promote or shutdown")
+        }
+        source.recoveryParameters = section.filter { (targetKeys.contains($0.key) || recoveryKeys.contains($0.key)) && $0.value != .null }
+        return source
     }
 
     /// The custom bootstrap method `name`: a section with a `command` (Patroni falls back to
     /// initdb without one, which would make a new empty cluster where a copy was meant: an
     /// error here), `recovery_conf` a map with a known `recovery_target_action`.
-    mutating func readBootstrapMethod(_ name: String, _ value: JSONValue?) -> BootstrapMethodSpec? {
+    mutating func readBootstrapMethod(_ name: String, _ value: JSONValue?, archiveSection: JSONValue?) -> BootstrapMethodSpec? {
         let path = "bootstrap.\(name)"
+        if name == "archive", value == nil || value?["command"] == nil {
+            var section: [String: JSONValue] = [:]
+            if case .object(let m)? = value { section = m }
+            guard let source = readArchiveBootstrap(section, archiveSection: archiveSection) else { return nil }
+            var spec = BootstrapMethodSpec(name: name, command: [])
+            spec.archive = source
+            spec.section = section
+            return spec
+        }
         guard case .object(let section)? = value else {
             issue("bootstrap.method", "\"\(name)\": no section \(path) with a command (or use initdb)")
             return nil

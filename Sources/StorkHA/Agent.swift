@@ -1,4 +1,6 @@
 import Foundation
+import StorkArchive
+import Synchronization
 import Logging
 import StorkConfig
 import StorkDCS
@@ -547,19 +549,25 @@ public actor Agent {
     /// the end of recovery, then the roles and the real `pg_hba.conf`.
     func bootstrapFromCustomMethod(_ custom: BootstrapMethodSpec) async throws {
         let pg = config.postgresql
-        status.update { $0.state = "running custom bootstrap script" }
-        try await CustomBootstrap.run(custom, scope: config.scope, node: node)
+        var recoveryConf = custom.recoveryConf
+        if let source = custom.archive {
+            status.update { $0.state = "restoring from the archive" }
+            recoveryConf = try await restoreForBootstrap(source)
+        } else {
+            status.update { $0.state = "running custom bootstrap script" }
+            try await CustomBootstrap.run(custom, scope: config.scope, node: node)
+        }
         let parameters = effectiveParameters(config: config, dynamic: lastView.config)
         try node.prepareRestoredCopy(keepExistingRecovery: custom.keepExistingRecoveryConf,
                                      promoteTriggerFile: parameters["promote_trigger_file"]?.scalarText)
-        let recovery: [String: JSONValue]? = custom.keepExistingRecoveryConf ? nil : (custom.recoveryConf ?? [:])
+        let recovery: [String: JSONValue]? = custom.keepExistingRecoveryConf ? nil : (recoveryConf ?? [:])
         do { _ = try await node.controlData() } catch {
             throw PostgresError("the bootstrap command left no readable pg_control in \(pg.dataDir): \(error)")
         }
         let trust = ["local all all trust", "host all all 127.0.0.1/32 trust", "host all all ::1/128 trust"]
         // An empty recovery_conf: no recovery.signal, the copy starts as it is (crash recovery
         // from its backup_label, if any).
-        try await writeConfig(role: custom.recoveryConf == nil && !custom.keepExistingRecoveryConf ? .primary : .bootstrapRecovery(recoveryConf: recovery),
+        try await writeConfig(role: recoveryConf == nil && !custom.keepExistingRecoveryConf ? .primary : .bootstrapRecovery(recoveryConf: recovery),
                               hba: trust)
         status.update { $0.state = "starting after custom bootstrap" }
         do { try await node.start(timeout: pg.pgCtlTimeout) } catch where node.isRunning() {
@@ -574,6 +582,59 @@ public actor Agent {
         try await writeConfig(role: .primary)
         try await node.reload()
         logger.info("the roles are set; pg_hba.conf no longer trusts local connections")
+    }
+
+    /// `bootstrap.method: archive`: the backup the target needs (an error before anything is
+    /// restored when the target is older than every backup), restored and checked into the
+    /// empty data directory; returns the recovery parameters: the target, `restore_command`
+    /// fetching from the source's archive, and `recovery_target_action: promote` unless given.
+    func restoreForBootstrap(_ source: ArchiveBootstrapSource) async throws -> [String: JSONValue] {
+        guard let file = config.configFile else {
+            throw PostgresError("bootstrap.method archive needs the configuration in a file: restore_command names it")
+        }
+        let scope = source.scope ?? config.scope
+        let catalog = BackupCatalog(store: try openArchiveStore(source.archive), scope: scope)
+        var target: BackupCatalog.Target = .newest
+        switch source.target {
+        case .time(let text):
+            guard let time = RestoredRecovery.parseTime(text) else {
+                throw PostgresError("bootstrap.archive.recovery_target_time \(text): expected a time with a zone, such as 2026-11-27 13:00:00+00")
+            }
+            target = .time(time)
+        case .lsn(let text):
+            guard let lsn = LSN.parse(text) else { throw PostgresError("bootstrap.archive.recovery_target_lsn \(text): expected an LSN such as 0/3000060") }
+            target = .lsn(lsn)
+        case .xid(let text):
+            guard let xid = UInt64(text) else { throw PostgresError("bootstrap.archive.recovery_target_xid \(text): expected a transaction id") }
+            target = .xid(xid)
+        case .end, .immediate, .name: break
+        }
+        if let name = source.backup { target = .named(name) }
+        let manifest = try catalog.choose(target)
+        logger.info("restoring backup \(manifest.name) of \(scope) (\(manifest.bytes >> 20) MiB, stopped at LSN \(manifest.stopLSN)) into \(config.postgresql.dataDir), then recovery to \(source.target)")
+        try node.ensureDataDirectory()
+        let started = Date()
+        let progress = ReplicaProgress(method: "archive", attempt: 1, attempts: 1, started: started)
+        let status = self.status, logger = self.logger
+        let lastLog = Mutex(Date())
+        let restorer = BackupRestorer(catalog: catalog, concurrency: source.archive.concurrency, owner: node.runAs)
+        _ = try await restorer.restore(manifest, into: config.postgresql.dataDir, expectedSystemIdentifier: nil) { done, total in
+            var p = progress
+            p.bytesDone = done
+            p.bytesTotal = total
+            status.update { $0.replicaCreation = p }
+            let due = lastLog.withLock { last in
+                guard Date().timeIntervalSince(last) >= 10 else { return false }
+                last = Date()
+                return true
+            }
+            if due { logger.info("restoring backup \(manifest.name): \(done >> 20) of \(total >> 20) MiB in \(Int(Date().timeIntervalSince(started))) s") }
+        }
+        status.update { $0.replicaCreation = nil }
+        var conf = source.recoveryParameters
+        conf["restore_command"] = .string(WALArchiveCommands.restoreCommand(configFile: file, bootstrapSource: true))
+        if conf["recovery_target_action"] == nil, source.target != .end { conf["recovery_target_action"] = .string("promote") }
+        return conf
     }
 
     /// Waits until the restored copy leaves recovery, logging the replay position every 10 s

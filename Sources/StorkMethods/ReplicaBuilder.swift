@@ -57,6 +57,15 @@ public struct ReplicaProgress: Sendable, Equatable {
     /// What the method says it will copy (pg_basebackup's estimate, the files an rsync delta
     /// copies), else the source's databases' size when the superuser may ask it.
     public var bytesTotal: Int?
+
+    public init(method: String, attempt: Int, attempts: Int, started: Date, bytesDone: Int? = nil, bytesTotal: Int? = nil) {
+        self.method = method
+        self.attempt = attempt
+        self.attempts = attempts
+        self.started = started
+        self.bytesDone = bytesDone
+        self.bytesTotal = bytesTotal
+    }
 }
 
 /// Runs the chain: each method in order until one succeeds, each with its own attempts

@@ -189,7 +189,7 @@ struct RestoreCommand: AsyncParsableCommand {
         if let name = backup {
             target = .named(name)
         } else if let t = targetTime {
-            guard let date = RecoveryTarget.parseTime(t) else { fail("restore", "--target-time \(t): expected a time such as '2026-11-27 13:00:00+00'", status: 2) }
+            guard let date = RestoredRecovery.parseTime(t) else { fail("restore", "--target-time \(t): expected a time such as '2026-11-27 13:00:00+00'", status: 2) }
             target = .time(date)
             recovery["recovery_target_time"] = t
         } else if let l = targetLsn {
@@ -214,7 +214,7 @@ struct RestoreCommand: AsyncParsableCommand {
             bar.finish()
             if !noRecovery {
                 recovery["restore_command"] = WALArchiveCommands.restoreCommand(configFile: config.configFile ?? configFile ?? "")
-                try RecoveryTarget.write(recovery, into: targetDir, owner: owner)
+                try RestoredRecovery.write(recovery, into: targetDir, owner: owner)
             }
             print("restored backup \(manifest.name) into \(targetDir): \(summary.files) files, \(summary.bytes >> 20) MiB"
                   + (summary.kept > 0 ? " (\(summary.kept) kept from an interrupted restore)" : "")

@@ -325,14 +325,22 @@ struct ResumeCommand: AsyncParsableCommand {
     }
 }
 
-/// The archive of the configuration's cluster; a missing or bad configuration exits `status`.
-func walArchive(_ configFile: String, command: String, failureStatus: Int32) -> WALArchive {
+/// The archive of the configuration's cluster (or, with `bootstrapSource`, the archive and
+/// scope `bootstrap.archive` restores from); a missing or bad configuration exits `status`.
+func walArchive(_ configFile: String, command: String, failureStatus: Int32, bootstrapSource: Bool = false) -> WALArchive {
     let config: Config
     do { config = try ConfigLoader.load(path: configFile).config } catch {
         fail(command, error.issues.map { "\($0)" }.joined(separator: "; "), status: failureStatus)
     }
-    guard let settings = config.archive else { fail(command, "\(configFile) has no archive section", status: failureStatus) }
-    do { return try WALArchive(settings: settings, scope: config.scope) } catch { fail(command, "\(error)", status: failureStatus) }
+    var settings = config.archive
+    var scope = config.scope
+    if bootstrapSource {
+        guard let source = config.bootstrap.custom?.archive else { fail(command, "\(configFile) has no bootstrap.archive to restore from", status: failureStatus) }
+        settings = source.archive
+        scope = source.scope ?? config.scope
+    }
+    guard let settings else { fail(command, "\(configFile) has no archive section", status: failureStatus) }
+    do { return try WALArchive(settings: settings, scope: scope) } catch { fail(command, "\(error)", status: failureStatus) }
 }
 
 struct WALPushCommand: ParsableCommand {
@@ -377,6 +385,8 @@ struct WALFetchCommand: ParsableCommand {
             left at the target path when it fails.
             """)
 
+    @Flag(help: "Fetch from the archive and scope that bootstrap.archive restores the new cluster from.")
+    var bootstrapSource = false
     @Argument(help: "Patroni YAML configuration file with an archive section.")
     var configFile: String
     @Argument(help: "The WAL file's name (%f).")
@@ -385,7 +395,7 @@ struct WALFetchCommand: ParsableCommand {
     var target: String
 
     func run() throws {
-        let archive = walArchive(configFile, command: "wal-fetch", failureStatus: 255)
+        let archive = walArchive(configFile, command: "wal-fetch", failureStatus: 255, bootstrapSource: bootstrapSource)
         do {
             guard try archive.fetch(name, to: target) else { throw ExitCode(1) }
         } catch let error as ArchiveError {

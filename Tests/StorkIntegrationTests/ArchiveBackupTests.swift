@@ -61,6 +61,64 @@ struct ArchiveBackupTests {
         }, "\(pg1.log)")
     }
 
+    /// `bootstrap.method: archive` clones cluster `src` to a time between two inserts: the new
+    /// cluster has the first row and not the second, runs on a timeline of its own, and archives
+    /// under its own scope. A target older than every backup fails before anything is restored.
+    @Test(.timeLimit(.minutes(4)))
+    func pointInTimeClone() async throws {
+        let dcsDir = TestSupport.makeTempDir("stork-dcs")
+        let source = TestCluster(scope: "src", dcs: .local(dcsDir))
+        defer { source.destroy(); TestSupport.removeTree(dcsDir) }
+        try runAsPostgres("/bin/mkdir", ["-p", source.root + "/archive"])
+        let yaml = Self.archiveYAML(source.root)
+        let pg0 = source.addMember("pg0", extraYAML: yaml.extra, postgresqlYAML: yaml.postgresql)
+        try pg0.start()
+        #expect(await TestSupport.waitUntil(timeout: 60) { pg0.sql("SELECT NOT pg_is_in_recovery()") == "t" }, "\(pg0.log)")
+        let backup = try runAsPostgres(storkBinary, ["backup", pg0.configPath])
+        try #require(backup.status == 0, "\(backup.output)")
+        #expect(pg0.sql("CREATE TABLE t (v text); INSERT INTO t VALUES ('first')") != nil)
+        try await Task.sleep(for: .seconds(1))
+        let between = try #require(pg0.sql("SELECT clock_timestamp()"))
+        try await Task.sleep(for: .seconds(1))
+        #expect(pg0.sql("INSERT INTO t VALUES ('second')") != nil)
+        let last = try #require(pg0.sql("SELECT pg_walfile_name(pg_switch_wal())"))
+        #expect(await TestSupport.waitUntil(timeout: 30) { pg0.sql("SELECT last_archived_wal >= '\(last)' FROM pg_stat_archiver") == "t" })
+
+        let cloneDCS = TestSupport.makeTempDir("stork-dcs")
+        let clone = TestCluster(scope: "clone", dcs: .local(cloneDCS))
+        defer { clone.destroy(); TestSupport.removeTree(cloneDCS) }
+        let c0 = clone.addMember("c0", extraYAML: yaml.extra, bootstrapYAML: """
+            method: archive
+            archive:
+              scope: src
+              recovery_target_time: '\(between)'
+            """)
+        try c0.start()
+        #expect(await TestSupport.waitUntil(timeout: 120) { c0.log.contains("initialized a new cluster") }, "\(c0.log)")
+        #expect(c0.sql("SELECT string_agg(v, ',') FROM t") == "first", "\(c0.log)")
+        #expect(c0.sql("SELECT timeline_id > 1 FROM pg_control_checkpoint()") == "t")
+        #expect(c0.sql("SELECT system_identifier FROM pg_control_system()") == pg0.sql("SELECT system_identifier FROM pg_control_system()"))
+        let segment = try #require(c0.sql("SELECT pg_walfile_name(pg_switch_wal())"))
+        #expect(await TestSupport.waitUntil(timeout: 30) {
+            FileManager.default.fileExists(atPath: source.root + "/archive/clone/wal/" + segment + ".zst")
+        }, "\(c0.sql("SELECT * FROM pg_stat_archiver") ?? "")")
+
+        // A target before the only backup: refused before anything is restored.
+        let earlyDCS = TestSupport.makeTempDir("stork-dcs")
+        let early = TestCluster(scope: "early", dcs: .local(earlyDCS))
+        defer { early.destroy(); TestSupport.removeTree(earlyDCS) }
+        let e0 = early.addMember("e0", extraYAML: yaml.extra, bootstrapYAML: """
+            method: archive
+            archive:
+              scope: src
+              recovery_target_time: '2001-01-01 00:00:00+00'
+            """)
+        try e0.start()
+        let status = await e0.waitForExit(timeout: 60)
+        #expect(status != nil && status != 0, "\(e0.log)")
+        #expect(e0.log.contains("the recovery target is older than every backup of src: the oldest,"), "\(e0.log)")
+    }
+
     /// Six damaged or hostile backups, each named by a member's `postgresql.archive.backup`:
     /// each is refused with a one-line reason, nothing lands outside the data directory, and
     /// the next method (basebackup) builds the replica.
