@@ -125,6 +125,9 @@ public struct BackupRestorer: Sendable {
     /// An empty target, or one with this backup's marker (a restore to resume).
     func prepare(_ target: String, for manifest: BackupManifest) throws {
         try makeOwnedDirectory(target)
+        // PostgreSQL starts only on a data directory no one else may read.
+        chmod(target, 0o700)
+        if let owner { chown(target, owner.uid, owner.gid) }
         let marker = target + "/" + Self.markerName
         let contents = (try? FileManager.default.contentsOfDirectory(atPath: target)) ?? []
         if let previous = try? String(contentsOfFile: marker, encoding: .utf8) {

@@ -160,7 +160,8 @@ struct RestoreCommand: AsyncParsableCommand {
             recovery target (--target-time, --target-lsn, --target-xid), restores it into an empty \
             directory with every file checked against the manifest, and writes restore_command \
             (stork wal-fetch) with recovery.signal, and the target when one is given, so that the \
-            server replays the archive when started. An interrupted restore into the same directory \
+            server replays the archive when started; archive_mode is set off, so that the copy does \
+            not archive a timeline of its own into the cluster's archive. An interrupted restore into the same directory \
             resumes, keeping the files already restored and verified.
 
             Exit status: 0 when restored; 1 with a one-line reason (the directory is left as it is, \
@@ -213,6 +214,9 @@ struct RestoreCommand: AsyncParsableCommand {
             let summary = try await restorer.restore(manifest, into: targetDir, expectedSystemIdentifier: nil) { bar.update($0, $1) }
             bar.finish()
             if !noRecovery {
+                // A restored copy that archived into the cluster's archive could put a timeline
+                // of its own there, under names the cluster may use later.
+                recovery["archive_mode"] = "off"
                 recovery["restore_command"] = WALArchiveCommands.restoreCommand(configFile: config.configFile ?? configFile ?? "")
                 try RestoredRecovery.write(recovery, into: targetDir, owner: owner)
             }

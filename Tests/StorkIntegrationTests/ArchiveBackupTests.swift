@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Testing
 import StorkConfig
 import StorkPostgres
@@ -117,6 +118,87 @@ struct ArchiveBackupTests {
         let status = await e0.waitForExit(timeout: 60)
         #expect(status != nil && status != 0, "\(e0.log)")
         #expect(e0.log.contains("the recovery target is older than every backup of src: the oldest,"), "\(e0.log)")
+    }
+
+    /// `stork restore` by hand: into a non-empty directory it refuses; an interrupted restore
+    /// (files missing, one cut short) resumes and keeps the verified files; the copy recovers
+    /// from the archive. `stork backup delete --retain 1` keeps the newest backup and the WAL
+    /// from its start on.
+    @Test(.timeLimit(.minutes(4)))
+    func restoreByHandAndRetention() async throws {
+        let dcsDir = TestSupport.makeTempDir("stork-dcs")
+        let cluster = TestCluster(scope: "hand", dcs: .local(dcsDir))
+        defer { cluster.destroy(); TestSupport.removeTree(dcsDir) }
+        try runAsPostgres("/bin/mkdir", ["-p", cluster.root + "/archive"])
+        let yaml = Self.archiveYAML(cluster.root)
+        let pg0 = cluster.addMember("pg0", extraYAML: yaml.extra, postgresqlYAML: yaml.postgresql)
+        try pg0.start()
+        #expect(await TestSupport.waitUntil(timeout: 60) { pg0.sql("SELECT NOT pg_is_in_recovery()") == "t" }, "\(pg0.log)")
+        let first = try runAsPostgres(storkBinary, ["backup", pg0.configPath])
+        try #require(first.status == 0, "\(first.output)")
+        #expect(pg0.sql("CREATE TABLE t AS SELECT generate_series(1, 1000) AS i") != nil)
+        #expect(pg0.sql("SELECT pg_switch_wal()") != nil)
+        let second = try runAsPostgres(storkBinary, ["backup", pg0.configPath])
+        try #require(second.status == 0, "\(second.output)")
+        let newest = try #require(second.output.split(separator: "\n").last.map(String.init))
+        #expect(pg0.sql("INSERT INTO t VALUES (1001)") != nil)
+        let last = try #require(pg0.sql("SELECT pg_walfile_name(pg_switch_wal())"))
+        #expect(await TestSupport.waitUntil(timeout: 30) { pg0.sql("SELECT last_archived_wal >= '\(last)' FROM pg_stat_archiver") == "t" })
+
+        let target = cluster.root + "/restored"
+        try runAsPostgres("/bin/mkdir", ["-p", target])
+        try runAsPostgres("/bin/sh", ["-c", "echo x > \(target)/stray"])
+        let refused = try runStork(["restore", pg0.configPath, "--target-dir", target])
+        #expect(refused.status == 1 && refused.err.contains("is not empty"), "\(refused.err)")
+        try runAsPostgres("/bin/rm", [target + "/stray"])
+        let restored = try runStork(["restore", pg0.configPath, "--target-dir", target])
+        #expect(restored.status == 0 && restored.out.contains("restored backup \(newest)"), "\(restored.out) \(restored.err)")
+        // As if interrupted: the marker back, some files gone, one cut short.
+        try runAsPostgres("/bin/sh", ["-c", """
+            printf %s \(newest) > \(target)/.stork-restore && rm -rf \(target)/base/1 && head -c 100 \(target)/global/pg_control > \(target)/x \
+            && mv \(target)/x \(target)/global/pg_control
+            """])
+        let resumed = try runStork(["restore", pg0.configPath, "--target-dir", target])
+        #expect(resumed.status == 0 && resumed.out.contains("kept from an interrupted restore"), "\(resumed.out) \(resumed.err)")
+        #expect(!FileManager.default.fileExists(atPath: target + "/.stork-restore"))
+        let auto = (try? String(contentsOfFile: target + "/postgresql.auto.conf", encoding: .utf8)) ?? ""
+        #expect(auto.components(separatedBy: "restore_command").count == 2 && FileManager.default.fileExists(atPath: target + "/recovery.signal"), "\(auto)")
+        let owner = try FileManager.default.attributesOfItem(atPath: target + "/global/pg_control")[.ownerAccountName] as? String
+        #expect(owner == "postgres")
+
+        // The copy recovers from the archive to its end.
+        let port = TestSupport.freePort()
+        let bin = try #require(pg0.sql("SELECT setting FROM pg_config WHERE name = 'BINDIR'"))
+        // Through ProcessRunner: the postmaster keeps a Foundation pipe open, and reading it would hang.
+        var start = Command(bin + "/pg_ctl", ["start", "-w", "-t", "60", "-D", target, "-l", cluster.root + "/restored.log", "-o",
+                                              "-p \(port) -c listen_addresses=127.0.0.1 -c unix_socket_directories=\(cluster.root)"])
+        start.runAs = TestSupport.postgresUser
+        start.timeout = 90
+        let started = try await ProcessRunner.run(start, logger: Logger(label: "test"))
+        #expect(started.succeeded, "\(started.output)")
+        defer { _ = try? runAsPostgres(bin + "/pg_ctl", ["stop", "-D", target, "-m", "immediate", "-w"]) }
+        func restoredSQL(_ q: String) -> String? {
+            let r = try? runAsPostgres(bin + "/psql", ["-h", cluster.root, "-p", String(port), "-U", "postgres", "-d", "postgres", "-Atc", q])
+            return r?.status == 0 ? r?.output.trimmingCharacters(in: .whitespacesAndNewlines) : nil
+        }
+        #expect(await TestSupport.waitUntil(timeout: 60) { restoredSQL("SELECT pg_is_in_recovery()") == "f" },
+                "\(String(((try? String(contentsOfFile: cluster.root + "/restored.log", encoding: .utf8)) ?? "").suffix(2000)))")
+        #expect(restoredSQL("SELECT count(*) FROM t") == "1001")
+        #expect(restoredSQL("SHOW archive_mode") == "off")
+
+        // Retention: the older backup goes, with the WAL only it needed.
+        let manifest = try BackupManifestFile.read(cluster.root + "/archive/hand/backups/\(newest)/manifest.json")
+        let startFile = try #require(manifest["start_wal_file"] as? String)
+        let deleted = try runStork(["backup", "delete", pg0.configPath, "--retain", "1"])
+        #expect(deleted.status == 0 && deleted.out.contains("removed "), "\(deleted.out) \(deleted.err)")
+        let list = try runStork(["backup", "list", pg0.configPath, "--json"])
+        let rows = try JSONSerialization.jsonObject(with: Data(list.out.utf8)) as? [[String: Any]] ?? []
+        #expect(rows.map { $0["name"] as? String } == [newest], "\(list.out)")
+        let wal = (try FileManager.default.contentsOfDirectory(atPath: cluster.root + "/archive/hand/wal")).sorted()
+        #expect(wal.allSatisfy { $0.hasSuffix(".history.zst") || String($0.prefix(24)).dropFirst(8) >= startFile.dropFirst(8) }, "\(wal) \(startFile)")
+        #expect(wal.contains(startFile + ".zst"), "\(wal)")
+        let bad = try runStork(["backup", "delete", pg0.configPath, "--retain", "0"])
+        #expect(bad.status != 0 && bad.err.contains("--retain must be 1 or more"), "\(bad.err)")
     }
 
     /// Six damaged or hostile backups, each named by a member's `postgresql.archive.backup`:
