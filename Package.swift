@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
@@ -42,7 +43,10 @@ let package = Package(
             "StorkConfig", "StorkPostgres",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
-        .target(name: "StorkArchive", dependencies: ["StorkConfig", "CArchive"], swiftSettings: strict),
+        .target(name: "StorkArchive", dependencies: [
+            "StorkConfig", "CArchive", "CCurl",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ], swiftSettings: strict),
         .target(name: "StorkHA", dependencies: [
             "StorkConfig", "StorkDCS", "StorkPostgres", "StorkMethods",
             .product(name: "Logging", package: "swift-log"),
