@@ -44,7 +44,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .target(name: "StorkArchive", dependencies: [
-            "StorkConfig", "StorkPostgres", "CArchive",
+            "StorkConfig", "StorkPostgres", "CArchive", "CCurl",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),

@@ -30,3 +30,36 @@ ensure_runtime_dirs() {
         install -d -o postgres -g postgres -m 2775 /var/run/postgresql
     fi
 }
+
+# A Python virtualenv outside the repository with moto's S3 server (`moto_server`), which the
+# archive tests start on loopback. Created on first use (with Debian's python3-venv when the
+# python3 on PATH has no venv module); tests find it through STORK_TEST_VENV.
+if [ "$(id -u)" -eq 0 ]; then
+    STORK_TEST_VENV="${STORK_TEST_VENV:-/var/lib/stork/test-venv}"
+else
+    STORK_TEST_VENV="${STORK_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/stork/test-venv}"
+fi
+export STORK_TEST_VENV
+
+ensure_test_venv() {
+    # moto 5.2.1 checked signatures against the decoded query (a listing's prefix=a%2Fb failed).
+    local moto='moto[server]>=5.2.5,<6'
+    if [ -x "$STORK_TEST_VENV/bin/moto_server" ]; then
+        # Offline and quick (about a second) when the installed moto already fits.
+        "$STORK_TEST_VENV/bin/pip" install -q --disable-pip-version-check "$moto"
+        return 0
+    fi
+    if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "python3 cannot make a virtualenv: install python3-venv (as root: apt-get install python3-venv)" >&2
+            exit 1
+        fi
+        echo "== installing python3-venv"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    fi
+    echo "== installing moto[server] into $STORK_TEST_VENV"
+    mkdir -p "$(dirname "$STORK_TEST_VENV")"
+    python3 -m venv "$STORK_TEST_VENV"
+    "$STORK_TEST_VENV/bin/pip" install -q --disable-pip-version-check "$moto"
+}

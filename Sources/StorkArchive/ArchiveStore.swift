@@ -44,10 +44,20 @@ public protocol ArchiveStore: Sendable {
     func list(prefix: String) throws -> [StoredObject]
     /// Removes `key`; no error when it is missing.
     func delete(_ key: String) throws
+    /// The first of `keys` that is stored, or nil. By default one listing of their common
+    /// prefix; a store that cannot list (HTTPS) or has a cheaper way asks for each key.
+    func firstExisting(_ keys: [String]) throws -> String?
 }
 
 extension ArchiveStore {
-    public func exists(_ key: String) throws -> Bool { try !list(prefix: key).filter { $0.key == key }.isEmpty }
+    public func firstExisting(_ keys: [String]) throws -> String? {
+        guard var common = keys.first else { return nil }
+        for key in keys.dropFirst() { common = String(zip(common, key).prefix { $0 == $1 }.map(\.0)) }
+        let found = Set(try list(prefix: common).map(\.key))
+        return keys.first { found.contains($0) }
+    }
+
+    public func exists(_ key: String) throws -> Bool { try firstExisting([key]) != nil }
 }
 
 /// Opens the store an `archive` section names.
@@ -111,6 +121,11 @@ public struct DirectoryStore: ArchiveStore {
     }
 
     public func localPath(_ key: String) -> String? { path(key) }
+
+    /// A few access() calls are cheaper than a listing.
+    public func firstExisting(_ keys: [String]) throws -> String? {
+        keys.first { access(path($0), F_OK) == 0 }
+    }
 
     public func list(prefix: String) throws -> [StoredObject] {
         // The directory part of the prefix, then the names in it that start with the rest.

@@ -69,13 +69,7 @@ public struct WALArchive: Sendable {
     /// The stored object's key for `name`, whatever compression it was pushed with.
     func find(_ name: String) throws -> String? {
         guard !name.contains("/"), !name.isEmpty else { throw ArchiveError("\"\(name)\" is not a WAL file name") }
-        let suffixes = [".zst", ".lz4", ".gz", ""]
-        if store.localPath(key(name, suffix: "")) != nil {
-            // A directory: a few access() calls are cheaper than a listing.
-            return suffixes.map { key(name, suffix: $0) }.first { access(store.localPath($0)!, F_OK) == 0 }
-        }
-        let found = Set(try store.list(prefix: key(name, suffix: "")).map(\.key))
-        return suffixes.map { key(name, suffix: $0) }.first { found.contains($0) }
+        return try store.firstExisting([".zst", ".lz4", ".gz", ""].map { key(name, suffix: $0) })
     }
 
     /// The decompressed bytes of the object `key`.
