@@ -269,7 +269,8 @@ struct ArchiveToolMethodTests {
         let root = cluster.root + "/main"
         let conf = cluster.root + "/pgbackrest.conf"
         let source = try ArchivingServer(root: root, archiveCommand: "pgbackrest --config=\(conf) --stanza=main archive-push %p")
-        defer { cluster.destroy(); source.stop(); TestSupport.removeTree(dcsDir) }
+        // The source first: its data directory is inside the cluster's, which destroy() removes.
+        defer { source.stop(); cluster.destroy(); TestSupport.removeTree(dcsDir) }
         try writeOwned(conf, """
             [global]
             repo1-path=\(root)/repo
@@ -386,7 +387,8 @@ struct ArchiveToolMethodTests {
         let source = try ArchivingServer(root: root, archiveCommand: barman.archiveCommand)
         try barman.configure(conninfo: "host=\(root) port=\(source.port) user=postgres dbname=postgres",
                              streamingConninfo: "host=\(root) port=\(source.port) user=postgres")
-        defer { cluster.destroy(); source.stop(); TestSupport.removeTree(dcsDir) }
+        // The source first: its data directory is inside the cluster's, which destroy() removes.
+        defer { source.stop(); cluster.destroy(); TestSupport.removeTree(dcsDir) }
         try await source.start()
         #expect(source.sql("CREATE TABLE t (v text)") != nil)
         // The archive_command of the source's files (here ALTER SYSTEM's), which a copy must not keep.
