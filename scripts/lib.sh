@@ -1,7 +1,11 @@
 # Shared by scripts/test, scripts/demo and scripts/bench.
 
 # apt packages Stork needs to build and to run its tests.
-STORK_APT_PACKAGES="postgresql-15 postgresql-client-15 libpq-dev libcurl4-openssl-dev libarchive-dev etcd-server etcd-client rsync pgbackrest bc openssl curl"
+STORK_APT_PACKAGES="postgresql-15 postgresql-client-15 libpq-dev libcurl4-openssl-dev libarchive-dev etcd-server etcd-client rsync pgbackrest barman bc openssl curl"
+
+# Installed without the packages they recommend: barman recommends openssh-server, which
+# would start an SSH server; the tests run Barman on this host, without SSH.
+STORK_APT_NO_RECOMMENDS="barman"
 
 install_missing() {
     local missing=()
@@ -15,7 +19,12 @@ install_missing() {
     fi
     echo "== installing ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    local plain=() bare=()
+    for p in "${missing[@]}"; do
+        if [[ " $STORK_APT_NO_RECOMMENDS " == *" $p "* ]]; then bare+=("$p"); else plain+=("$p"); fi
+    done
+    if [ ${#plain[@]} -gt 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${plain[@]}" >/dev/null; fi
+    if [ ${#bare[@]} -gt 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${bare[@]}" >/dev/null; fi
     # Debian starts a default cluster and etcd on install; stop the ones the packages started
     # so they do not hold ports 5432/2379 (by their service names, not by process name).
     if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
