@@ -11,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "stork", targets: ["stork"]),
+        .executable(name: "stork-wal-fetch", targets: ["stork-wal-fetch"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
@@ -43,8 +44,11 @@ let package = Package(
             "StorkConfig", "StorkPostgres", "StorkArchive",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
+        // The spool of prefetched WAL: the C library only, for the lean stork-wal-fetch.
+        .target(name: "StorkSpool", swiftSettings: strict),
+        .executableTarget(name: "stork-wal-fetch", dependencies: ["StorkSpool"], swiftSettings: strict),
         .target(name: "StorkArchive", dependencies: [
-            "StorkConfig", "StorkPostgres", "CArchive", "CCurl",
+            "StorkConfig", "StorkPostgres", "StorkSpool", "CArchive", "CCurl",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),

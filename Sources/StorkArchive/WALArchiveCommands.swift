@@ -16,9 +16,13 @@ public enum WALArchiveCommands {
         "\(escaped(executable)) wal-push \(escaped(configFile)) %p"
     }
 
-    /// With `bootstrapSource`, from the archive and scope `bootstrap.archive` names.
+    /// `stork-wal-fetch` beside `stork` when it is there: it starts in a few milliseconds, which
+    /// counts for a command run once per segment. With `bootstrapSource`, from the archive and
+    /// scope `bootstrap.archive` names.
     public static func restoreCommand(configFile: String, bootstrapSource: Bool = false) -> String {
-        "\(escaped(executable)) wal-fetch \(bootstrapSource ? "--bootstrap-source " : "")\(escaped(configFile)) %f %p"
+        let lean = (executable as NSString).deletingLastPathComponent + "/stork-wal-fetch"
+        let program = access(lean, X_OK) == 0 ? escaped(lean) : escaped(executable) + " wal-fetch"
+        return "\(program) \(bootstrapSource ? "--bootstrap-source " : "")\(escaped(configFile)) %f %p"
     }
 }
 

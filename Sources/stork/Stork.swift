@@ -10,6 +10,7 @@ import StorkDCS
 import StorkHA
 import StorkMethods
 import StorkPostgres
+import StorkSpool
 
 @main
 struct Stork: AsyncParsableCommand {
@@ -327,7 +328,7 @@ struct ResumeCommand: AsyncParsableCommand {
 
 /// The archive of the configuration's cluster (or, with `bootstrapSource`, the archive and
 /// scope `bootstrap.archive` restores from); a missing or bad configuration exits `status`.
-func walArchive(_ configFile: String, command: String, failureStatus: Int32, bootstrapSource: Bool = false) -> WALArchive {
+func walArchive(_ configFile: String, command: String, failureStatus: Int32, bootstrapSource: Bool = false) -> (WALArchive, ArchiveSettings) {
     let config: Config
     do { config = try ConfigLoader.load(path: configFile).config } catch {
         fail(command, error.issues.map { "\($0)" }.joined(separator: "; "), status: failureStatus)
@@ -340,7 +341,7 @@ func walArchive(_ configFile: String, command: String, failureStatus: Int32, boo
         scope = source.scope ?? config.scope
     }
     guard let settings else { fail(command, "\(configFile) has no archive section", status: failureStatus) }
-    do { return try WALArchive(settings: settings, scope: scope) } catch { fail(command, "\(error)", status: failureStatus) }
+    do { return (try WALArchive(settings: settings, scope: scope), settings) } catch { fail(command, "\(error)", status: failureStatus) }
 }
 
 struct WALPushCommand: ParsableCommand {
@@ -362,7 +363,7 @@ struct WALPushCommand: ParsableCommand {
     var path: String
 
     func run() throws {
-        let archive = walArchive(configFile, command: "wal-push", failureStatus: 1)
+        let (archive, _) = walArchive(configFile, command: "wal-push", failureStatus: 1)
         do {
             if try archive.push(path) == .alreadyArchived {
                 complain("wal-push", "\((path as NSString).lastPathComponent) is archived already, with the same content")
@@ -387,19 +388,39 @@ struct WALFetchCommand: ParsableCommand {
 
     @Flag(help: "Fetch from the archive and scope that bootstrap.archive restores the new cluster from.")
     var bootstrapSource = false
+    @Option(help: .hidden) var prefetchAfter: String?
+    @Option(help: .hidden) var segmentSize: UInt64 = 16 << 20
     @Argument(help: "Patroni YAML configuration file with an archive section.")
     var configFile: String
     @Argument(help: "The WAL file's name (%f).")
-    var name: String
+    var name: String?
     @Argument(help: "Where to put it (%p).")
-    var target: String
+    var target: String?
+
+    func validate() throws {
+        if prefetchAfter == nil && target == nil { throw ValidationError("expected CONFIG NAME TARGET (%f %p)") }
+    }
 
     func run() throws {
-        let archive = walArchive(configFile, command: "wal-fetch", failureStatus: 255, bootstrapSource: bootstrapSource)
+        let (archive, settings) = walArchive(configFile, command: "wal-fetch", failureStatus: 255, bootstrapSource: bootstrapSource)
+        if let after = prefetchAfter {
+            // In the background, started by a fetch: nobody reads what it prints.
+            _ = try? WALPrefetcher(archive: archive, depth: settings.prefetch, width: settings.concurrency).run(after: after, segmentSize: segmentSize)
+            return
+        }
+        guard let name, let target else { return }
+        if WALSpool.take(name, to: target) != nil { return }
         do {
             guard try archive.fetch(name, to: target) else { throw ExitCode(1) }
         } catch let error as ArchiveError {
             fail("wal-fetch", "\(error)", status: 255)
+        }
+        // A segment from the archive: recovery will want the next ones.
+        var st = stat()
+        if settings.prefetch > 0, name.count == 24, stat(target, &st) == 0, !WALSpool.prefetcherRunning() {
+            WALSpool.spawnDetached(WALSpool.prefetchCommand(stork: WALArchiveCommands.executable, config: configFile,
+                                                            flags: bootstrapSource ? ["--bootstrap-source"] : [], after: name,
+                                                            segmentSize: UInt64(st.st_size)))
         }
     }
 }

@@ -67,11 +67,16 @@ struct WALArchiveTests {
         #expect(!FileManager.default.fileExists(atPath: root + "/corrupt"))
         try runAsPostgres("/bin/rm", [root + "/archive/src/wal/00000009.history.zst"])
 
-        // Recovery of the base backup from the archive alone.
+        // Through the lean stork-wal-fetch too: a miss runs the full command, with its statuses.
+        let leanFetch = (storkBinary as NSString).deletingLastPathComponent + "/stork-wal-fetch"
+        let leanMissing = try runAsPostgres(leanFetch, [conf, "0000000100000000000000FF", root + "/missing"])
+        #expect(leanMissing.status == 1 && leanMissing.output.isEmpty, "\(leanMissing.output)")
+
+        // Recovery of the base backup from the archive alone, the prefetcher keeping the spool ahead.
         let port = TestSupport.freePort()
         try runAsPostgres("/bin/sh", ["-c", """
             touch \(backup)/recovery.signal && cat >> \(backup)/postgresql.auto.conf <<'CONF'
-            restore_command = '\(storkBinary) wal-fetch \(conf) %f %p'
+            restore_command = '\(leanFetch) \(conf) %f %p'
             archive_mode = off
             CONF
             """])
@@ -89,6 +94,9 @@ struct WALArchiveTests {
         #expect(await TestSupport.waitUntil(timeout: 120) { restored("SELECT pg_is_in_recovery()") == "f" },
                 "\(String(((try? String(contentsOfFile: root + "/restored.log", encoding: .utf8)) ?? "").suffix(3000)))")
         #expect(restored("SELECT count(*), sum(i) FROM t") == "100|5050")
+        let note = (try? String(contentsOfFile: backup + "/pg_wal/stork-spool/.prefetch.lock", encoding: .utf8)) ?? ""
+        let prefetched = note.split(separator: "\n").compactMap { Int($0.split(separator: " ").dropFirst().first ?? "") }.reduce(0, +)
+        #expect(prefetched >= 80, "\(note)")
     }
 
     /// With an `archive` section and no commands of the user's, the agent sets archive_mode,
@@ -110,7 +118,7 @@ struct WALArchiveTests {
         let stork = URL(fileURLWithPath: storkBinary).resolvingSymlinksInPath().path
         let command = pg0.sql("SHOW archive_command") ?? ""
         #expect(command == "\(stork) wal-push \(pg0.configPath) %p", "\(command)")
-        #expect(pg1.sql("SHOW restore_command") == "\(stork) wal-fetch \(pg1.configPath) %f %p")
+        #expect(pg1.sql("SHOW restore_command") == "\((stork as NSString).deletingLastPathComponent)/stork-wal-fetch \(pg1.configPath) %f %p")
         #expect(pg0.sql("CREATE TABLE t AS SELECT 1") != nil)
         let segment = try #require(pg0.sql("SELECT pg_walfile_name(pg_current_wal_lsn())"))
         #expect(pg0.sql("SELECT pg_switch_wal()") != nil)
