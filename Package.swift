@@ -81,7 +81,7 @@ let package = Package(
         .testTarget(name: "StorkConfigTests", dependencies: ["StorkConfig", "StorkTestSupport"], swiftSettings: strict),
         .testTarget(name: "StorkDCSTests", dependencies: ["StorkDCS", "StorkTestSupport"], swiftSettings: strict),
         .testTarget(name: "StorkPostgresTests", dependencies: ["StorkPostgres", "StorkTestSupport"], swiftSettings: strict),
-        .testTarget(name: "StorkArchiveTests", dependencies: ["StorkArchive", "StorkConfig", "StorkTestSupport"], swiftSettings: strict),
+        .testTarget(name: "StorkArchiveTests", dependencies: ["StorkArchive", "StorkSpool", "StorkConfig", "StorkPostgres", "StorkTestSupport"], swiftSettings: strict),
         .testTarget(name: "StorkMethodsTests", dependencies: ["StorkMethods", "StorkConfig"], swiftSettings: strict),
         .testTarget(name: "StorkHATests", dependencies: ["StorkHA", "StorkTestSupport"], swiftSettings: strict),
         .testTarget(name: "StorkAPITests", dependencies: [
