@@ -182,6 +182,7 @@ public final class ReplicaBuilder: Sendable {
         if case .succeeded = result {
             do {
                 try await node.verifyCopy(target, expectedSystemIdentifier: request.expectedSystemIdentifier)
+                try node.removeUpstreamSettings(of: target)
                 if !(spec.kind == .basebackup && node.basebackupSyncsItsCopy) { node.syncCopy(target) }
                 if !inPlace {
                     try node.markWork(.staged)

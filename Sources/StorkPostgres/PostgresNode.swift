@@ -262,12 +262,29 @@ public final class PostgresNode: Sendable {
         "promote_trigger_file", "recovery_min_apply_delay", "standby_mode", "trigger_file",
     ]
 
-    /// A configuration file's text without the lines that set a recovery parameter.
-    public static func withoutRecoveryParameters(_ text: String) -> String {
+    /// The recovery parameters that say whom a replica follows and where its recovery stops.
+    public static let upstreamParameters: Set<String> = recoveryParameters.subtracting(
+        ["restore_command", "archive_cleanup_command", "recovery_end_command", "recovery_min_apply_delay"])
+
+    /// A configuration file's text without the lines that set one of `names`.
+    public static func withoutRecoveryParameters(_ text: String, names: Set<String> = recoveryParameters) -> String {
         text.split(separator: "\n", omittingEmptySubsequences: false).filter { line in
             let name = line.split(whereSeparator: { $0 == "=" || $0 == " " || $0 == "\t" }).first.map { $0.lowercased() } ?? ""
-            return !recoveryParameters.contains(name)
+            return !names.contains(name)
         }.joined(separator: "\n")
+    }
+
+    /// A new replica's copy without the upstream settings its method's tool wrote into
+    /// `postgresql.auto.conf` (`pg_basebackup -R`, a restore tool): they would override
+    /// Stork's `primary_conninfo` and slot, and keep following a former leader after a
+    /// failover. A tool's `restore_command` stays: it is how the copy reads that tool's archive.
+    public func removeUpstreamSettings(of directory: String) throws {
+        let auto = directory + "/postgresql.auto.conf"
+        guard let text = try? String(contentsOfFile: auto, encoding: .utf8) else { return }
+        let kept = PostgresNode.withoutRecoveryParameters(text, names: PostgresNode.upstreamParameters)
+        guard kept != text else { return }
+        logger.info("removing the upstream settings the replica method wrote to postgresql.auto.conf (\(PostgresNode.upstreamParameters.filter { text.contains($0) }.sorted().joined(separator: ", "))): Stork sets whom the replica follows")
+        try writeOwnedFile(auto, contents: kept)
     }
 
     /// `recovery.conf` for PostgreSQL 11 and earlier: one `name = 'value'` line per parameter,

@@ -28,7 +28,9 @@ let methodScript = """
       hang) sleep 1000 & echo "child $!" >> "$log"; echo "self $$" >> "$log"; wait;;
       copy)
         echo "target holds: $(ls -A "$datadir" | tr '\\n' ' ')" >> "$log"
-        cp -a "$backup"/. "$datadir"/ || exit 1;;
+        cp -a "$backup"/. "$datadir"/ || exit 1
+        # As pg_basebackup -R or a restore tool would: settings Stork must not keep.
+        echo "primary_conninfo = 'host=192.0.2.1 port=1'" >> "$datadir/postgresql.auto.conf";;
     esac
     exit 0
 
@@ -201,6 +203,11 @@ struct ReplicaMethodTests {
         #expect(pg1.log.contains("trying to bootstrap (without leader)"), "\(pg1.log)")
         #expect(pg1.sql("SELECT system_identifier FROM pg_control_system()") == sysid)
         #expect(pg1.sql("SELECT pg_is_in_recovery()") == "t")
+        // The method's primary_conninfo is gone: when the leader returns, the replica follows it.
+        let auto = (try? String(contentsOfFile: pg1.dataDir + "/postgresql.auto.conf", encoding: .utf8)) ?? ""
+        #expect(!auto.contains("192.0.2.1"), "\(auto)")
+        try mc.primary.start()
+        #expect(await TestSupport.waitUntil(timeout: 60) { pg1.sql("SELECT status FROM pg_stat_wal_receiver") == "streaming" }, "\(pg1.log)")
     }
 
     /// `Methods/restore-directory`, the example method, builds a replica from a base backup
