@@ -196,11 +196,5 @@ public struct BackupCatalog: Sendable {
         return fitting
     }
 
-    static func utc(_ date: Date) -> String {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "yyyy-MM-dd HH:mm:ss 'UTC'"
-        return f.string(from: date)
-    }
+    static func utc(_ date: Date) -> String { UTCText.format(date, "yyyy-MM-dd HH:mm:ss 'UTC'") }
 }

@@ -130,11 +130,7 @@ public struct BackupWriter: Sendable {
 
     /// `YYYYMMDDTHHMMSSZ`, or with `-2`, `-3`, ... when the archive has that name already.
     func newBackupName() throws -> String {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
-        let base = f.string(from: Date())
+        let base = UTCText.format(Date(), "yyyyMMdd'T'HHmmss'Z'")
         var name = base
         var n = 1
         while try !catalog.store.list(prefix: catalog.directory(name)).isEmpty {

@@ -186,10 +186,24 @@ func awsEscape(_ text: String, keepSlash: Bool = false) -> String {
     return out
 }
 
-/// Opens a new file for a download beside `target`; the caller renames or unlinks it.
-func createPartFile(for target: String) throws -> (path: String, fd: Int32) {
+/// A GET into `<target>.stork-part`, renamed to `target` when it succeeded: false (and nothing
+/// left) when the response says the object is `missing`, `failure` for any other non-2xx.
+func downloadThroughPartFile(to target: String, get: (Int32) throws -> HTTPResponse, missing: (HTTPResponse) -> Bool,
+                             failure: (HTTPResponse) -> ArchiveError) throws -> Bool {
     let path = target + ".stork-part"
     let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
     guard fd >= 0 else { throw ArchiveError("cannot write \(path): \(String(cString: strerror(errno)))") }
-    return (path, fd)
+    var keep = false
+    defer {
+        close(fd)
+        if !keep { unlink(path) }
+    }
+    let response = try get(fd)
+    if missing(response) { return false }
+    guard (200..<300).contains(response.status) else { throw failure(response) }
+    guard rename(path, target) == 0 else {
+        throw ArchiveError("cannot rename \(path) to \(target): \(String(cString: strerror(errno)))")
+    }
+    keep = true
+    return true
 }

@@ -98,20 +98,9 @@ public struct S3Store: ArchiveStore {
     }
 
     public func download(_ key: String, to target: String) throws -> Bool {
-        let part = try createPartFile(for: target)
-        var keep = false
-        defer {
-            close(part.fd)
-            if !keep { unlink(part.path) }
-        }
-        let response = try send("GET", key, downloadFD: part.fd)
-        if response.status == 404 && S3ErrorDocument(response.body).code != "NoSuchBucket" { return false }
-        guard (200..<300).contains(response.status) else { throw failure("GET", key, response) }
-        guard rename(part.path, target) == 0 else {
-            throw ArchiveError("cannot rename \(part.path) to \(target): \(String(cString: strerror(errno)))")
-        }
-        keep = true
-        return true
+        try downloadThroughPartFile(to: target, get: { try send("GET", key, downloadFD: $0) },
+                                    missing: { $0.status == 404 && S3ErrorDocument($0.body).code != "NoSuchBucket" },
+                                    failure: { failure("GET", key, $0) })
     }
 
     public func list(prefix listPrefix: String) throws -> [StoredObject] {

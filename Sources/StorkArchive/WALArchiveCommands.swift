@@ -31,15 +31,9 @@ public enum RestoredRecovery {
     /// `2026-11-27 13:00:00+00`, with or without seconds' fractions and `T`; nil otherwise.
     public static func parseTime(_ text: String) -> Date? {
         let normalized = text.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "T", with: " ")
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        for format in ["yyyy-MM-dd HH:mm:ss.SSSSSSxxx", "yyyy-MM-dd HH:mm:ss.SSSxxx", "yyyy-MM-dd HH:mm:ssxxx", "yyyy-MM-dd HH:mm:ssx",
-                       "yyyy-MM-dd HH:mm:ss.SSSSSSx", "yyyy-MM-dd HH:mm:ss xxx", "yyyy-MM-dd HH:mm:ss 'UTC'"] {
-            f.dateFormat = format
-            f.timeZone = TimeZone(identifier: "UTC")
-            if let date = f.date(from: normalized) { return date }
-        }
-        return nil
+        return UTCText.parse(normalized, ["yyyy-MM-dd HH:mm:ss.SSSSSSxxx", "yyyy-MM-dd HH:mm:ss.SSSxxx", "yyyy-MM-dd HH:mm:ssxxx",
+                                          "yyyy-MM-dd HH:mm:ssx", "yyyy-MM-dd HH:mm:ss.SSSSSSx", "yyyy-MM-dd HH:mm:ss xxx",
+                                          "yyyy-MM-dd HH:mm:ss 'UTC'"])
     }
 
     /// Appends `parameters` to `postgresql.auto.conf` and creates `recovery.signal`.

@@ -320,13 +320,7 @@ enum RsyncDelta: Equatable {
         return bytes
     }
 
-    static func utc(_ date: Date) -> String {
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = "yyyy-MM-dd HH:mm:ss"
-        return formatter.string(from: date)
-    }
+    static func utc(_ date: Date) -> String { UTCText.format(date) }
 }
 
 private extension Character {

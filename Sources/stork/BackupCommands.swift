@@ -116,13 +116,9 @@ struct BackupListCommand: AsyncParsableCommand {
             print(String(decoding: data, as: UTF8.self))
             return
         }
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "yyyy-MM-dd HH:mm:ss"
         print("name                 | stopped (UTC)       | TL | start LSN   | stop LSN    |    MiB | stored MiB")
         for b in backups {
-            print(String(format: "%-20@ | %@ | %2d | %-11@ | %-11@ | %6d | %10d", b.name, f.string(from: b.stopTime), b.timeline,
+            print(String(format: "%-20@ | %@ | %2d | %-11@ | %-11@ | %6d | %10d", b.name, UTCText.format(b.stopTime), b.timeline,
                          b.startLSN, b.stopLSN, b.bytes >> 20, b.parts.reduce(0) { $0 + $1.size } >> 20))
         }
     }

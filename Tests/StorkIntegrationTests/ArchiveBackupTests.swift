@@ -17,10 +17,9 @@ struct ArchiveBackupTests {
     /// when the primary comes back the replica streams from it. On a directory and on S3.
     @Test(.timeLimit(.minutes(4)), arguments: ["file", "s3"])
     func replicaFromTheArchiveWithoutPrimary(_ backend: String) async throws {
-        let dcsDir = TestSupport.makeTempDir("stork-dcs")
-        let cluster = TestCluster(scope: "arch", dcs: .local(dcsDir))
-        defer { cluster.destroy(); TestSupport.removeTree(dcsDir) }
-        try runAsPostgres("/bin/mkdir", ["-p", cluster.root + "/archive"])
+        let archived = try ArchivedCluster(scope: "arch")
+        defer { archived.destroy() }
+        let cluster = archived.cluster
         var yaml = Self.archiveYAML(cluster.root)
         var s3: S3TestServer?
         defer { s3?.stop() }
@@ -36,15 +35,11 @@ struct ArchiveBackupTests {
                   secret_access_key: \(server.credentials.secretAccessKey)
                 """
         }
-        let pg0 = cluster.addMember("pg0", extraYAML: yaml.extra, postgresqlYAML: yaml.postgresql)
-        try pg0.start()
-        #expect(await TestSupport.waitUntil(timeout: 60) { pg0.sql("SELECT NOT pg_is_in_recovery()") == "t" }, "\(pg0.log)")
+        let pg0 = try await archived.startPrimary("pg0", yaml)
         #expect(pg0.sql("CREATE TABLE t AS SELECT generate_series(1, 50000) AS i") != nil)
 
-        let backup = try runAsPostgres(storkBinary, ["backup", pg0.configPath])
-        try #require(backup.status == 0, "\(backup.output)")
-        let name = try #require(backup.output.split(separator: "\n").last.map(String.init))
-        #expect(backup.output.contains("INFO: backup \(name) stored:"), "\(backup.output)")
+        let (name, output) = try archived.backup(pg0)
+        #expect(output.contains("INFO: backup \(name) stored:"), "\(output)")
         let list = try runAsPostgres(storkBinary, ["backup", "list", pg0.configPath])
         #expect(list.status == 0 && list.output.contains(name), "\(list.output)")
         if backend == "file" {
@@ -82,16 +77,11 @@ struct ArchiveBackupTests {
     /// under its own scope. A target older than every backup fails before anything is restored.
     @Test(.timeLimit(.minutes(4)))
     func pointInTimeClone() async throws {
-        let dcsDir = TestSupport.makeTempDir("stork-dcs")
-        let source = TestCluster(scope: "src", dcs: .local(dcsDir))
-        defer { source.destroy(); TestSupport.removeTree(dcsDir) }
-        try runAsPostgres("/bin/mkdir", ["-p", source.root + "/archive"])
+        let source = try ArchivedCluster(scope: "src")
+        defer { source.destroy() }
         let yaml = Self.archiveYAML(source.root)
-        let pg0 = source.addMember("pg0", extraYAML: yaml.extra, postgresqlYAML: yaml.postgresql)
-        try pg0.start()
-        #expect(await TestSupport.waitUntil(timeout: 60) { pg0.sql("SELECT NOT pg_is_in_recovery()") == "t" }, "\(pg0.log)")
-        let backup = try runAsPostgres(storkBinary, ["backup", pg0.configPath])
-        try #require(backup.status == 0, "\(backup.output)")
+        let pg0 = try await source.startPrimary("pg0", yaml)
+        _ = try source.backup(pg0)
         #expect(pg0.sql("CREATE TABLE t (v text); INSERT INTO t VALUES ('first')") != nil)
         try await Task.sleep(for: .seconds(1))
         let between = try #require(pg0.sql("SELECT clock_timestamp()"))
@@ -141,21 +131,14 @@ struct ArchiveBackupTests {
     /// from its start on.
     @Test(.timeLimit(.minutes(4)))
     func restoreByHandAndRetention() async throws {
-        let dcsDir = TestSupport.makeTempDir("stork-dcs")
-        let cluster = TestCluster(scope: "hand", dcs: .local(dcsDir))
-        defer { cluster.destroy(); TestSupport.removeTree(dcsDir) }
-        try runAsPostgres("/bin/mkdir", ["-p", cluster.root + "/archive"])
-        let yaml = Self.archiveYAML(cluster.root)
-        let pg0 = cluster.addMember("pg0", extraYAML: yaml.extra, postgresqlYAML: yaml.postgresql)
-        try pg0.start()
-        #expect(await TestSupport.waitUntil(timeout: 60) { pg0.sql("SELECT NOT pg_is_in_recovery()") == "t" }, "\(pg0.log)")
-        let first = try runAsPostgres(storkBinary, ["backup", pg0.configPath])
-        try #require(first.status == 0, "\(first.output)")
+        let archived = try ArchivedCluster(scope: "hand")
+        defer { archived.destroy() }
+        let cluster = archived.cluster
+        let pg0 = try await archived.startPrimary("pg0", Self.archiveYAML(cluster.root))
+        _ = try archived.backup(pg0)
         #expect(pg0.sql("CREATE TABLE t AS SELECT generate_series(1, 1000) AS i") != nil)
         #expect(pg0.sql("SELECT pg_switch_wal()") != nil)
-        let second = try runAsPostgres(storkBinary, ["backup", pg0.configPath])
-        try #require(second.status == 0, "\(second.output)")
-        let newest = try #require(second.output.split(separator: "\n").last.map(String.init))
+        let newest = try archived.backup(pg0).name
         #expect(pg0.sql("INSERT INTO t VALUES (1001)") != nil)
         let last = try #require(pg0.sql("SELECT pg_walfile_name(pg_switch_wal())"))
         #expect(await TestSupport.waitUntil(timeout: 30) { pg0.sql("SELECT last_archived_wal >= '\(last)' FROM pg_stat_archiver") == "t" })
@@ -221,17 +204,11 @@ struct ArchiveBackupTests {
     /// the next method (basebackup) builds the replica.
     @Test(.timeLimit(.minutes(6)))
     func hostileArchivesAreRefused() async throws {
-        let dcsDir = TestSupport.makeTempDir("stork-dcs")
-        let cluster = TestCluster(scope: "host", dcs: .local(dcsDir))
-        defer { cluster.destroy(); TestSupport.removeTree(dcsDir) }
-        try runAsPostgres("/bin/mkdir", ["-p", cluster.root + "/archive"])
-        let plain = Self.archiveYAML(cluster.root)
-        let pg0 = cluster.addMember("pg0", extraYAML: plain.extra, postgresqlYAML: plain.postgresql)
-        try pg0.start()
-        #expect(await TestSupport.waitUntil(timeout: 60) { pg0.sql("SELECT NOT pg_is_in_recovery()") == "t" }, "\(pg0.log)")
-        let backup = try runAsPostgres(storkBinary, ["backup", pg0.configPath])
-        try #require(backup.status == 0, "\(backup.output)")
-        let good = try #require(backup.output.split(separator: "\n").last.map(String.init))
+        let archived = try ArchivedCluster(scope: "host")
+        defer { archived.destroy() }
+        let cluster = archived.cluster
+        let pg0 = try await archived.startPrimary("pg0", Self.archiveYAML(cluster.root))
+        let good = try archived.backup(pg0).name
         let backups = cluster.root + "/archive/host/backups"
         let escapeMark = cluster.root + "/escape"
         let cases: [(name: String, tamper: String, reason: String)] = [
@@ -301,6 +278,38 @@ struct ArchiveBackupTests {
     m["name"] = name
     json.dump(m, open(mpath, "w"))
     """#
+}
+
+/// A cluster on the embedded store with an archive directory in its root, torn down by `destroy()`.
+final class ArchivedCluster: @unchecked Sendable {
+    let dcsDir = TestSupport.makeTempDir("stork-dcs")
+    let cluster: TestCluster
+    var root: String { cluster.root }
+
+    init(scope: String) throws {
+        cluster = TestCluster(scope: scope, dcs: .local(dcsDir))
+        try runAsPostgres("/bin/mkdir", ["-p", cluster.root + "/archive"])
+    }
+
+    func destroy() {
+        cluster.destroy()
+        TestSupport.removeTree(dcsDir)
+    }
+
+    /// Member `name`, started, once its PostgreSQL accepts writes.
+    func startPrimary(_ name: String, _ yaml: (extra: String, postgresql: String)) async throws -> TestMember {
+        let member = cluster.addMember(name, extraYAML: yaml.extra, postgresqlYAML: yaml.postgresql)
+        try member.start()
+        #expect(await TestSupport.waitUntil(timeout: 60) { member.sql("SELECT NOT pg_is_in_recovery()") == "t" }, "\(member.log)")
+        return member
+    }
+
+    /// `stork backup` of `member`: the backup's name, and everything it printed.
+    func backup(_ member: TestMember) throws -> (name: String, output: String) {
+        let taken = try runAsPostgres(storkBinary, ["backup", member.configPath])
+        try #require(taken.status == 0, "\(taken.output)")
+        return (try #require(taken.output.split(separator: "\n").last.map(String.init)), taken.output)
+    }
 }
 
 enum BackupManifestFile {
