@@ -35,6 +35,7 @@ public enum APIResponses {
         if let seen = s.dcsLastSeen { doc["dcs_last_seen"] = .int(Int(seen.timeIntervalSince1970)) }
         if let task = s.task { doc["task"] = .string(task) }
         if let progress = s.replicaCreation { doc["replica_creation"] = replicaCreation(progress, now: now) }
+        if let progress = s.recoveryProgress { doc["recovery_progress"] = recoveryProgress(progress, now: now) }
         if !config.tags.isEmpty { doc["tags"] = .object(config.tags) }
         return .object(doc)
     }
@@ -63,6 +64,15 @@ public enum APIResponses {
         default:
             return nil
         }
+    }
+
+    /// Stork's addition to `GET /patroni` and the member key while a bootstrap recovers:
+    /// `{"target", "replayed_lsn", "last_replayed_transaction", "paused", "elapsed" (s)}`.
+    public static func recoveryProgress(_ p: RecoveryProgress, now: Date = Date()) -> JSONValue {
+        var out: [String: JSONValue] = ["target": .string(p.target), "paused": .bool(p.paused), "elapsed": .int(Int(now.timeIntervalSince(p.started)))]
+        if let lsn = p.replayedLSN { out["replayed_lsn"] = .string(lsn) }
+        if let time = p.lastTransaction { out["last_replayed_transaction"] = .string(time) }
+        return .object(out)
     }
 
     /// Stork's addition to `GET /patroni` and the member key while a replica is built:

@@ -319,6 +319,7 @@ public actor Agent {
         }
         if !config.tags.isEmpty { data["tags"] = .object(config.tags) }
         if let progress = s.replicaCreation { data["replica_creation"] = APIResponses.replicaCreation(progress) }
+        if let progress = s.recoveryProgress { data["recovery_progress"] = APIResponses.recoveryProgress(progress) }
         do { try await dcs.touchMember(.object(data), ttl: timing.ttl) } catch {
             logger.error("Error communicating with DCS: \(error)")
         }
@@ -645,6 +646,8 @@ public actor Agent {
         var waited: Double = 0
         var lastLog = Date.distantPast
         var pausedSaid = false
+        let started = Date()
+        defer { status.update { $0.recoveryProgress = nil } }
         while true {
             guard node.isRunning() else {
                 let tail = PostgresNode.tail(ofFile: node.serverLogPath, lines: 20)
@@ -657,6 +660,10 @@ public actor Agent {
             if let row, row[0] == "f" {
                 logger.info("recovery has ended: the restored cluster is promoted")
                 return
+            }
+            status.update {
+                $0.recoveryProgress = RecoveryProgress(target: "\(target)", replayedLSN: row?[1] ?? nil, lastTransaction: row?[2] ?? nil,
+                                                       paused: (row?[3] ?? nil) == "paused", started: started)
             }
             let replayed = (row?[1] ?? nil).map { "replayed up to \($0)" + ((row?[2] ?? nil).map { " (last transaction \($0))" } ?? "") }
                 ?? "not yet consistent"

@@ -19,6 +19,10 @@ public enum ClusterTable {
                 }
                 state += ")"
             }
+            if case .object(let p)? = m.data["recovery_progress"] {
+                // Stork's addition: a bootstrap's recovery towards its target.
+                state += " (replayed up to \(p["replayed_lsn"]?.scalarText ?? "?"), target \(p["target"]?.scalarText ?? "?"))"
+            }
             var lag = ""
             if !isLeader, let leaderLSN, let mine = m.xlogLocation {
                 lag = String(max(0, leaderLSN - mine) / (1024 * 1024))

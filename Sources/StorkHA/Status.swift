@@ -24,7 +24,18 @@ public struct MemberStatus: Sendable, Equatable {
     public var task: String?
     /// The replica method running now, while a replica is built.
     public var replicaCreation: ReplicaProgress?
+    /// A bootstrap's recovery towards its target, while it runs.
+    public var recoveryProgress: RecoveryProgress?
     public init() {}
+}
+
+/// How far a restored copy's recovery has come: `GET /patroni`, the member key and `stork list`.
+public struct RecoveryProgress: Sendable, Equatable {
+    public var target: String
+    public var replayedLSN: String?
+    public var lastTransaction: String?
+    public var paused: Bool
+    public var started: Date
 }
 
 /// One place where the agent publishes its status and the REST API reads it.

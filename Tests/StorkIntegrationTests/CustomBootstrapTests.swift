@@ -107,6 +107,10 @@ struct CustomBootstrapTests {
         let paused = await TestSupport.waitUntil(timeout: 60) { await pg0.api("/patroni").1["state"] as? String == "recovery paused" }
         #expect(paused, "\(pg0.log)")
         #expect(pg0.log.contains("recovery is paused"), "\(pg0.log)")
+        // Where the recovery is, in GET /patroni (and so in the member key and stork list).
+        let progress = await pg0.api("/patroni").1["recovery_progress"] as? [String: Any]
+        #expect(progress?["paused"] as? Bool == true && (progress?["target"] as? String)?.contains(target) == true
+                && progress?["replayed_lsn"] is String, "\(String(describing: progress))")
         // Paused at the target: the first row is there, the second is not, read-only.
         #expect(pg0.sql("SELECT string_agg(v, ',') FROM t") == "first")
         let resumed = try runAsPostgres(storkBinary, ["resume", pg0.configPath])
