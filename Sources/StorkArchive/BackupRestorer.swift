@@ -32,6 +32,11 @@ public struct BackupRestorer: Sendable {
     /// The marker a restore in progress keeps in its directory: the backup's name.
     public static let markerName = ".stork-restore"
 
+    /// The backup an interrupted restore in `directory` was restoring, if any.
+    public static func interruptedRestore(in directory: String) -> String? {
+        (try? String(contentsOfFile: directory + "/" + markerName, encoding: .utf8)).flatMap { $0.isEmpty ? nil : $0 }
+    }
+
     public struct Summary: Sendable, Equatable {
         public var files: Int
         public var bytes: Int

@@ -761,6 +761,12 @@ public actor Agent {
             logger.warning("a checked copy waits in \(node.stagingDirectory): putting it in place of \(dataDir)")
             try node.installStagedCopy()
         case .staging:
+            if let backup = BackupRestorer.interruptedRestore(in: node.stagingDirectory) {
+                // The archive method resumes it, keeping the files already restored and verified.
+                logger.warning("\(node.stagingDirectory) holds an interrupted restore of backup \(backup): kept for the archive method to resume (\(dataDir) was not touched)")
+                node.clearWork()
+                return "kept the interrupted restore of backup \(backup)"
+            }
             logger.warning("\(node.stagingDirectory) holds an unfinished copy of this agent: removing it (\(dataDir) was not touched)")
             try node.removeStagedCopy()
         case .clone:

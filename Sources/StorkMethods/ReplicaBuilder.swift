@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Synchronization
+import StorkArchive
 import StorkConfig
 import StorkPostgres
 
@@ -135,6 +136,8 @@ public final class ReplicaBuilder: Sendable {
             if inPlace {
                 if !spec.keepData { try node.wipeDataDirectory() } else { logger.info("Leaving data directory uncleaned") }
                 try node.ensureDirectory(target)
+            } else if case .archive = spec.kind, let backup = BackupRestorer.interruptedRestore(in: target) {
+                logger.info("resuming the interrupted restore of backup \(backup) in \(target)")
             } else {
                 try node.removeStagedCopy()
                 try node.prepareEmptyDirectory(target)

@@ -199,6 +199,36 @@ struct ArchiveBackupTests {
         #expect(bad.status != 0 && bad.err.contains("--retain must be 1 or more"), "\(bad.err)")
     }
 
+    /// An agent killed in the middle of an archive restore leaves the staging directory with
+    /// the restore's marker and the `staging` work marker (made here by `stork restore`, then
+    /// files removed and one cut short): the next agent keeps it, and the archive method resumes
+    /// it, keeping the files already restored and verified.
+    @Test(.timeLimit(.minutes(3)))
+    func anInterruptedRestoreResumes() async throws {
+        let archived = try ArchivedCluster(scope: "resume")
+        defer { archived.destroy() }
+        let yaml = Self.archiveYAML(archived.root, methods: "[archive]")
+        let pg0 = try await archived.startPrimary("pg0", yaml)
+        #expect(pg0.sql("CREATE TABLE t AS SELECT generate_series(1, 1000) AS i") != nil)
+        let name = try archived.backup(pg0).name
+        let pg1 = archived.cluster.addMember("pg1", extraYAML: yaml.extra, postgresqlYAML: yaml.postgresql)
+        let staging = pg1.dataDir + ".stork-staging"
+        let restored = try runAsPostgres(storkBinary, ["restore", pg1.configPath, "--target-dir", staging, "--no-recovery"])
+        try #require(restored.status == 0, "\(restored.output)")
+        try runAsPostgres("/bin/sh", ["-c", """
+            printf %s \(name) > \(staging)/.stork-restore && rm -rf \(staging)/base/1 && head -c 100 \(staging)/global/pg_control > \(staging)/x \
+            && mv \(staging)/x \(staging)/global/pg_control && echo staging > \(pg1.dataDir).stork-incomplete
+            """])
+        try pg1.start()
+        #expect(await TestSupport.waitUntil(timeout: 60) { pg1.sql("SELECT status FROM pg_stat_wal_receiver") == "streaming" }, "\(pg1.log)")
+        #expect(pg1.log.contains("holds an interrupted restore of backup \(name): kept for the archive method to resume"), "\(pg1.log)")
+        #expect(pg1.log.contains("resuming the interrupted restore of backup \(name)"), "\(pg1.log)")
+        let kept = pg1.log.split(separator: "\n").first { $0.contains("files an interrupted restore had written and verified") } ?? ""
+        let count = Int(kept.split(separator: " ").drop { $0 != "kept" }.dropFirst().first ?? "") ?? 0
+        #expect(count > 500, "\(kept)")
+        #expect(pg1.sql("SELECT count(*) FROM t") == "1000")
+    }
+
     /// Six damaged or hostile backups, each named by a member's `postgresql.archive.backup`:
     /// each is refused with a one-line reason, nothing lands outside the data directory, and
     /// the next method (basebackup) builds the replica.
