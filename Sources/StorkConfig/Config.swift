@@ -262,6 +262,9 @@ public struct PostgresSettings: Sendable, Equatable {
     public var standbyReplicaMethods: [ReplicaMethodSpec]? = nil
     /// `postgresql.pg_ctl_timeout`: seconds to wait for start and stop (Patroni: 60).
     public var pgCtlTimeout: Int = 60
+    /// `postgresql.use_pg_rewind`: a former primary whose history diverged from the new
+    /// leader's is rewound with pg_rewind; without it, it is rebuilt through the replica methods.
+    public var useRewind = false
     public init(listen: String, connectAddress: String, dataDir: String, pgpass: String,
                 superuser: PostgresUser, replication: PostgresUser) {
         self.listen = listen

@@ -672,10 +672,11 @@ struct ConfigReader {
             basebackup = bb
         }
         let timeout = int(m["pg_ctl_timeout"], "postgresql.pg_ctl_timeout")
+        let useRewind = m["use_pg_rewind"].map(\.isTruthy)
         if let timeout, timeout < 0 { issue("postgresql.pg_ctl_timeout", "\(timeout): must not be negative") }
 
         var known: Set<String> = ["listen", "connect_address", "data_dir", "bin_dir", "pgpass", "authentication",
-                                  "parameters", "pg_hba", "create_replica_methods", "basebackup", "pg_ctl_timeout"]
+                                  "parameters", "pg_hba", "create_replica_methods", "basebackup", "pg_ctl_timeout", "use_pg_rewind"]
         var sections: [String: JSONValue] = [:]
         for (key, section) in m where !known.contains(key) {
             if methods.contains(key) || standbyMethodNames?.contains(key) == true {
@@ -703,6 +704,7 @@ struct ConfigReader {
         pg.replicaMethods = chain
         pg.standbyReplicaMethods = standbyChain
         if let timeout { pg.pgCtlTimeout = timeout }
+        if let useRewind { pg.useRewind = useRewind }
         return pg
     }
 

@@ -89,6 +89,7 @@ extension Config {
         w.scalar("bin_dir", .string(pg.binDir), depth: 1)
         w.scalar("pgpass", .string(pg.pgpass), depth: 1)
         w.scalar("pg_ctl_timeout", .int(pg.pgCtlTimeout), depth: 1)
+        w.scalar("use_pg_rewind", .bool(pg.useRewind), depth: 1)
         w.section("authentication", depth: 1)
         for (role, user) in [("superuser", pg.superuser), ("replication", pg.replication), ("rewind", pg.rewind)] {
             guard let user else { continue }

@@ -71,6 +71,22 @@ public protocol DCS: Sendable {
     func writeConfig(_ config: JSONValue, createOnly: Bool) async throws -> Bool
     /// Writes `optime/leader` (and Patroni 3's `status`) with the leader's WAL position.
     func writeLeaderOptime(_ lsn: Int) async throws
+    /// Appends a promotion to `history`, as Patroni records it: `[timeline, lsn, reason,
+    /// time, new leader]`, `timeline` being the one that ended at `lsn`.
+    func appendHistory(timeline: Int, lsn: Int, reason: String, newLeader: String) async throws
+}
+
+extension DCSKeys {
+    /// `history` with one more entry.
+    public static func historyValue(appending entry: (timeline: Int, lsn: Int, reason: String, newLeader: String), to current: String?) -> String {
+        var items: [JSONValue] = []
+        if let current, case .array(let old)? = JSONValue.parse(json: Data(current.utf8)) { items = old }
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.dateFormat = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSxxx"
+        items.append(.array([.int(entry.timeline), .int(entry.lsn), .string(entry.reason), .string(f.string(from: Date())), .string(entry.newLeader)]))
+        return String(decoding: JSONValue.array(items).jsonData(sortedKeys: true), as: UTF8.self)
+    }
 }
 
 public struct DCSError: Error, CustomStringConvertible, Sendable {

@@ -132,6 +132,17 @@ public final class EtcdDCS: DCS {
         }
     }
 
+    public func appendHistory(timeline: Int, lsn: Int, reason: String, newLeader: String) async throws {
+        let keys = self.keys
+        _ = try await client.run { conn throws(EtcdFailure) in
+            let answer = try conn.call("/kv/range", .object(["key": .string(EtcdClient.base64(keys.history))]))
+            var current: String?
+            if case .array(let kvs)? = answer["kvs"], let kv = kvs.first { current = EtcdClient.text(base64: kv["value"]) }
+            let value = DCSKeys.historyValue(appending: (timeline, lsn, reason, newLeader), to: current)
+            _ = try conn.call("/kv/put", Self.putFields(keys.history, value, lease: nil))
+        }
+    }
+
     /// Revokes this agent's lease: etcd drops `members/<name>` and (if ours) `leader` at once.
     public func revokeLease() async throws {
         guard let id = lease.withLock({ s -> String? in let id = s.id; s.id = nil; return id }) else { return }

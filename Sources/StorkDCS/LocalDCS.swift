@@ -125,6 +125,14 @@ public final class LocalDCS: DCS {
         }
     }
 
+    public func appendHistory(timeline: Int, lsn: Int, reason: String, newLeader: String) async throws {
+        let keys = self.keys
+        try await withStore { store, _ in
+            let value = DCSKeys.historyValue(appending: (timeline, lsn, reason, newLeader), to: store.keys[keys.history]?.value)
+            store.keys[keys.history] = LocalStore.Entry(value: value, lease: nil)
+        }
+    }
+
     /// Ends this agent's lease: its member key and (if ours) the leader key go at once.
     public func revokeLease() async throws {
         guard let id = leaseID.withLock({ v -> String? in let id = v; v = nil; return id }) else { return }

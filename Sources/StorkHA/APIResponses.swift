@@ -24,7 +24,7 @@ public enum APIResponses {
                     "received_location": .int(server.receiveLSN ?? server.walPosition),
                     "replayed_location": .int(server.replayLSN ?? server.walPosition),
                     "replayed_timestamp": .null,
-                    "paused": .bool(false),
+                    "paused": .bool(server.replayPaused),
                 ])
                 if server.streaming { doc["replication_state"] = .string("streaming") }
             } else {

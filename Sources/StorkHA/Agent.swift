@@ -82,7 +82,7 @@ public actor Agent {
             status.update { $0.dcsLastSeen = Date() }
         } catch {
             logger.error("Error communicating with DCS: \(error)")
-            return nil
+            return demoteIfLeaderKeyLapsed()
         }
         lastView = view
         timing = Timing(config: config, dynamic: view.config)
@@ -221,6 +221,10 @@ public actor Agent {
             startLongTask("starting replica", state: "starting") { agent in await agent.startServer(role: agent.replicaRole()) }
             return "starting as a secondary"
 
+        case .startReplica(let leader?) where local.wasPrimary && leader != me:
+            startLongTask("rejoining", state: "starting") { agent in await agent.rejoin(leader: leader) }
+            return "rejoining as a replica of \(leader): this node was a primary"
+
         case .startReplica:
             startLongTask("starting replica", state: "starting") { agent in await agent.startServer(role: agent.replicaRole()) }
             return "starting as a secondary"
@@ -231,7 +235,9 @@ public actor Agent {
                 await manageReplicationSlots(view: view)
                 return "no action. I am (\(me)), the leader with the lock"
             }
-            return "failed to update leader lock"
+            // Another member holds the key now, or the DCS refused: never two primaries.
+            startLongTask("demoting", state: "stopping") { agent in await agent.restartAsReplica() }
+            return "demoting self because failed to update leader lock"
 
         case .startStandbyLeader:
             startLongTask("starting standby leader", state: "starting") { agent in await agent.startServer(role: agent.standbyLeaderRole()) }
@@ -257,6 +263,18 @@ public actor Agent {
             if await takeLeaderKey() { return "acquired session lock as a leader" }
             return "failed to acquire the leader lock"
 
+        case .leaderRace where view.leader == me:
+            // This replica holds the key (it demoted while the DCS was out of reach): lead again.
+            guard await refreshLeaderKey() else { return "failed to update leader lock" }
+            startLongTask("promoting", state: "promoting") { agent in await agent.promoteToPrimary() }
+            return "promoted self to leader because I had the session lock"
+
+        case .leaderRace:
+            if let reason = await reasonNotToLead(view: view) { return "following nobody: \(reason)" }
+            guard await takeLeaderKey() else { return "failed to acquire the leader lock: another member won the race" }
+            startLongTask("promoting", state: "promoting") { agent in await agent.promoteToPrimary() }
+            return "promoted self to leader by acquiring session lock"
+
         case .demote(let leader):
             startLongTask("demoting", state: "stopping") { agent in
                 await agent.restartAsReplica()
@@ -269,6 +287,11 @@ public actor Agent {
                 followedLeader = .some(leader)
             }
             if followedLeader != .some(leader) {
+                // PostgreSQL 13 and later reread primary_conninfo and primary_slot_name on reload.
+                if (status.snapshot.server?.serverVersion ?? 0) >= 130000 {
+                    startLongTask("following a new leader", state: "running") { agent in await agent.followByReload(leader) }
+                    return "changing primary_conninfo and reloading in progress"
+                }
                 startLongTask("following a new leader", state: "starting") { agent in await agent.restartAsReplica() }
                 return "changing primary_conninfo and restarting in progress"
             }
@@ -277,10 +300,92 @@ public actor Agent {
         }
     }
 
+    /// When the leader key was last refreshed: a primary that cannot reach the DCS for
+    /// `retry_timeout` past it demotes.
+    private var lastLeaderRefresh: Date?
+
+    /// With the DCS out of reach: a primary whose key was last refreshed more than
+    /// `retry_timeout` ago may have lost it to another member by now, so it stops accepting
+    /// writes (restarts read-only, following nobody) rather than risk two primaries.
+    private func demoteIfLeaderKeyLapsed() -> String? {
+        guard status.snapshot.holdsLeaderKey, longTaskName == nil, let last = lastLeaderRefresh,
+              Date().timeIntervalSince(last) > Double(timing.retryTimeout) else { return nil }
+        status.update { $0.holdsLeaderKey = false }
+        lastLeaderRefresh = nil
+        startLongTask("demoting", state: "stopping") { agent in await agent.restartAsReplica() }
+        return "demoting self because DCS is not accessible and I was a leader"
+    }
+
+    /// Why this member must not take the leader key now, or nil when it is the healthiest:
+    /// PostgreSQL answers, it is no more than `maximum_lag_on_failover` bytes behind the last
+    /// leader's position, no member (that may lead) still runs as a primary, and none has more
+    /// WAL, or the same WAL and a replay that is not paused where this one's is, or more of it
+    /// replayed. Members whose API does not answer are left out, as Patroni does.
+    func reasonNotToLead(view: ClusterView) async -> String? {
+        guard let mine = try? await node.serverState() else { return "PostgreSQL does not answer" }
+        func key(wal: Int, paused: Bool, replayed: Int) -> (Int, Int, Int) { (wal, paused ? 0 : 1, replayed) }
+        let myKey = key(wal: mine.walPosition, paused: mine.replayPaused, replayed: mine.replayLSN ?? mine.walPosition)
+        let maxLag = clusterConfig(config, view.config)["maximum_lag_on_failover"]?.intValue ?? 1_048_576
+        if let optime = view.leaderOptime, optime - mine.walPosition > maxLag {
+            return "my WAL position \(LSN.format(mine.walPosition)) is \(optime - mine.walPosition) bytes behind the last leader's \(LSN.format(optime)) (maximum_lag_on_failover \(maxLag))"
+        }
+        let client = MemberAPIClient(config: config, timeout: 2)
+        for member in view.members where member.name != config.name && member.tags["nofailover"]?.isTruthy != true {
+            guard let api = member.apiURL else { continue }
+            // The member key's api_url is Patroni's: http://host:port/patroni.
+            let url = api.hasSuffix("/patroni") ? api : (api.hasSuffix("/") ? api + "patroni" : api + "/patroni")
+            guard let response = try? await client.request("GET", url: url),
+                  response.status == 200, let doc = JSONValue.parse(json: Data(response.text.utf8)) else {
+                logger.warning("Request failed to \(member.name): GET \(url); leaving it out of the race")
+                continue
+            }
+            let xlog = doc["xlog"]
+            if doc["role"]?.scalarText == "primary" || doc["role"]?.scalarText == "master", xlog?["location"] != nil {
+                return "\(member.name) still runs as a primary"
+            }
+            guard let received = xlog?["received_location"]?.intValue ?? xlog?["replayed_location"]?.intValue else { continue }
+            let replayed = xlog?["replayed_location"]?.intValue ?? received
+            let theirs = key(wal: max(received, replayed), paused: xlog?["paused"] == .bool(true), replayed: replayed)
+            if theirs > myKey {
+                return "\(member.name) is ahead (WAL \(LSN.format(theirs.0)), replayed \(LSN.format(theirs.2))\(theirs.1 == 1 && myKey.1 == 0 ? ", not paused" : "")) of me (\(LSN.format(myKey.0)), replayed \(LSN.format(myKey.2))\(myKey.1 == 0 ? ", paused" : ""))"
+            }
+        }
+        return nil
+    }
+
+    /// The race's winner: promote, publish the new timeline's start in `history` as Patroni
+    /// does, and lead. A promotion that fails gives the key back.
+    func promoteToPrimary() async {
+        let before = status.snapshot.server
+        do {
+            // The server removes standby.signal itself when it promotes; the primary's
+            // configuration (no upstream) is written after.
+            try await node.promote()
+            try await writeConfig(role: .primary)
+            try await node.reload()
+            // pg_control names the new timeline only after a checkpoint; a former primary's
+            // pg_rewind reads it there.
+            _ = try? await node.localQuery("CHECKPOINT")
+            followedLeader = nil
+            let after = try? await node.serverState()
+            logger.info("promoted: timeline \(after?.timeline ?? 0), at \(LSN.format(before?.walPosition ?? 0))")
+            if let before, let after {
+                do { try await dcs.appendHistory(timeline: before.timeline, lsn: before.walPosition, reason: "no recovery target specified",
+                                                 newLeader: config.name) } catch { logger.warning("could not update history: \(error)") }
+                try? await dcs.writeLeaderOptime(after.walPosition)
+            }
+        } catch {
+            logger.error("promotion failed: \(error); giving the leader key back")
+            try? await dcs.deleteLeader()
+            status.update { $0.holdsLeaderKey = false }
+        }
+    }
+
     private func takeLeaderKey() async -> Bool {
         do {
             let ok = try await dcs.acquireLeader(ttl: timing.ttl)
             status.update { $0.holdsLeaderKey = ok }
+            if ok { lastLeaderRefresh = Date() }
             return ok
         } catch {
             logger.error("Error communicating with DCS: \(error)")
@@ -292,6 +397,7 @@ public actor Agent {
         do {
             let ok = try await dcs.refreshLeader(ttl: timing.ttl)
             status.update { $0.holdsLeaderKey = ok }
+            if ok { lastLeaderRefresh = Date() }
             return ok
         } catch {
             logger.error("Error communicating with DCS: \(error)")
@@ -461,6 +567,61 @@ public actor Agent {
         } catch {
             status.update { $0.state = "start failed" }
             logger.error("failed to start PostgreSQL: \(error)")
+        }
+    }
+
+    /// A former primary joins `leader`'s cluster: after crash recovery in single-user mode
+    /// (for one that crashed), `pg_rewind --dry-run` tells whether its history diverged from
+    /// the leader's. Not diverged, it starts as a replica; diverged, it is rewound
+    /// (`use_pg_rewind`) or rebuilt through `create_replica_methods` (the old directory stays
+    /// until the new copy is in place). A rewind that fails is also rebuilt.
+    func rejoin(leader: String) async {
+        guard let url = lastView.member(named: leader)?.connURL else {
+            await startServer(role: replicaRole())
+            return
+        }
+        let useRewind = config.postgresql.useRewind || clusterConfig(config, lastView.config)["postgresql"]?["use_pg_rewind"]?.isTruthy == true
+        do {
+            if (try? await node.controlData())?.clusterState == "in production" {
+                logger.info("running crash recovery in single-user mode: pg_rewind needs a cleanly shut down data directory")
+                try await node.singleUserCrashRecovery()
+            }
+            switch try await node.rewind(fromConnURL: url, dryRun: true) {
+            case .notNeeded:
+                logger.info("this former primary's history has not diverged from \(leader)'s: starting as its replica")
+                await startServer(role: replicaRole())
+                return
+            case .sameTimeline:
+                logger.info("waiting for \(leader) to checkpoint after its promotion: pg_rewind cannot compare the histories before")
+                return
+            case .needed:
+                break
+            }
+            if useRewind {
+                logger.info("this former primary's history diverged from \(leader)'s: rewinding it with pg_rewind (use_pg_rewind)")
+                _ = try await node.rewind(fromConnURL: url, dryRun: false)
+                logger.info("pg_rewind done: starting as a replica of \(leader)")
+                await startServer(role: replicaRole())
+                return
+            }
+            logger.warning("this former primary's history diverged from \(leader)'s and use_pg_rewind is off: rebuilding it through create_replica_methods")
+        } catch {
+            logger.error("cannot rejoin by rewind: \(oneLine(String(describing: error))); rebuilding through create_replica_methods")
+        }
+        await rebuild(from: leader, description: CloneSource.describe(leader, isLeader: true))
+    }
+
+    /// A running replica follows `leader` from now on: new `primary_conninfo`, then a reload;
+    /// a restart when the reload fails.
+    func followByReload(_ leader: String?) async {
+        do {
+            try await writeConfig(role: replicaRole())
+            try await node.reload()
+            followedLeader = .some(leader)
+            logger.info("following \(leader ?? "nobody") without a restart (primary_conninfo reloaded)")
+        } catch {
+            logger.warning("reloading primary_conninfo failed (\(error)); restarting")
+            await restartAsReplica()
         }
     }
 

@@ -89,6 +89,9 @@ public enum Decision: Sendable, Equatable {
     case acquireLeader
     /// A running primary while another member holds the key: step down and follow it.
     case demote(leader: String?)
+    /// A running replica and nobody holds the leader key: when this member is the healthiest
+    /// (no member that may lead has more WAL), take the key (create-only) and promote.
+    case leaderRace
     /// A running replica: make sure it follows `leader`.
     case follow(leader: String?)
     /// Standby cluster, PostgreSQL stopped, this member holds the leader key: start it as a
@@ -139,6 +142,8 @@ public func decide(_ s: Snapshot) -> Decision {
         return s.mayLead ? .acquireLeader : .demote(leader: nil)
     }
     if s.standbyCluster && s.iAmLeader { return .holdStandbyLeader }
+    // Nobody leads: the healthiest replica takes the key and promotes.
+    if (cluster.leader == nil || s.iAmLeader) && s.mayLead && !s.standbyCluster { return .leaderRace }
     return .follow(leader: cluster.leader == s.me ? nil : cluster.leader)
 }
 

@@ -99,6 +99,8 @@ public struct ServerState: Sendable, Equatable {
     public var serverVersion: Int
     /// A replica's WAL receiver is streaming (pg_stat_wal_receiver.status = 'streaming').
     public var streaming: Bool
+    /// A replica's replay is paused (pg_wal_replay_pause).
+    public var replayPaused = false
     public init(inRecovery: Bool, walPosition: Int, replayLSN: Int?, receiveLSN: Int?, timeline: Int, serverVersion: Int, streaming: Bool) {
         self.inRecovery = inRecovery
         self.walPosition = walPosition

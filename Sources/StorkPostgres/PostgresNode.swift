@@ -370,18 +370,21 @@ public final class PostgresNode: Sendable {
                    pg_catalog.pg_last_wal_replay_lsn()::text,
                    (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint())::text,
                    (SELECT received_tli FROM pg_catalog.pg_stat_wal_receiver)::text,
-                   (SELECT status FROM pg_catalog.pg_stat_wal_receiver)
+                   (SELECT status FROM pg_catalog.pg_stat_wal_receiver),
+                   CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_get_wal_replay_pause_state() <> 'not paused' END
             """)
-        guard let row = rows.first, row.count == 8 else { throw PostgresError("server state query returned no row") }
+        guard let row = rows.first, row.count == 9 else { throw PostgresError("server state query returned no row") }
         let inRecovery = row[0] == "t"
         let receive = row[3].flatMap(LSN.parse)
         let replay = row[4].flatMap(LSN.parse)
         let checkpointTimeline = row[5].flatMap { Int($0) } ?? 0
         let position = inRecovery ? max(receive ?? 0, replay ?? 0) : (row[2].flatMap(LSN.parse) ?? 0)
         let timeline = inRecovery ? (row[6].flatMap { Int($0) } ?? checkpointTimeline) : checkpointTimeline
-        return ServerState(inRecovery: inRecovery, walPosition: position, replayLSN: replay, receiveLSN: receive,
-                           timeline: timeline, serverVersion: row[1].flatMap { Int($0) } ?? 0,
-                           streaming: row[7] == "streaming")
+        var state = ServerState(inRecovery: inRecovery, walPosition: position, replayLSN: replay, receiveLSN: receive,
+                                timeline: timeline, serverVersion: row[1].flatMap { Int($0) } ?? 0,
+                                streaming: row[7] == "streaming")
+        state.replayPaused = row[8] == "t"
+        return state
     }
 
     /// Creates or updates the replication role and `bootstrap.users`, and sets the
@@ -447,6 +450,45 @@ public final class PostgresNode: Sendable {
             }
         }
         chmod(dir, 0o700)
+    }
+
+    /// A crashed primary's data directory (`in production` in pg_control) made cleanly shut
+    /// down, as pg_rewind needs: crash recovery in single-user mode, which ends at EOF on stdin.
+    public func singleUserCrashRecovery() async throws {
+        var command = Command(binary("postgres"), ["--single", "-D", settings.dataDir, "-c", "archive_mode=off", "template1"])
+        command.timeout = 3600
+        command.withoutInherited = ["PATRONI_"]
+        let result = try await run(command)
+        guard result.succeeded else { throw PostgresNode.failure("postgres --single (crash recovery)", result) }
+    }
+
+    /// What `pg_rewind --dry-run` found.
+    public enum RewindCheck: Sendable, Equatable {
+        case notNeeded
+        case needed
+        /// The source's pg_control still names the target's timeline: it has not checkpointed
+        /// since it promoted, and pg_rewind cannot tell yet.
+        case sameTimeline
+    }
+
+    /// pg_rewind from the member at `url` as `user` (the rewind user, else the superuser):
+    /// with `dryRun`, only whether the histories diverged.
+    public func rewind(fromConnURL url: String, dryRun: Bool) async throws -> RewindCheck {
+        let user = settings.rewind ?? settings.superuser
+        let (host, port) = PostgresNode.hostAndPort(fromConnURL: url)
+        if let password = user.password { remember(PgpassEntry(host: host, port: port, user: user.username, password: password)) }
+        try writePgpass()
+        var pairs: [(String, String)] = [("host", host), ("port", port), ("user", user.username), ("dbname", "postgres"),
+                                         ("passfile", settings.pgpass), ("connect_timeout", "5"), ("application_name", "stork-rewind")]
+        for key in user.sslOptions.keys.sorted() { pairs.append((key, user.sslOptions[key]!)) }
+        var command = Command(binary("pg_rewind"), ["--target-pgdata=" + settings.dataDir, "--source-server=" + ConnInfo.format(pairs)]
+                              + (dryRun ? ["--dry-run"] : ["--progress"]))
+        command.timeout = 3600
+        command.withoutInherited = ["PATRONI_"]
+        let result = try await run(command)
+        guard result.succeeded else { throw PostgresNode.failure("pg_rewind" + (dryRun ? " --dry-run" : ""), result) }
+        if result.output.contains("on the same timeline") { return .sameTimeline }
+        return result.output.contains("no rewind required") ? .notNeeded : .needed
     }
 
     /// Runs `SELECT pg_promote()` / `pg_ctl promote`.

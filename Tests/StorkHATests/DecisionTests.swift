@@ -133,8 +133,13 @@ private let cases: [DecisionCase] = [
           snapshot: Snapshot(me: "pg1", cluster: leaderView, local: runningPrimary), expected: .demote(leader: "pg0")),
     .init(label: "running replica: follow the leader",
           snapshot: Snapshot(me: "pg1", cluster: leaderView, local: runningReplica), expected: .follow(leader: "pg0")),
-    .init(label: "running replica, no leader: no upstream",
-          snapshot: Snapshot(me: "pg1", cluster: ClusterView(initialize: "7001"), local: runningReplica), expected: .follow(leader: nil)),
+    .init(label: "running replica, no leader: the leader race",
+          snapshot: Snapshot(me: "pg1", cluster: ClusterView(initialize: "7001"), local: runningReplica), expected: .leaderRace),
+    .init(label: "running replica holding the key (demoted while the DCS was away): lead again",
+          snapshot: Snapshot(me: "pg0", cluster: leaderView, local: runningReplica), expected: .leaderRace),
+    .init(label: "running replica, nofailover, no leader: no upstream, no race",
+          snapshot: Snapshot(me: "pg1", cluster: ClusterView(initialize: "7001"), local: runningReplica, mayLead: false),
+          expected: .follow(leader: nil)),
 ]
 
 @Suite("The agent's decision table")

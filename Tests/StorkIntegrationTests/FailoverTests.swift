@@ -1,0 +1,148 @@
+import Foundation
+import Testing
+import StorkTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Failover, demotion and rejoin on real PostgreSQL and etcd (ttl 20, loop_wait 1, retry_timeout 4).
+@Suite("Failover: the leader race, demotion, rejoin by rewind and by the replica methods", .serialized)
+struct FailoverTests {
+    /// The postmaster's PID from `postmaster.pid`.
+    static func postmasterPID(_ m: TestMember) -> Int32? {
+        (try? String(contentsOfFile: m.dataDir + "/postmaster.pid", encoding: .utf8))?.split(separator: "\n").first.flatMap { Int32($0) }
+    }
+
+    /// The agent and the postmaster of `m` killed with SIGKILL, as a machine that dies.
+    static func killMachine(_ m: TestMember) async {
+        let pid = postmasterPID(m)
+        m.crash()
+        if let pid { kill(pid, SIGKILL) }
+        // The backends notice their postmaster is gone and exit.
+        _ = await TestSupport.waitUntil(timeout: 10) { m.sql("SELECT 1") == nil }
+    }
+
+    static func primary(of members: [TestMember]) -> TestMember? {
+        members.first { $0.sql("SELECT NOT pg_is_in_recovery()") == "t" }
+    }
+
+    /// The primary (agent and postmaster) killed: the replica with the most WAL, not the one
+    /// whose replay is paused, is primary within ttl + loop_wait and the other follows it;
+    /// `history` records the promotion. The old primary started again rejoins by pg_rewind
+    /// (use_pg_rewind). Then the new primary is killed too: the third member takes over, and
+    /// the second, without use_pg_rewind, rejoins through the replica methods.
+    @Test(.timeLimit(.minutes(5)))
+    func killedPrimaryFailsOverAndRejoins() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "fo", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        let pg0 = cluster.addMember("pg0", postgresqlYAML: "use_pg_rewind: true")
+        try pg0.start()
+        #expect(await TestSupport.waitUntil(timeout: 60) { pg0.log.contains("initialized a new cluster") }, "\(pg0.log)")
+        let pg1 = cluster.addMember("pg1")
+        let pg2 = cluster.addMember("pg2")
+        try pg1.start()
+        try pg2.start()
+        #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.lastStreamingState)\n\(cluster.logs())")
+        #expect(pg0.sql("CREATE TABLE t (i int); INSERT INTO t VALUES (1)") != nil)
+        #expect(await TestSupport.waitUntil(timeout: 20) { pg2.sql("SELECT count(*) FROM t") == "1" })
+        // pg2 stops replaying: it receives the next rows but has not applied them.
+        #expect(pg2.sql("SELECT pg_wal_replay_pause()") != nil)
+        #expect(pg0.sql("INSERT INTO t VALUES (2)") != nil)
+        #expect(await TestSupport.waitUntil(timeout: 20) { pg1.sql("SELECT count(*) FROM t") == "2" })
+
+        let killed = Date()
+        await Self.killMachine(pg0)
+        let promoted = await TestSupport.waitUntil(timeout: 40) { Self.primary(of: [pg1, pg2]) != nil }
+        let took = Date().timeIntervalSince(killed)
+        #expect(promoted, "\(cluster.logs())")
+        #expect(took <= 21 + 5, "a new primary after \(took) s (ttl 20 + loop_wait 1)")
+        #expect(Self.primary(of: [pg1, pg2]) === pg1, "the replica with paused replay won: \(pg2.log)")
+        #expect(pg1.log.contains("promoted self to leader by acquiring session lock"), "\(pg1.log)")
+        #expect(pg2.log.contains("following nobody: pg1 is ahead") || pg2.log.contains("failed to acquire the leader lock"), "\(pg2.log)")
+        #expect(pg1.sql("INSERT INTO t VALUES (3)") != nil)
+        // pg2 follows pg1 without a restart, and has everything once its replay resumes.
+        #expect(pg2.sql("SELECT pg_wal_replay_resume()") != nil)
+        #expect(await TestSupport.waitUntil(timeout: 40) { pg2.sql("SELECT count(*) FROM t") == "3" }, "\(pg2.log)")
+        #expect(pg2.log.contains("following pg1 without a restart"), "\(pg2.log)")
+        let history = try runEtcdctl(etcd, ["get", "--print-value-only", "/service/fo/history"])
+        #expect(history.contains("\"pg1\"") && history.hasPrefix("[[1,"), "\(history)")
+
+        // The old primary comes back: crash recovery, then pg_rewind, then it streams from pg1.
+        try pg0.start()
+        #expect(await TestSupport.waitUntil(timeout: 60) {
+            pg0.sql("SELECT status FROM pg_stat_wal_receiver") == "streaming" && pg0.sql("SELECT count(*) FROM t") == "3"
+        }, "\(pg0.log)")
+        #expect(pg0.log.contains("running crash recovery in single-user mode"), "\(pg0.log)")
+        #expect(pg0.log.contains("rewinding it with pg_rewind") || pg0.log.contains("has not diverged"), "\(pg0.log)")
+
+        // pg1 dies too: pg0 or pg2 takes over; pg1 (no use_pg_rewind) is rebuilt by the methods.
+        await Self.killMachine(pg1)
+        #expect(await TestSupport.waitUntil(timeout: 40) { Self.primary(of: [pg0, pg2]) != nil }, "\(cluster.logs())")
+        let next = try #require(Self.primary(of: [pg0, pg2]))
+        #expect(next.sql("INSERT INTO t VALUES (4)") != nil)
+        try pg1.start()
+        #expect(await TestSupport.waitUntil(timeout: 90) {
+            pg1.sql("SELECT status FROM pg_stat_wal_receiver") == "streaming" && pg1.sql("SELECT count(*) FROM t") == "4"
+        }, "\(pg1.log)")
+        #expect(pg1.log.contains("rebuilding it through create_replica_methods") || pg1.log.contains("has not diverged"), "\(pg1.log)")
+    }
+
+    /// A postmaster killed under a live agent: the agent starts it again as primary, on the
+    /// same timeline, still holding the key.
+    @Test(.timeLimit(.minutes(2)))
+    func killedPostmasterComesBackAsPrimary() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "pm", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        let pg0 = try await cluster.startPrimary("pg0")
+        let timeline = try #require(pg0.sql("SELECT timeline_id FROM pg_control_checkpoint()"))
+        let pid = try #require(Self.postmasterPID(pg0))
+        kill(pid, SIGKILL)
+        #expect(await TestSupport.waitUntil(timeout: 30) {
+            Self.postmasterPID(pg0) != pid && pg0.sql("SELECT NOT pg_is_in_recovery()") == "t"
+        }, "\(pg0.log)")
+        #expect(pg0.sql("SELECT timeline_id FROM pg_control_checkpoint()") == timeline)
+        #expect(await pg0.api("/primary").0 == 200)
+    }
+
+    /// etcd stopped: the primary stops accepting writes within retry_timeout (plus a cycle);
+    /// etcd back: the same member leads again and accepts writes.
+    @Test(.timeLimit(.minutes(2)))
+    func dcsLossDemotesThePrimary() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "dl", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        let pg0 = try await cluster.startPrimary("pg0")
+        etcd.stop()
+        let stopped = Date()
+        #expect(await TestSupport.waitUntil(timeout: 20) { pg0.sql("SELECT pg_is_in_recovery()") == "t" }, "\(pg0.log)")
+        let took = Date().timeIntervalSince(stopped)
+        #expect(took <= 4 + 1 + 5, "writes accepted for \(took) s after etcd stopped (retry_timeout 4)")
+        #expect(pg0.log.contains("demoting self because DCS is not accessible and I was a leader"), "\(pg0.log)")
+        try etcd.start(initialCluster: "\(etcd.name)=\(etcd.peerURL)")
+        try await etcd.waitReady()
+        #expect(await TestSupport.waitUntil(timeout: 40) { pg0.sql("SELECT NOT pg_is_in_recovery()") == "t" }, "\(pg0.log)")
+        #expect(pg0.sql("CREATE TABLE after_etcd AS SELECT 1") != nil)
+    }
+}
+
+/// `etcdctl` (v3 API) against `etcd`: its standard output.
+func runEtcdctl(_ etcd: EtcdServer, _ args: [String]) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: TestSupport.which("etcdctl") ?? "/usr/bin/etcdctl")
+    p.arguments = ["--endpoints", etcd.clientURL] + args
+    var environment = ProcessInfo.processInfo.environment
+    environment["ETCDCTL_API"] = "3"
+    p.environment = environment
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+}
