@@ -46,8 +46,21 @@ public enum RestAPI {
             }
             return text(200, "reinitialize started")
         }
+        for (path, switchover) in [("/switchover", true), ("/failover", false)] {
+            router.post(RouterPath(path)) { request, context -> Response in
+                if let refused = await refusal(request, context, access) { return refused }
+                let body = try? await request.body.collect(upTo: 64 * 1024)
+                guard case .object(let map)? = body.flatMap({ JSONValue.parse(json: Data($0.readableBytesView)) }) else {
+                    return text(400, "Bad request: a JSON object with leader and candidate is expected")
+                }
+                if map["scheduled_at"].map({ $0 != .null }) == true { return text(501, "scheduled \(path.dropFirst()) is not implemented by Stork yet") }
+                let (code, message) = await agent.manualFailover(leader: map["leader"]?.scalarText, candidate: map["candidate"]?.scalarText,
+                                                                  switchover: switchover)
+                return text(code, message)
+            }
+        }
         // Patroni's other changing endpoints: refused the same way, then "not yet".
-        for path in ["/restart", "/reload", "/switchover", "/failover", "/sigterm"] {
+        for path in ["/restart", "/reload", "/sigterm"] {
             router.post(RouterPath(path)) { request, context -> Response in
                 if let refused = await refusal(request, context, access) { return refused }
                 return text(501, "\(path) is not implemented by Stork yet")

@@ -32,16 +32,25 @@ public struct ClusterView: Sendable, Equatable {
     public var members: [Member]
     /// `optime/leader` (or `status.optime`): the last WAL position the leader published.
     public var leaderOptime: Int?
+    /// `failover`: a switchover or failover asked for through the REST API.
+    public var failover: ManualFailover?
     public init(initialize: String? = nil, config: JSONValue? = nil, leader: String? = nil,
-                members: [Member] = [], leaderOptime: Int? = nil) {
+                members: [Member] = [], leaderOptime: Int? = nil, failover: ManualFailover? = nil) {
         self.initialize = initialize
         self.config = config
         self.leader = leader
         self.members = members
         self.leaderOptime = leaderOptime
+        self.failover = failover
     }
 
     public func member(named name: String) -> Member? { members.first { $0.name == name } }
+
+    /// The member a manual failover hands the leader key to, while it is a running member.
+    public var failoverCandidate: String? {
+        guard let candidate = failover?.candidate, member(named: candidate)?.state == "running" else { return nil }
+        return candidate
+    }
     public var leaderMember: Member? { leader.flatMap { member(named: $0) } }
 }
 
@@ -74,6 +83,26 @@ public protocol DCS: Sendable {
     /// Appends a promotion to `history`, as Patroni records it: `[timeline, lsn, reason,
     /// time, new leader]`, `timeline` being the one that ended at `lsn`.
     func appendHistory(timeline: Int, lsn: Int, reason: String, newLeader: String) async throws
+    /// Writes `failover` (`{"leader": ..., "member": ...}`, Patroni's), or deletes it (nil).
+    func setFailover(_ failover: ManualFailover?) async throws
+}
+
+/// Patroni's `failover` key: the leader that steps down (nil: whoever leads) and the member
+/// that takes over (nil: the healthiest).
+public struct ManualFailover: Sendable, Equatable {
+    public var leader: String?
+    public var candidate: String?
+    public init(leader: String?, candidate: String?) {
+        self.leader = leader
+        self.candidate = candidate
+    }
+
+    public var value: String {
+        var m: [String: JSONValue] = [:]
+        if let leader { m["leader"] = .string(leader) }
+        if let candidate { m["member"] = .string(candidate) }
+        return JSONValue.object(m).jsonString(sortedKeys: true)
+    }
 }
 
 extension DCSKeys {

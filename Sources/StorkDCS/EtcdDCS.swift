@@ -143,6 +143,10 @@ public final class EtcdDCS: DCS {
         }
     }
 
+    public func setFailover(_ failover: ManualFailover?) async throws {
+        if let failover { try await put(keys.failover, failover.value) } else { try await delete(keys.failover) }
+    }
+
     /// Revokes this agent's lease: etcd drops `members/<name>` and (if ours) `leader` at once.
     public func revokeLease() async throws {
         guard let id = lease.withLock({ s -> String? in let id = s.id; s.id = nil; return id }) else { return }

@@ -16,6 +16,7 @@ public struct DCSKeys: Sendable, Equatable {
     public var config: String { prefix + "config" }
     public var leader: String { prefix + "leader" }
     public var history: String { prefix + "history" }
+    public var failover: String { prefix + "failover" }
     /// Patroni 3's `status`: `{"optime": <lsn>}` (later versions add `slots`, `retain_slots`).
     public var status: String { prefix + "status" }
     /// The legacy `optime/leader`: the LSN as a decimal string.
@@ -45,6 +46,9 @@ public struct DCSKeys: Sendable, Equatable {
             else { view.config = .object([:]) }
         }
         if let l = relative["leader"], !l.isEmpty { view.leader = l }
+        if let f = relative["failover"], case .object(let m)? = JSONValue.parse(json: Data(f.utf8)) {
+            view.failover = ManualFailover(leader: m["leader"]?.scalarText, candidate: m["member"]?.scalarText)
+        }
         view.leaderOptime = Self.optime(status: relative["status"]) ?? Self.optime(status: relative["optime/leader"])
         view.members = relative
             .filter { $0.key.hasPrefix("members/") && $0.key.split(separator: "/", omittingEmptySubsequences: false).count == 2 }

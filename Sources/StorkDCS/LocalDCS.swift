@@ -133,6 +133,13 @@ public final class LocalDCS: DCS {
         }
     }
 
+    public func setFailover(_ failover: ManualFailover?) async throws {
+        let keys = self.keys
+        try await withStore { store, _ in
+            store.keys[keys.failover] = failover.map { LocalStore.Entry(value: $0.value, lease: nil) }
+        }
+    }
+
     /// Ends this agent's lease: its member key and (if ours) the leader key go at once.
     public func revokeLease() async throws {
         guard let id = leaseID.withLock({ v -> String? in let id = v; v = nil; return id }) else { return }

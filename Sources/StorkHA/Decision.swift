@@ -92,6 +92,9 @@ public enum Decision: Sendable, Equatable {
     /// A running replica and nobody holds the leader key: when this member is the healthiest
     /// (no member that may lead has more WAL), take the key (create-only) and promote.
     case leaderRace
+    /// A running primary holding the key and a `failover` key that names another member (or
+    /// any): stop, give the key back, start as a replica.
+    case stepDown(candidate: String?)
     /// A running replica: make sure it follows `leader`.
     case follow(leader: String?)
     /// Standby cluster, PostgreSQL stopped, this member holds the leader key: start it as a
@@ -137,13 +140,26 @@ public func decide(_ s: Snapshot) -> Decision {
     }
 
     if local.inRecovery == false {
-        if s.iAmLeader { return .holdLeader }
+        if s.iAmLeader {
+            // A switchover or failover asked for through the REST API: hand the key over.
+            if let f = cluster.failover, f.leader == nil || f.leader == s.me, f.candidate != s.me {
+                return .stepDown(candidate: f.candidate)
+            }
+            return .holdLeader
+        }
         if let other = cluster.leader { return .demote(leader: other) }
         return s.mayLead ? .acquireLeader : .demote(leader: nil)
     }
     if s.standbyCluster && s.iAmLeader { return .holdStandbyLeader }
     // Nobody leads: the healthiest replica takes the key and promotes.
-    if (cluster.leader == nil || s.iAmLeader) && s.mayLead && !s.standbyCluster { return .leaderRace }
+    if (cluster.leader == nil || s.iAmLeader) && s.mayLead && !s.standbyCluster {
+        // A manual failover names who takes the key; the leader that stepped down stays out.
+        if let f = cluster.failover, !s.iAmLeader {
+            if f.leader == s.me { return .follow(leader: nil) }
+            if let candidate = cluster.failoverCandidate, candidate != s.me { return .follow(leader: nil) }
+        }
+        return .leaderRace
+    }
     return .follow(leader: cluster.leader == s.me ? nil : cluster.leader)
 }
 

@@ -89,6 +89,41 @@ struct FailoverTests {
         #expect(pg1.log.contains("rebuilding it through create_replica_methods") || pg1.log.contains("has not diverged"), "\(pg1.log)")
     }
 
+    /// `POST /switchover` with Patroni's checks and answers: the candidate leads, the old
+    /// leader follows it, the `failover` key is gone; wrong requests are refused with 412/400.
+    @Test(.timeLimit(.minutes(2)))
+    func switchoverHandsTheKeyOver() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "so", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        let pg0 = try await cluster.startPrimary("pg0")
+        let pg1 = cluster.addMember("pg1")
+        try pg1.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.lastStreamingState)")
+        #expect(await TestSupport.waitUntil(timeout: 10) { await pg1.api("/patroni").1["state"] as? String == "running" })
+        func post(_ body: String) throws -> (Int, String) {
+            let r = try runAsPostgres("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", "-d", body,
+                                                       "http://127.0.0.1:\(pg0.apiPort)/switchover"])
+            let lines = r.output.split(separator: "\n", omittingEmptySubsequences: false)
+            return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+        }
+        #expect(try post("{\"leader\": \"pg0\", \"candidate\": \"pg0\"}") == (412, "Switchover target and source are the same"))
+        #expect(try post("{\"leader\": \"pg1\", \"candidate\": \"pg0\"}") == (412, "leader name does not match"))
+        #expect(try post("{\"candidate\": \"pg1\"}") == (400, "Switchover could be performed only from a specific leader"))
+        #expect(try post("{\"leader\": \"pg0\", \"candidate\": \"nosuch\"}") == (412, "candidate name does not match with any member"))
+        #expect(pg0.sql("CREATE TABLE t AS SELECT 1 AS i") != nil)
+        let answer = try post("{\"leader\": \"pg0\", \"candidate\": \"pg1\"}")
+        #expect(answer == (200, "Successfully switched over to \"pg1\""), "\(answer)\n\(cluster.logs())")
+        #expect(await TestSupport.waitUntil(timeout: 30) {
+            pg1.sql("SELECT NOT pg_is_in_recovery()") == "t" && pg0.sql("SELECT status FROM pg_stat_wal_receiver") == "streaming"
+        }, "\(cluster.logs())")
+        #expect(pg0.log.contains("manual failover: demoting myself in favour of pg1"), "\(pg0.log)")
+        #expect(pg1.sql("INSERT INTO t VALUES (2)") != nil)
+        #expect(await TestSupport.waitUntil(timeout: 20) { pg0.sql("SELECT count(*) FROM t") == "2" })
+        #expect(try runEtcdctl(etcd, ["get", "--print-value-only", "/service/so/failover"]).isEmpty)
+    }
+
     /// A postmaster killed under a live agent: the agent starts it again as primary, on the
     /// same timeline, still holding the key.
     @Test(.timeLimit(.minutes(2)))
