@@ -56,7 +56,8 @@ struct ArchiveBackupTests {
         }, "\(pg0.sql("SELECT * FROM pg_stat_archiver") ?? "")")
         pg0.stop()
 
-        let pg1 = cluster.addMember("pg1", extraYAML: yaml.extra, postgresqlYAML: yaml.postgresql)
+        // Tagged nofailover: it must follow the primary when it returns, not win the leader race meanwhile.
+        let pg1 = cluster.addMember("pg1", extraYAML: yaml.extra + "\ntags:\n  nofailover: true", postgresqlYAML: yaml.postgresql)
         try pg1.start()
         #expect(await TestSupport.waitUntil(timeout: 90) { pg1.sql("SELECT count(*) FROM t") == "60000" }, "\(pg1.log)")
         #expect(pg1.log.contains("replica has been created using archive"), "\(pg1.log)")

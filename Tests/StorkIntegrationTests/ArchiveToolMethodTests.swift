@@ -173,8 +173,9 @@ struct ArchiveToolMethodTests {
         pg0.stop()
         #expect(try await readView(scope: "main", dcs: .local(dcsDir)).leader == nil)
 
-        // No leader: only the no_leader method runs, in place (keep_data).
-        let pg1 = cluster.addMember("pg1", postgresqlYAML: methods, dcsYAML: dcs)
+        // No leader: only the no_leader method runs, in place (keep_data). Tagged nofailover: it
+        // must follow the primary when it returns, not win the leader race while it is away.
+        let pg1 = cluster.addMember("pg1", extraYAML: "tags:\n  nofailover: true", postgresqlYAML: methods, dcsYAML: dcs)
         _ = try PgBackRestHost(member: pg1, repository: repository, root: cluster.root)
         try pg1.start()
         let running = await TestSupport.waitUntil(timeout: 60) { await pg1.api("/patroni").1["state"] as? String == "running" }
@@ -347,7 +348,8 @@ struct ArchiveToolMethodTests {
         #expect(archived.status == 0, "\(archived.output)")
         primary.stop()
 
-        let pg1 = cluster.addMember("pg1", postgresqlYAML: """
+        // Tagged nofailover: it must follow the primary when it returns, not take over meanwhile.
+        let pg1 = cluster.addMember("pg1", extraYAML: "tags:\n  nofailover: true", postgresqlYAML: """
             create_replica_methods: [barman, basebackup]
             barman:
               command: \(repositoryRoot)/Methods/barman-recover

@@ -175,6 +175,10 @@ struct ReplicaMethodTests {
     /// With the leader stopped, only `no_leader` methods run, with an empty connection string:
     /// the replica is built from a backup (by the test's script) and starts; `keep_data` builds
     /// in place and keeps what the directory held.
+    /// A replica built while the primary is down would win the leader race (as in Patroni);
+    /// these tests are about the copy, and want it to wait for the primary.
+    static let followsThePrimary = "tags:\n  nofailover: true"
+
     @Test(.timeLimit(.minutes(3)))
     func noLeaderAndKeepData() async throws {
         let mc = try MethodCluster()
@@ -186,7 +190,7 @@ struct ReplicaMethodTests {
         let pg1 = mc.addMember("pg1", methods: [
             ("basebackup", ""),
             ("restore", "command: \(mc.script) --action=copy\nlog: \(log)\nbackup: \(mc.backup)\nno_leader: true\nkeep_data: true"),
-        ])
+        ], extraYAML: Self.followsThePrimary)
         // A hidden file: the data directory still counts as empty, and keep_data must keep it.
         mkdir(pg1.dataDir, 0o700)
         TestSupport.chownToPostgres(pg1.dataDir)
@@ -220,7 +224,8 @@ struct ReplicaMethodTests {
         mc.primary.stop()
         let method = repositoryRoot + "/Methods/restore-directory"
         let later = mc.cluster.root + "/backup-later"
-        let pg1 = mc.addMember("pg1", methods: [("restore_directory", "command: \(method)\nbackup: \(later)\nno_leader: true")])
+        let pg1 = mc.addMember("pg1", methods: [("restore_directory", "command: \(method)\nbackup: \(later)\nno_leader: true")],
+                               extraYAML: Self.followsThePrimary)
         try pg1.start()
         let asked = await TestSupport.waitUntil(timeout: 30) { pg1.log.contains("asks to be tried again later (exit status 75") }
         #expect(asked, "\(pg1.log)")

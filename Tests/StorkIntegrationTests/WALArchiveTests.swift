@@ -4,6 +4,9 @@ import Testing
 import StorkConfig
 import StorkPostgres
 import StorkTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite("stork wal-push and wal-fetch as PostgreSQL's archive and restore commands", .serialized)
 struct WALArchiveTests {
@@ -94,7 +97,14 @@ struct WALArchiveTests {
         #expect(await TestSupport.waitUntil(timeout: 120) { restored("SELECT pg_is_in_recovery()") == "f" },
                 "\(String(((try? String(contentsOfFile: root + "/restored.log", encoding: .utf8)) ?? "").suffix(3000)))")
         #expect(restored("SELECT count(*), sum(i) FROM t") == "100|5050")
-        let note = (try? String(contentsOfFile: backup + "/pg_wal/stork-spool/.prefetch.lock", encoding: .utf8)) ?? ""
+        // Each prefetcher adds its line when it ends: wait until none holds the lock.
+        let lockPath = backup + "/pg_wal/stork-spool/.prefetch.lock"
+        #expect(await TestSupport.waitUntil(timeout: 40) {
+            let fd = open(lockPath, O_RDONLY)
+            defer { if fd >= 0 { close(fd) } }
+            return fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0
+        })
+        let note = (try? String(contentsOfFile: lockPath, encoding: .utf8)) ?? ""
         let prefetched = note.split(separator: "\n").compactMap { Int($0.split(separator: " ").dropFirst().first ?? "") }.reduce(0, +)
         #expect(prefetched >= 80, "\(note)")
     }
