@@ -24,11 +24,15 @@ struct Patronictl {
     }
 
     /// Writes a patronictl configuration naming the etcd3 hosts and the scope into `directory`.
-    init(cluster: TestCluster, etcd: EtcdServer) throws {
-        guard FileManager.default.isExecutableFile(atPath: Self.path) else {
-            throw PatronictlError("patronictl is not installed at \(Self.path): run scripts/test, which installs "
+    static func requireInstalled() throws {
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw PatronictlError("patronictl is not installed at \(path): run scripts/test, which installs "
                                   + "patroni[etcd3] into a virtualenv (ensure_patroni_venv in scripts/lib.sh, STORK_PATRONICTL)")
         }
+    }
+
+    init(cluster: TestCluster, etcd: EtcdServer) throws {
+        try Self.requireInstalled()
         workDirectory = cluster.root + "/patronictl"
         mkdir(workDirectory, 0o755)
         configPath = workDirectory + "/patronictl.yml"
@@ -103,6 +107,7 @@ func parsePatronictlTable(_ text: String) -> (title: String, rows: [[String: Str
 
 /// A three-member Stork cluster on a real etcd, started and streaming; torn down by the caller.
 func startPatroniToolsCluster(scope: String) async throws -> (EtcdServer, TestCluster, TestMember) {
+    try Patronictl.requireInstalled()
     let etcd = try await EtcdServer.startSingle()
     let cluster = TestCluster(scope: scope, dcs: .etcd([etcd.clientURL]))
     for i in 0..<3 { cluster.addMember("pg\(i)") }
