@@ -40,6 +40,24 @@ ensure_runtime_dirs() {
     fi
 }
 
+# make_venv DIR [PYTHON]: makes a virtualenv at DIR unless it exists (PYTHON, default the
+# python3 on PATH), with Debian's python3-venv when that python has no venv module.
+make_venv() {
+    local python=${2:-python3}
+    [ -x "$1/bin/pip" ] && return 0
+    if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "python3 cannot make a virtualenv: install python3-venv (as root: apt-get install python3-venv)" >&2
+            exit 1
+        fi
+        echo "== installing python3-venv"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    fi
+    mkdir -p "$(dirname "$1")"
+    "$python" -m venv "$1"
+}
+
 # A Python virtualenv outside the repository with moto's S3 server (`moto_server`), which the
 # archive tests start on loopback. Created on first use (with Debian's python3-venv when the
 # python3 on PATH has no venv module); tests find it through STORK_TEST_VENV.
@@ -51,6 +69,7 @@ fi
 export STORK_TEST_VENV
 
 ensure_test_venv() {
+    ensure_patroni_venv
     # moto 5.2.1 checked signatures against the decoded query (a listing's prefix=a%2Fb failed).
     local moto='moto[server]>=5.2.5,<6'
     if [ -x "$STORK_TEST_VENV/bin/moto_server" ]; then
@@ -58,17 +77,33 @@ ensure_test_venv() {
         "$STORK_TEST_VENV/bin/pip" install -q --disable-pip-version-check "$moto"
         return 0
     fi
-    if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-        if [ "$(id -u)" -ne 0 ]; then
-            echo "python3 cannot make a virtualenv: install python3-venv (as root: apt-get install python3-venv)" >&2
-            exit 1
-        fi
-        echo "== installing python3-venv"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-    fi
     echo "== installing moto[server] into $STORK_TEST_VENV"
-    mkdir -p "$(dirname "$STORK_TEST_VENV")"
-    python3 -m venv "$STORK_TEST_VENV"
+    make_venv "$STORK_TEST_VENV"
     "$STORK_TEST_VENV/bin/pip" install -q --disable-pip-version-check "$moto"
+}
+
+# Patroni from PyPI in a virtualenv of its own (its pins do not meet moto's): the measuring
+# stick of `scripts/bench failover`, and the `patronictl` that the integration tests
+# (PatroniToolsTests) point at Stork clusters. Never used by Stork itself. The tests find
+# patronictl through STORK_PATRONICTL; scripts/test installs it (ensure_test_venv).
+if [ "$(id -u)" -eq 0 ]; then
+    STORK_PATRONI_VENV="${STORK_PATRONI_VENV:-/var/lib/stork/patroni-venv}"
+else
+    STORK_PATRONI_VENV="${STORK_PATRONI_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/stork/patroni-venv}"
+fi
+STORK_PATRONICTL="${STORK_PATRONICTL:-$STORK_PATRONI_VENV/bin/patronictl}"
+export STORK_PATRONI_VENV STORK_PATRONICTL
+
+ensure_patroni_venv() {
+    # patroni[etcd3]: Patroni's own etcd v3 client (over etcd's JSON gateway) and python-etcd;
+    # psycopg2-binary: the driver without a compiler. Installed only when missing.
+    if [ -x "$STORK_PATRONI_VENV/bin/patroni" ] && [ -x "$STORK_PATRONI_VENV/bin/patronictl" ] \
+        && "$STORK_PATRONI_VENV/bin/python" -c 'import psycopg2, etcd' 2>/dev/null; then
+        return 0
+    fi
+    echo "== installing patroni[etcd3] and psycopg2-binary into $STORK_PATRONI_VENV"
+    # Debian's python3 where there is one: the bench runs patroni as the postgres user, who may
+    # not reach a python under root's home (pyenv).
+    make_venv "$STORK_PATRONI_VENV" "$( [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3 )"
+    "$STORK_PATRONI_VENV/bin/pip" install -q --disable-pip-version-check 'patroni[etcd3]>=4,<5' 'psycopg2-binary>=2.9,<3'
 }
