@@ -10,7 +10,7 @@ import Synchronization
 /// - `leader` = the member name, created only if absent (txn `create_revision == 0`),
 ///   refreshed and deleted only through a txn that compares the value with our name;
 /// - `initialize` (create-only through the same txn), `config`, `status` (`{"optime":N}`)
-///   and `optime/leader` carry no lease; `history` is never touched;
+///   `optime/leader`, `history` (a promotion appended) and `failover` carry no lease;
 /// - a lease that etcd no longer knows (keepalive answers without a TTL, or a put says
 ///   "requested lease not found") is granted anew.
 public final class EtcdDCS: DCS {

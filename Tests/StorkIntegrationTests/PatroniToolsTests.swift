@@ -219,7 +219,7 @@ struct PatroniToolsTests {
 
     /// `patronictl switchover --leader OLD --candidate NEW --force`: NEW becomes the primary
     /// (on a new timeline), OLD follows it, and `patronictl list` says so.
-    @Test(.timeLimit(.minutes(5)), .disabled("needs POST /switchover (issue 7, in progress)"))
+    @Test(.timeLimit(.minutes(5)))
     func switchover() async throws {
         let (etcd, cluster, primary) = try await startPatroniToolsCluster(scope: "ctl-switch")
         defer { cluster.destroy(); etcd.destroy() }
