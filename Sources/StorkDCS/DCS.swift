@@ -85,6 +85,9 @@ public protocol DCS: Sendable {
     func appendHistory(timeline: Int, lsn: Int, reason: String, newLeader: String) async throws
     /// Writes `failover` (`{"leader": ..., "member": ...}`, Patroni's), or deletes it (nil).
     func setFailover(_ failover: ManualFailover?) async throws
+    /// Seconds until the leader key's lease runs out (nil: no leader key, or no lease), so that
+    /// a replica wakes when it expires instead of up to `loop_wait` later.
+    func leaderExpiresIn() async throws -> Double?
 }
 
 /// Patroni's `failover` key: the leader that steps down (nil: whoever leads) and the member

@@ -143,6 +143,16 @@ public final class EtcdDCS: DCS {
         }
     }
 
+    public func leaderExpiresIn() async throws -> Double? {
+        let keys = self.keys
+        return try await client.run { conn throws(EtcdFailure) -> Double? in
+            let answer = try conn.call("/kv/range", .object(["key": .string(EtcdClient.base64(keys.leader))]))
+            guard case .array(let kvs)? = answer["kvs"], let lease = kvs.first?["lease"]?.scalarText, lease != "0" else { return nil }
+            let ttl = try conn.call("/lease/timetolive", .object(["ID": .string(lease)]))
+            return ttl["TTL"]?.scalarText.flatMap(Double.init)
+        }
+    }
+
     public func setFailover(_ failover: ManualFailover?) async throws {
         if let failover { try await put(keys.failover, failover.value) } else { try await delete(keys.failover) }
     }

@@ -133,6 +133,14 @@ public final class LocalDCS: DCS {
         }
     }
 
+    public func leaderExpiresIn() async throws -> Double? {
+        let keys = self.keys
+        return try await withStore { store, now -> Double? in
+            guard let id = store.keys[keys.leader]?.lease, let lease = store.leases[id] else { return nil }
+            return lease.expires - now
+        }
+    }
+
     public func setFailover(_ failover: ManualFailover?) async throws {
         let keys = self.keys
         try await withStore { store, _ in

@@ -67,7 +67,13 @@ public actor Agent {
     }
 
     private func sleepUntilNextCycle() async {
-        let deadline = Date().addingTimeInterval(Double(timing.loopWait))
+        var pause = Double(timing.loopWait)
+        // Another member's leader key: wake when its lease runs out, as Patroni's watch does,
+        // so that the race starts at the expiry, not up to loop_wait after it.
+        if let leader = lastView.leader, leader != config.name, let left = try? await dcs.leaderExpiresIn() {
+            pause = min(pause, max(left, 0.3) + 0.1)
+        }
+        let deadline = Date().addingTimeInterval(pause)
         while !wakeRequested && Date() < deadline && !Task.isCancelled {
             try? await Task.sleep(nanoseconds: 100_000_000)
         }

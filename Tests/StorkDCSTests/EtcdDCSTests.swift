@@ -51,7 +51,10 @@ struct EtcdDCSTests {
         let a = etcdDCS([etcd.clientURL], prefix: prefix, name: "a")
         let b = etcdDCS([etcd.clientURL], prefix: prefix, name: "b")
         #expect(try await b.refreshLeader(ttl: 30) == false)  // nobody holds it
+        #expect(try await b.leaderExpiresIn() == nil, "no leader key")
         #expect(try await a.acquireLeader(ttl: 30))
+        let left = try await b.leaderExpiresIn() ?? 0
+        #expect(left >= 28 && left <= 30, "the leader's lease runs out in \(left) s")
         #expect(try await b.acquireLeader(ttl: 30) == false)
         #expect(try await a.acquireLeader(ttl: 30) == false)  // create-only, even for the holder
         #expect(try await b.refreshLeader(ttl: 30) == false)

@@ -53,8 +53,11 @@ struct LocalDCSTests {
         let dir = TestSupport.makeTempDir("localdcs")
         defer { TestSupport.removeTree(dir) }
         let (a, b) = pair(dir)
+        #expect(try await b.leaderExpiresIn() == nil, "no leader key")
         #expect(try await b.refreshLeader(ttl: 30) == false)
         #expect(try await a.acquireLeader(ttl: 30))
+        let left = try await b.leaderExpiresIn() ?? 0
+        #expect(left > 28 && left <= 30, "the leader's lease runs out in \(left) s")
         #expect(try await b.acquireLeader(ttl: 30) == false)
         #expect(try await b.refreshLeader(ttl: 30) == false)
         #expect(try await a.refreshLeader(ttl: 30))
