@@ -70,8 +70,15 @@ public actor Agent {
         var pause = Double(timing.loopWait)
         // Another member's leader key: wake when its lease runs out, as Patroni's watch does,
         // so that the race starts at the expiry, not up to loop_wait after it.
-        if let leader = lastView.leader, leader != config.name, let left = try? await dcs.leaderExpiresIn() {
-            pause = min(pause, max(left, 0.3) + 0.1)
+        if let leader = lastView.leader, leader != config.name {
+            do {
+                if let left = try await dcs.leaderExpiresIn() {
+                    pause = min(pause, max(left, 0.3) + 0.1)
+                } else {
+                    // Gone since the cycle looked: the race is on now.
+                    pause = 0.1
+                }
+            } catch {}
         }
         let deadline = Date().addingTimeInterval(pause)
         while !wakeRequested && Date() < deadline && !Task.isCancelled {
