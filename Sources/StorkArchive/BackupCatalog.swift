@@ -65,16 +65,32 @@ public struct BackupManifest: Codable, Sendable, Equatable {
         return xid >= xmax || inProgress.contains(xid)
     }
 
+    /// ISO 8601 with milliseconds, UTC.
+    nonisolated(unsafe) static let timestamp: ISO8601DateFormatter = {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f
+    }()
+
     static let encoder: JSONEncoder = {
         let e = JSONEncoder()
-        e.dateEncodingStrategy = .iso8601
+        e.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(BackupManifest.timestamp.string(from: date))
+        }
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
         return e
     }()
 
     static let decoder: JSONDecoder = {
         let d = JSONDecoder()
-        d.dateDecodingStrategy = .iso8601
+        d.dateDecodingStrategy = .custom { decoder in
+            let text = try decoder.singleValueContainer().decode(String.self)
+            guard let date = BackupManifest.timestamp.date(from: text) ?? ISO8601DateFormatter().date(from: text) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not an ISO 8601 time: \(text)"))
+            }
+            return date
+        }
         return d
     }()
 
@@ -109,10 +125,13 @@ public struct BackupCatalog: Sendable {
     func manifestKey(_ name: String) -> String { directory(name) + "manifest.json" }
     func partKey(_ backup: String, _ part: String) -> String { directory(backup) + part }
 
-    /// The finished backups, oldest first.
+    /// The finished backups, oldest first: by stop time, then stop LSN (two backups may stop
+    /// in the same millisecond).
     public func list() throws -> [BackupManifest] {
         let keys = try store.list(prefix: scope + "/backups/").map(\.key).filter { $0.hasSuffix("/manifest.json") }
-        return try keys.map { try manifest(key: $0) }.sorted { $0.stopTime < $1.stopTime }
+        return try keys.map { try manifest(key: $0) }.sorted {
+            ($0.stopTime, LSN.parse($0.stopLSN) ?? 0, $0.name) < ($1.stopTime, LSN.parse($1.stopLSN) ?? 0, $1.name)
+        }
     }
 
     public func manifest(named name: String) throws -> BackupManifest {

@@ -58,6 +58,16 @@ struct BackupCatalogTests {
         let missing = #expect(throws: ArchiveError.self) { try catalog.choose(.named("zzz")) }
         #expect(missing?.description.contains("holds no finished backup zzz") == true)
         #expect(throws: ArchiveError.self) { try catalog.choose(.named("../a")) }
+        // Two backups in the same second: the stop LSN orders them; the manifest keeps milliseconds.
+        var same = Self.manifest("c-2", stop: b[2].stopTime.addingTimeInterval(0.25), stopLSN: "0/A000100", snapshot: "300:310:",
+                                 startWAL: "000000010000000000000009")
+        let decoded = try BackupManifest.decode(try same.encoded(), from: "m")
+        #expect(abs(decoded.stopTime.timeIntervalSince(same.stopTime)) < 0.002)
+        same.stopTime = b[2].stopTime
+        try makeDirectory(root + "/main/backups/c-2")
+        try same.encoded().write(to: URL(fileURLWithPath: root + "/main/backups/c-2/manifest.json"))
+        #expect(try catalog.choose(.newest).name == "c-2")
+        try FileManager.default.removeItem(atPath: root + "/main/backups/c-2")
         // A backup without its manifest (unfinished) is not listed.
         try makeDirectory(root + "/main/backups/d")
         #expect(try catalog.list().count == 3)
