@@ -36,15 +36,25 @@ public struct WALPrefetcher: Sendable {
             unlink(WALSpool.directory + "/" + spooled)
         }
         var next = start.number + 1
+        var fetchedCount = 0
         // What it did, a line per run in the lock file, for whoever looks (tests, an operator).
         defer {
-            let note = "prefetched \(next - start.number - 1) segments after \(name)\n"
+            let note = "prefetched \(fetchedCount) segments after \(name)\n"
             lseek(lock, 0, SEEK_END)
             _ = note.withCString { write(lock, $0, strlen($0)) }
         }
         var lastCount = -1
         var lastChange = Date()
         while true {
+            // Recovery overtook the prefetcher (it fetched what it needed itself): what is
+            // behind it is of no use, and prefetching goes on from after it.
+            if let asked = WALSpool.lastRequest().flatMap({ WALSpool.segment($0, segmentSize: segmentSize) }),
+               asked.timeline == start.timeline, asked.number >= next {
+                for spooled in spooledSegments() where (WALSpool.segment(spooled, segmentSize: segmentSize)?.number ?? 0) <= asked.number {
+                    unlink(WALSpool.directory + "/" + spooled)
+                }
+                next = asked.number + 1
+            }
             let spooled = spooledSegments().count
             if spooled != lastCount {
                 lastCount = spooled
@@ -61,6 +71,7 @@ public struct WALPrefetcher: Sendable {
                 }
                 let fetched = found.values.prefix { $0 }.count
                 next += UInt64(fetched)
+                fetchedCount += fetched
                 if fetched < batch.count { return .endOfArchive }
                 continue
             }

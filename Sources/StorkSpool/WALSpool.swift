@@ -9,6 +9,24 @@ public enum WALSpool {
     /// where PostgreSQL runs restore_command.
     public static let directory = "pg_wal/stork-spool"
     public static let lockFile = directory + "/.prefetch.lock"
+    /// The segment PostgreSQL asked for last, written by every fetch: the prefetcher skips
+    /// ahead of it when recovery has overtaken it.
+    public static let requestFile = directory + "/.requested"
+
+    /// Records `name` as the segment recovery asked for last (best effort: only a hint).
+    public static func noteRequest(_ name: String) {
+        guard name.utf8.count == 24 else { return }
+        let fd = open(requestFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return }
+        _ = name.withCString { write(fd, $0, 24) }
+        close(fd)
+    }
+
+    /// The segment recovery asked for last, if recorded.
+    public static func lastRequest() -> String? {
+        guard let bytes = readBytes(requestFile, count: 24) else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
+    }
 
     /// The timeline and segment number of a segment's name, for a segment size; nil for other
     /// names (history files, `.partial`, `.backup`).

@@ -409,6 +409,7 @@ struct WALFetchCommand: ParsableCommand {
             return
         }
         guard let name, let target else { return }
+        WALSpool.noteRequest(name)
         if WALSpool.take(name, to: target) != nil { return }
         do {
             guard try archive.fetch(name, to: target) else { throw ExitCode(1) }
