@@ -131,6 +131,9 @@ extension ConfigReader {
                 if let v = section["max_clock_skew"], v != .null, (v.doubleValue ?? -1) < 0 {
                     issue("\(path).max_clock_skew", "\(v.scalarText ?? "\(v)"): expected seconds, 0 or more")
                 }
+                if let v = section["streams"], v != .null, !(1...16).contains(v.intValue ?? 0) {
+                    issue("\(path).streams", "\(v.scalarText ?? "\(v)"): expected how many rsyncs copy side by side, 1 to 16")
+                }
             case "archive" where section["command"] == nil:
                 spec = ReplicaMethodSpec(name: name, kind: .archive(backup: string(section["backup"], "\(path).backup")))
                 // It needs no running member: only the archive.

@@ -46,14 +46,18 @@ public enum ChainExplanation {
             let section = maskedSection(spec.section)
             let fromDirectory = RsyncMethod.directory(from)
             let holdsData = PostgresNode.holdsData(target)
-            if !holdsData || section["delta"]?.scalarText == "checksum" {
+            let streams = section["streams"]?.intValue ?? RsyncMethod.defaultStreams
+            let copy = ["then \(streams) rsync\(streams == 1 ? "" : "s") side by side, each"]
+                + RsyncMethod.copyArguments(from: fromDirectory, target: target, copyList: "FILES-N", inPlace: !holdsData, section: section)
+            if !holdsData {
+                words = ["pg_backup_start on the source, then rsync --list-only"] + copy
+                    + ["(FILES-N: a share of every file listed, by size)", "then pg_backup_stop"]
+            } else if section["delta"]?.scalarText == "checksum" {
                 words = ["pg_backup_start on the source, then rsync"]
-                    + RsyncMethod.arguments(from: fromDirectory, target: target, byChecksum: holdsData, section: section)
-                    + ["then pg_backup_stop"]
+                    + RsyncMethod.checksumArguments(from: fromDirectory, target: target, section: section) + ["then pg_backup_stop"]
             } else {
-                let (remove, copy) = RsyncMethod.deltaArguments(from: fromDirectory, target: target, copyList: "FILES", section: section)
-                words = ["pg_backup_start on the source, then rsync"] + remove + ["then rsync"] + copy
-                    + ["(FILES: what the source wrote since the copy's latest checkpoint; by checksum if that cannot be trusted)",
+                words = ["pg_backup_start on the source, then rsync --list-only, then what the source lacks is removed from \(target)"] + copy
+                    + ["(FILES-N: a share of what the source wrote since the copy's latest checkpoint; by checksum if that cannot be trusted)",
                        "then pg_backup_stop"]
             }
         case .archive(let backup):

@@ -18,34 +18,59 @@ import Synchronization
 struct RsyncMethod: ReplicaMethod {
     let sourceTemplate: String
 
-    /// Left out of the copy and removed from the target.
+    /// Left out of the copy and removed from the target. The copy's `backup_label` is kept
+    /// from deletion: from its first byte the copy holds a placeholder there (see `run`).
     static let excluded = BackupExclusions.rsyncPatterns
+    static let filters = ["--filter=P /backup_label"] + excluded.map { "--exclude=\($0)" }
 
-    /// rsync's arguments for a whole-tree copy: into an empty directory (in place: there is
-    /// nothing to keep, and no temporary file and rename per file), or `byChecksum` over a
-    /// copy of the same cluster (files removed on the source are removed from the target).
-    static func arguments(from: String, target: String, byChecksum: Bool, section: [String: JSONValue]) -> [String] {
+    /// The copy's `backup_label` while rsync writes into it: PostgreSQL refuses to start on it,
+    /// and the next attempt knows the copy's files and `pg_control` cannot be trusted.
+    static let unfinishedLabel = "stork: an rsync copy into this directory did not finish\n"
+
+    /// How many rsync processes copy side by side (`streams`): one rsync stream is bound by
+    /// one process's CPU on each side, and a base backup is a few large files.
+    static let defaultStreams = 2
+
+    /// rsync's arguments for comparing every file by checksum over a copy of the same cluster
+    /// (files removed on the source are removed from the target).
+    static func checksumArguments(from: String, target: String, section: [String: JSONValue]) -> [String] {
         // --keep-dirlinks: a pg_wal that is a link to another directory stays a link.
-        ["--archive", "--keep-dirlinks", "--delete", "--delete-excluded", progressOption]
-            + (byChecksum ? ["--checksum"] : ["--whole-file", "--inplace"])
-            + excluded.map { "--exclude=\($0)" } + sourceOptions(section) + [from, target + "/"]
+        ["--archive", "--keep-dirlinks", "--delete", "--delete-excluded", progressOption, "--checksum"]
+            + filters + sourceOptions(section, from: from) + [from, target + "/"]
     }
 
-    /// A `changedSince` delta in two passes: the first only removes what the source does not
-    /// have (or leaves out), the second copies the listed files whole, time stamps unread.
-    static func deltaArguments(from: String, target: String, copyList: String, section: [String: JSONValue]) -> (remove: [String], copy: [String]) {
-        let remove = ["--recursive", "--keep-dirlinks", "--delete", "--delete-excluded", "--existing", "--ignore-existing"]
-            + excluded.map { "--exclude=\($0)" } + sourceOptions(section) + [from, target + "/"]
-        let copy = ["--archive", "--keep-dirlinks", "--whole-file", "--ignore-times", progressOption, "--files-from=\(copyList)"]
-            + sourceOptions(section) + [from, target + "/"]
-        return (remove, copy)
+    /// One stream's copy of the files listed in `copyList`, each whole, time stamps and sizes
+    /// unread. `inPlace` for an empty target: no temporary file and rename per file. No
+    /// transfer checksum (`--checksum-choice=none`): the file is sent whole over TCP (or
+    /// ssh), and the checksum cost a quarter of the copy's time here; `options` in the
+    /// section come later and may choose one again.
+    static func copyArguments(from: String, target: String, copyList: String, inPlace: Bool, section: [String: JSONValue]) -> [String] {
+        ["--archive", "--keep-dirlinks", "--whole-file", "--ignore-times", "--checksum-choice=none"] + (inPlace ? ["--inplace"] : [])
+            + [progressOption, "--files-from=\(copyList)"] + sourceOptions(section, from: from) + [from, target + "/"]
+    }
+
+    /// The files to copy shared among `count` streams by size, largest first to the stream
+    /// with the fewest bytes; every stream gets every directory (each creates those its files
+    /// need, with the source's attributes).
+    static func share(_ files: [SourceFile], among count: Int) -> [[String]] {
+        let directories = files.filter(\.isDirectory).map(\.path)
+        var shares = Array(repeating: (bytes: 0, paths: [String]()), count: max(1, count))
+        for file in files.filter({ !$0.isDirectory }).sorted(by: { $0.size > $1.size }) {
+            let least = shares.indices.min { shares[$0].bytes < shares[$1].bytes }!
+            shares[least].paths.append(file.path)
+            shares[least].bytes += file.size
+        }
+        // A stream without files is not started; the first always is (it may have only directories).
+        return shares.enumerated().filter { $0.offset == 0 || !$0.element.paths.isEmpty }.map { directories + $0.element.paths }
     }
 
     static let progressOption = "--info=progress2"
 
-    /// The section's keys that concern reaching the source: `password_file` and `options`.
-    static func sourceOptions(_ section: [String: JSONValue]) -> [String] {
-        var arguments: [String] = []
+    /// What concerns reaching the source: for an rsync daemon, TCP_NODELAY (each connection
+    /// otherwise waits out two 40 ms delayed acknowledgements of small writes, measured here);
+    /// then the section's `password_file` and `options`.
+    static func sourceOptions(_ section: [String: JSONValue], from: String) -> [String] {
+        var arguments = from.hasPrefix("rsync://") || from.contains("::") ? ["--sockopts=TCP_NODELAY"] : []
         if let file = section["password_file"]?.scalarText { arguments.append("--password-file=\(file)") }
         if case .array(let extra)? = section["options"] { arguments += extra.compactMap(\.scalarText) }
         return arguments
@@ -98,46 +123,41 @@ struct RsyncMethod: ReplicaMethod {
                 hasData: hasData, target: control, targetHasBackupLabel: FileManager.default.fileExists(atPath: attempt.target + "/backup_label"),
                 sourceTimeline: Int((start.first?[1] ?? nil) ?? ""), backupStart: LSN.parse((start.first?[0] ?? nil) ?? ""),
                 section: attempt.spec.section)
-            var toCopy: Int?
-            let commands: [[String]]
-            var copyList: String?
-            defer { if let copyList { unlink(copyList) } }
-            var summary: String
+            // From here until pg_backup_stop's label replaces it, the copy is an unfinished
+            // backup: a failed or killed attempt leaves a copy whose pg_control may already be
+            // the source's while other files are old, so the next one must not trust it.
+            try node.writeOwnedFile(attempt.target + "/backup_label", contents: Self.unfinishedLabel)
+            let section = attempt.spec.section
+            let streams = section["streams"]?.intValue ?? Self.defaultStreams
             switch delta {
-            case .full, .checksum:
-                commands = [Self.arguments(from: fromDirectory, target: attempt.target, byChecksum: delta != .full, section: attempt.spec.section)]
-                summary = if case .checksum(let reason) = delta { "delta: files compared by checksum, \(reason)" } else { "full copy" }
-            case .changedSince(let cutoff, let checkpoint):
-                // After pg_backup_start: its checkpoint has written every earlier change to the
-                // source's files, so their modification times tell what changed before it.
-                let listing = try await Self.list(fromDirectory, section: attempt.spec.section, node: node, timeout: attempt.spec.timeout)
-                let plan = RsyncDelta.plan(listing, cutoff: cutoff) { PostgresNode.fileSize(attempt.target + "/" + $0) }
-                toCopy = plan.bytesToCopy
-                attempt.reportProgress(0, plan.bytesToCopy)
-                copyList = try node.writeTemporaryFile(prefix: "stork-rsync-files", contents: plan.copy.map { $0 + "\n" }.joined())
-                let (remove, copy) = Self.deltaArguments(from: fromDirectory, target: attempt.target, copyList: copyList!,
-                                                         section: attempt.spec.section)
-                commands = [remove, copy]
+            case .checksum(let reason):
+                node.logger.info("rsync from \(from) (delta: files compared by checksum, \(reason))")
+                try await Self.rsync(Self.checksumArguments(from: fromDirectory, target: attempt.target, section: section),
+                                     timeout: attempt.spec.timeout, node: node) { done in attempt.reportProgress(done, nil) }
+            case .full, .changedSince:
+                // After pg_backup_start: every file that exists at the backup's start is listed
+                // (later ones come from the WAL), and its checkpoint has written every earlier
+                // change to the source's files, so their modification times tell what changed before it.
+                let listing = try await Self.list(fromDirectory, section: section, node: node, timeout: attempt.spec.timeout)
                 let files = listing.filter { !$0.isDirectory }.count
-                summary = "delta: \(files - plan.unchanged) of \(files) files, written since \(RsyncDelta.utc(cutoff)) UTC "
-                    + "(the copy's latest checkpoint began \(RsyncDelta.utc(checkpoint)), less max_clock_skew), \(plan.bytesToCopy >> 20) MiB to copy"
-            }
-            node.logger.info("rsync from \(from) (\(summary))")
-            for arguments in commands {
-                var command = Command("rsync", arguments)
-                command.timeout = attempt.spec.timeout
-                if arguments.contains(Self.progressOption) {
-                    command.lineHandler = { [report = attempt.reportProgress, toCopy] line in
-                        // Without a listing (a full copy, checksums) the total is the source's databases' size.
-                        if let done = RsyncDelta.progressBytes(line) { report(toCopy.map { min(done, $0) } ?? done, toCopy) }
+                let toCopy: [SourceFile]
+                if case .changedSince(let cutoff, let checkpoint) = delta {
+                    let plan = RsyncDelta.plan(listing, cutoff: cutoff) { PostgresNode.fileSize(attempt.target + "/" + $0) }
+                    toCopy = plan.copy
+                    let summary = "delta: \(files - plan.unchanged) of \(files) files, written since \(UTCText.format(cutoff)) UTC "
+                        + "(the copy's latest checkpoint began \(UTCText.format(checkpoint)), less max_clock_skew), \(plan.bytesToCopy >> 20) MiB to copy"
+                    node.logger.info("rsync from \(from) (\(summary))")
+                } else {
+                    toCopy = listing
+                    node.logger.info("rsync from \(from) (full copy: \(files) files, \(listing.reduce(0) { $0 + $1.size } >> 20) MiB)")
+                }
+                // What the source does not have goes first (in a full copy: empty files at most).
+                for path in RsyncDelta.extraneous(in: attempt.target, listing: listing) {
+                    do { try FileManager.default.removeItem(atPath: attempt.target + "/" + path) } catch {
+                        throw PostgresError("cannot remove \(attempt.target)/\(path), which the source does not have: \(error.localizedDescription)")
                     }
                 }
-                let result = try await node.run(command)
-                // 24: files vanished on the source while it was copied, as a live server does.
-                guard result.exitStatus == 0 || result.exitStatus == 24, !result.timedOut else {
-                    if result.timedOut { return .failed("rsync did not finish within \(Int(attempt.spec.timeout ?? 0)) s and was stopped") }
-                    return .failed(PostgresNode.failure("rsync", result).message)
-                }
+                try await copy(toCopy, streams: streams, from: fromDirectory, inPlace: delta == .full, attempt: attempt, node: node)
             }
             let stop = try await session.query("SELECT labelfile, spcmapfile, lsn::text FROM pg_backup_stop(false)")
             backupStarted = false
@@ -155,12 +175,54 @@ struct RsyncMethod: ReplicaMethod {
         }
     }
 
+    /// `files` copied by `streams` rsyncs side by side; their progress meters are added up.
+    func copy(_ files: [SourceFile], streams: Int, from: String, inPlace: Bool, attempt: MethodAttempt, node: PostgresNode) async throws {
+        let total = files.reduce(0) { $0 + $1.size }
+        attempt.reportProgress(0, total)
+        let shares = Self.share(files, among: streams)
+        var lists: [String] = []
+        defer { for list in lists { unlink(list) } }
+        for share in shares {
+            lists.append(try node.writeTemporaryFile(prefix: "stork-rsync-files", contents: share.map { $0 + "\n" }.joined()))
+        }
+        // Each stream's bytes done; a class, so that the streams' tasks share one.
+        final class Meters: Sendable { let done: Mutex<[Int]>; init(_ count: Int) { done = Mutex(Array(repeating: 0, count: count)) } }
+        let meters = Meters(lists.count)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, list) in lists.enumerated() {
+                let arguments = Self.copyArguments(from: from, target: attempt.target, copyList: list, inPlace: inPlace, section: attempt.spec.section)
+                group.addTask { [report = attempt.reportProgress, timeout = attempt.spec.timeout] in
+                    try await Self.rsync(arguments, timeout: timeout, node: node) { bytes in
+                        let sum = meters.done.withLock { $0[index] = bytes; return $0.reduce(0, +) }
+                        report(min(sum, total), total)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    /// One rsync run with the attempt's timeout; `progress` gets the bytes done from its
+    /// `--info=progress2` meter. Exit status 24 (files vanished on the source while it was
+    /// copied, as a live server does) is a success.
+    static func rsync(_ arguments: [String], timeout: Double?, node: PostgresNode,
+                      progress: (@Sendable (Int) -> Void)? = nil) async throws {
+        var command = Command("rsync", arguments)
+        command.timeout = timeout
+        if let progress, arguments.contains(progressOption) {
+            command.lineHandler = { line in if let done = RsyncDelta.progressBytes(line) { progress(done) } }
+        }
+        let result = try await node.run(command)
+        if result.timedOut { throw PostgresError("rsync did not finish within \(Int(timeout ?? 0)) s and was stopped") }
+        guard result.exitStatus == 0 || result.exitStatus == 24 else { throw PostgresNode.failure("rsync", result) }
+    }
+
     /// The source's regular files that the copy takes (the exclusions applied), from
     /// `rsync --list-only`, read as it streams (a large cluster lists more than a kept tail).
     static func list(_ from: String, section: [String: JSONValue], node: PostgresNode, timeout: Double?) async throws -> [SourceFile] {
         let files = Mutex<[SourceFile]>([])
         var command = Command("rsync", ["--list-only", "--recursive", "--no-human-readable"] + excluded.map { "--exclude=\($0)" }
-                                       + sourceOptions(section) + [from])
+                                       + sourceOptions(section, from: from) + [from])
         // rsync prints modification times in the local zone.
         command.environment = ["TZ": "UTC"]
         command.timeout = timeout
@@ -181,13 +243,16 @@ struct RsyncMethod: ReplicaMethod {
             .flatMap { line in line.split(separator: " ").last.map { String($0.dropLast()) } } ?? ""
         let segments = LSN.segmentFiles(from: startFile, through: LSN.parse(stopLSN) ?? 0,
                                         segmentSize: Int((size.first?.first ?? nil) ?? "") ?? 0)
+        // A source whose pg_wal is a link (initdb --waldir) lists none: the copy gets its own.
+        try node.ensureDirectory(attempt.target + "/pg_wal")
         guard !segments.isEmpty else { return }
         let list = attempt.target + "/pg_wal/.stork-wal-list"
         // Paths relative to the source's root (an rsync daemon reports files listed relative
         // to a subdirectory of a module as vanished).
         try node.writeOwnedFile(list, contents: segments.map { "pg_wal/" + $0 + "\n" }.joined())
         defer { unlink(list) }
-        var wal = Command("rsync", ["--archive", "--files-from=\(list)"] + Self.sourceOptions(attempt.spec.section) + [from, attempt.target + "/"])
+        var wal = Command("rsync", ["--archive", "--whole-file", "--checksum-choice=none", "--files-from=\(list)"]
+                                   + Self.sourceOptions(attempt.spec.section, from: from) + [from, attempt.target + "/"])
         wal.timeout = attempt.spec.timeout
         let copied = try await node.run(wal)
         if !copied.succeeded {
@@ -262,7 +327,7 @@ enum RsyncDelta: Equatable {
             return .checksum("the copy's pg_control cannot be read")
         }
         if targetHasBackupLabel || target.backupUnfinished {
-            return .checksum("the copy never finished replaying the backup it came from")
+            return .checksum("the copy never finished replaying the backup it came from, or an earlier rsync into it did not finish")
         }
         guard let sourceTimeline, target.timeline == sourceTimeline else {
             return .checksum("the copy's checkpoint is on timeline \(target.timeline), the source's on \(sourceTimeline.map(String.init) ?? "?")")
@@ -298,19 +363,56 @@ enum RsyncDelta: Equatable {
     /// What a `changedSince(cutoff)` delta copies: every directory and file except the relation
     /// files the source last wrote before `cutoff` that have the same size in the copy; how many
     /// files it leaves alone, and the bytes it copies.
-    static func plan(_ listing: [SourceFile], cutoff: Date, targetSize: (String) -> Int?) -> (copy: [String], unchanged: Int, bytesToCopy: Int) {
-        var copy: [String] = []
+    static func plan(_ listing: [SourceFile], cutoff: Date, targetSize: (String) -> Int?) -> (copy: [SourceFile], unchanged: Int, bytesToCopy: Int) {
+        var copy: [SourceFile] = []
         var unchanged = 0
         var bytes = 0
         for file in listing {
             if !file.isDirectory, file.modified < cutoff, isRelationFile(file.path), targetSize(file.path) == file.size {
                 unchanged += 1
             } else {
-                copy.append(file.path)
+                copy.append(file)
                 if !file.isDirectory { bytes += file.size }
             }
         }
         return (copy, unchanged, bytes)
+    }
+
+    /// What the copy holds that the source's `listing` lacks (or has as another type), as
+    /// `rsync --delete --delete-excluded` would remove it, found without listing the source a
+    /// second time: paths relative to `target`, a directory once for all its contents. Kept:
+    /// the copy's `backup_label` (Stork's placeholder) and `pg_wal` itself, a directory or a
+    /// link to one (its contents are left out of every copy, so they all go).
+    static func extraneous(in target: String, listing: [SourceFile]) -> [String] {
+        var sourceKinds: [String: Bool] = [:]
+        for file in listing { sourceKinds[file.path] = file.isDirectory }
+        var out: [String] = []
+        func walk(_ relative: String) {
+            let path = relative.isEmpty ? target : target + "/" + relative
+            for name in ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted() {
+                let child = relative.isEmpty ? name : relative + "/" + name
+                var st = stat()
+                guard lstat(target + "/" + child, &st) == 0 else { continue }
+                let kind = st.st_mode & S_IFMT
+                if child == "backup_label" && kind == S_IFREG { continue }
+                if child == "pg_wal" && (kind == S_IFDIR || (kind == S_IFLNK && isDirectory(target + "/pg_wal"))) {
+                    out += ((try? FileManager.default.contentsOfDirectory(atPath: target + "/pg_wal")) ?? []).sorted().map { "pg_wal/" + $0 }
+                    continue
+                }
+                switch sourceKinds[child] {
+                case true? where kind == S_IFDIR: walk(child)
+                case false? where kind == S_IFREG: continue
+                default: out.append(child)
+                }
+            }
+        }
+        walk("")
+        return out
+    }
+
+    private static func isDirectory(_ path: String) -> Bool {
+        var isDirectory: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
     }
 
     /// Bytes done from an `--info=progress2` line: `    104857600  48%   95.37MB/s    0:00:01 (xfr#3, to-chk=10/40)`.
@@ -319,8 +421,6 @@ enum RsyncDelta: Equatable {
         guard words.count >= 2, words[1].hasSuffix("%"), let bytes = Int(words[0].filter { $0 != "," }) else { return nil }
         return bytes
     }
-
-    static func utc(_ date: Date) -> String { UTCText.format(date) }
 }
 
 private extension Character {

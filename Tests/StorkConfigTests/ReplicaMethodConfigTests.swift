@@ -56,6 +56,8 @@ struct ReplicaMethodConfigTests {
             ("  create_replica_methods: [rsync]\n  rsync: {delta: quick}", "postgresql.rsync.delta: quick: expected checkpoint (the default) or checksum"),
             ("  create_replica_methods: [rsync]\n  rsync: {max_clock_skew: -5}", "postgresql.rsync.max_clock_skew: -5: expected seconds, 0 or more"),
             ("  create_replica_methods: [rsync]\n  rsync: {max_clock_skew: soon}", "postgresql.rsync.max_clock_skew: soon: expected seconds, 0 or more"),
+            ("  create_replica_methods: [rsync]\n  rsync: {streams: 0}", "postgresql.rsync.streams: 0: expected how many rsyncs copy side by side, 1 to 16"),
+            ("  create_replica_methods: [rsync]\n  rsync: {streams: many}", "postgresql.rsync.streams: many: expected how many rsyncs copy side by side, 1 to 16"),
         ]
         for (yaml, expected) in cases {
             let found = issueLines(minimalYAML + "\n" + yaml)

@@ -70,7 +70,8 @@ struct ReplicaRebuildTests {
     /// pg1 uses the default delta (the files the primary wrote since pg1's latest checkpoint):
     /// a deleted relation file comes back, a file pgbench wrote that sits behind the primary's
     /// size and modification time with other bytes (what rsync's quick check skips) is copied,
-    /// and a table written before that checkpoint is left alone (same inode). pg2 uses
+    /// a table written before that checkpoint is left alone (same inode), and a relation file
+    /// the primary does not have is removed. pg2 uses
     /// `delta: checksum`: a damaged file of that cold table, behind the primary's size and
     /// modification time, is found and copied.
     @Test(.timeLimit(.minutes(5)))
@@ -96,12 +97,12 @@ struct ReplicaRebuildTests {
         // before the replica's checkpoint for the delta to leave it alone.
         let rsync = "create_replica_methods: [rsync]\nrsync:\n  source: \(daemon.source)"
         let pg1 = cluster.addMember("pg1", postgresqlYAML: rsync + "\n  max_clock_skew: 0")
-        let pg2 = cluster.addMember("pg2", postgresqlYAML: rsync + "\n  delta: checksum")
+        let pg2 = cluster.addMember("pg2", postgresqlYAML: rsync + "\n  delta: checksum\n  streams: 3")
         try pg1.start()
         try pg2.start()
         #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
         for replica in [pg1, pg2] {
-            #expect(replica.log.contains("rsync from rsync://127.0.0.1:\(daemon.port)/pg0 (full copy)"), "\(replica.log)")
+            #expect(replica.log.contains("rsync from rsync://127.0.0.1:\(daemon.port)/pg0 (full copy: "), "\(replica.log)")
             #expect(replica.log.contains("replica has been created using rsync"))
             #expect(!replica.log.contains("could not copy the backup's WAL"), "\(replica.log)")
         }
@@ -136,6 +137,10 @@ struct ReplicaRebuildTests {
         }
         try FileManager.default.removeItem(atPath: pg1.dataDir + "/" + files[0])
         try damage(pg1, files[1])
+        // A relation file the primary does not have: the re-sync removes it.
+        let stray = pg1.dataDir + "/" + files[1] + "9"
+        #expect(FileManager.default.createFile(atPath: stray, contents: Data(count: 8192)))
+        TestSupport.chownToPostgres(stray)
         try damage(pg2, files[2])
         func inode(_ path: String) -> UInt64? { (try? FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? UInt64) ?? nil }
         let coldInode = inode(pg1.dataDir + "/" + files[2])
@@ -162,6 +167,51 @@ struct ReplicaRebuildTests {
             #expect(replica.sql("SELECT md5(string_agg(h, ',' ORDER BY g)) FROM cold") == coldWant, "\(replica.name): cold differs")
         }
         #expect(coldInode != nil && inode(pg1.dataDir + "/" + files[2]) == coldInode, "the delta copied the cold table again")
+        #expect(!FileManager.default.fileExists(atPath: stray), "a file the primary does not have survived the re-sync")
+    }
+
+    /// An rsync attempt stopped half-way (its timeout, with every stream slowed down) leaves
+    /// a copy that says so: its `backup_label` is Stork's placeholder, which PostgreSQL refuses,
+    /// and the next attempt compares every file by checksum instead of trusting the copy's
+    /// `pg_control`, which may already be the source's while other files are old (the test
+    /// puts it there). After the last attempt the copy is wiped.
+    @Test(.timeLimit(.minutes(3)))
+    func anUnfinishedRsyncIsNotTrusted() async throws {
+        let dcsDir = TestSupport.makeTempDir("stork-dcs")
+        let cluster = TestCluster(scope: "halfrsync", dcs: .local(dcsDir))
+        let primary = cluster.addMember("pg0")
+        let daemon = try RsyncDaemon(modules: [("pg0", primary.dataDir)])
+        defer { cluster.destroy(); daemon.stop(); TestSupport.removeTree(dcsDir) }
+        try primary.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        // About 40 MiB at 2 x 1 MB/s: far from done when the timeout stops it.
+        let replica = cluster.addMember("pg1", postgresqlYAML: """
+            create_replica_methods: [rsync]
+            rsync:
+              source: \(daemon.source)
+              timeout: 3
+              retries: 1
+              options: [--bwlimit=1000]
+            """)
+        try replica.start()
+        let placeholder = "stork: an rsync copy into this directory did not finish"
+        let labelled = await TestSupport.waitUntil(timeout: 30) {
+            (try? String(contentsOfFile: replica.dataDir + "/backup_label", encoding: .utf8))?.hasPrefix(placeholder) == true
+        }
+        #expect(labelled, "\(replica.log)")
+        // The worst case: the source's pg_control has arrived, most relation files have not.
+        let control = replica.dataDir + "/global/pg_control"
+        _ = try? FileManager.default.createDirectory(atPath: replica.dataDir + "/global", withIntermediateDirectories: true)
+        _ = try? FileManager.default.removeItem(atPath: control)
+        try FileManager.default.copyItem(atPath: primary.dataDir + "/global/pg_control", toPath: control)
+        TestSupport.chownToPostgres(replica.dataDir + "/global")
+        TestSupport.chownToPostgres(control)
+        let twice = await TestSupport.waitUntil(timeout: 60) { count("rsync did not finish within 3 s and was stopped", in: replica.log) >= 2 }
+        #expect(twice, "\(replica.log)")
+        #expect(replica.log.contains("(full copy: "), "\(replica.log)")
+        #expect(replica.log.contains("(delta: files compared by checksum, the copy never finished replaying the backup it came from, or an earlier rsync into it did not finish)"),
+                "\(replica.log)")
+        #expect(!replica.log.contains("starting PostgreSQL"), "\(replica.log)")
     }
 
     /// A replica whose relation file was deleted is rebuilt by reinitialize (basebackup into the

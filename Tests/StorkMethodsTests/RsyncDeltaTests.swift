@@ -65,7 +65,7 @@ struct RsyncDeltaTests {
         let targetSizes = ["base/5/100": 8192, "base/5/101": 8192, "base/5/102": 8192, "base/5/103": 8192,
                            "base/5/100_fsm": 24576, "pg_xact/0000": 8192]
         let plan = RsyncDelta.plan(listing, cutoff: Self.cutoff) { targetSizes[$0] }
-        #expect(plan.copy == ["base", "base/5/101", "base/5/102", "base/5/103", "base/5/104", "base/5/100_fsm", "pg_xact/0000"])
+        #expect(plan.copy.map(\.path) == ["base", "base/5/101", "base/5/102", "base/5/103", "base/5/104", "base/5/100_fsm", "pg_xact/0000"])
         #expect(plan.unchanged == 1)
         #expect(plan.bytesToCopy == 8192 * 4 + 16384 + 24576)
     }
@@ -101,4 +101,59 @@ struct RsyncDeltaTests {
         #expect(PostgresNode.basebackupProgress("pg_basebackup: error: connection to server failed") == nil)
         #expect(PostgresNode.basebackupProgress("waiting for checkpoint") == nil)
     }
+
+    @Test func filesAreSharedAmongStreamsBySize() {
+        let t = Self.cutoff
+        let listing = [
+            SourceFile(path: "base", size: 4096, modified: t, isDirectory: true),
+            SourceFile(path: "base/5", size: 4096, modified: t, isDirectory: true),
+            SourceFile(path: "base/5/1", size: 100, modified: t), SourceFile(path: "base/5/2", size: 60, modified: t),
+            SourceFile(path: "base/5/3", size: 50, modified: t), SourceFile(path: "base/5/4", size: 10, modified: t),
+            SourceFile(path: "global/pg_control", size: 8, modified: t),
+        ]
+        let two = RsyncMethod.share(listing, among: 2)
+        #expect(two == [["base", "base/5", "base/5/1", "base/5/4", "global/pg_control"], ["base", "base/5", "base/5/2", "base/5/3"]])
+        // Every file exactly once, whatever the count; a stream that would get no file is not started.
+        for count in 1...5 {
+            let shares = RsyncMethod.share(listing, among: count)
+            let files = shares.flatMap { $0.filter { !["base", "base/5"].contains($0) } }
+            #expect(files.sorted() == ["base/5/1", "base/5/2", "base/5/3", "base/5/4", "global/pg_control"], "\(count)")
+            #expect(shares.count == min(count, 5) && shares.allSatisfy { $0.prefix(2) == ["base", "base/5"] }, "\(count)")
+        }
+        #expect(RsyncMethod.share(listing.filter(\.isDirectory), among: 3) == [["base", "base/5"]])
+    }
+
+    /// What the removal before a copy takes away: what the source does not list, or lists as
+    /// another type, and everything in pg_wal; never pg_wal itself or Stork's backup_label.
+    @Test func extraneousFilesOfTheCopy() throws {
+        let target = FileManager.default.temporaryDirectory.appendingPathComponent("stork-extraneous-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: target) }
+        let fm = FileManager.default
+        for dir in ["base/5", "base/6/sub", "global", "pg_wal/archive_status"] {
+            try fm.createDirectory(atPath: target + "/" + dir, withIntermediateDirectories: true)
+        }
+        for file in ["base/5/1", "base/5/2", "base/6/7", "global/pg_control", "pg_wal/000000010000000000000001",
+                     "backup_label", "postmaster.pid", "pg_xact", "PG_VERSION"] {
+            #expect(fm.createFile(atPath: target + "/" + file, contents: Data("x".utf8)))
+        }
+        try fm.createSymbolicLink(atPath: target + "/stray-link", withDestinationPath: "/etc")
+        let t = Self.cutoff
+        let listing = [
+            SourceFile(path: "base", size: 0, modified: t, isDirectory: true), SourceFile(path: "base/5", size: 0, modified: t, isDirectory: true),
+            SourceFile(path: "base/5/1", size: 1, modified: t), SourceFile(path: "global", size: 0, modified: t, isDirectory: true),
+            SourceFile(path: "global/pg_control", size: 1, modified: t), SourceFile(path: "pg_wal", size: 0, modified: t, isDirectory: true),
+            SourceFile(path: "pg_xact", size: 0, modified: t, isDirectory: true), SourceFile(path: "PG_VERSION", size: 1, modified: t),
+        ]
+        let found = RsyncDelta.extraneous(in: target, listing: listing)
+        #expect(Set(found) == ["base/5/2", "base/6", "pg_wal/000000010000000000000001", "pg_wal/archive_status", "postmaster.pid", "pg_xact", "stray-link"],
+                "\(found)")
+        // A pg_wal that is a link to a directory elsewhere stays a link; its contents go.
+        let wal = target + "-wal"
+        defer { try? fm.removeItem(atPath: wal) }
+        try fm.moveItem(atPath: target + "/pg_wal", toPath: wal)
+        try fm.createSymbolicLink(atPath: target + "/pg_wal", withDestinationPath: wal)
+        let linked = RsyncDelta.extraneous(in: target, listing: listing.filter { $0.path != "pg_wal" })
+        #expect(linked.contains("pg_wal/000000010000000000000001") && !linked.contains("pg_wal"), "\(linked)")
+    }
 }
+
