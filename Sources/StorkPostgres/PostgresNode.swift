@@ -309,7 +309,12 @@ public final class PostgresNode: Sendable {
         // Like Patroni, the server does not inherit the PATRONI_* variables (passwords among them).
         command.withoutInherited = ["PATRONI_", "PGSERVICEFILE"]
         command.environment["PGSERVICEFILE"] = replicationServiceFile
-        let result = try await run(command)
+        // A postmaster.pid a crash left behind names a dead (or another) process: not ours.
+        let stale = postmasterStatus()?.pid
+        guard let result = try await runPgCtl(command, until: { [self] in
+            guard let now = postmasterStatus(), now.pid != stale, kill(now.pid, 0) == 0 else { return false }
+            return now.status == "ready" || now.status == "standby"
+        }) else { return }
         guard result.succeeded else {
             var error = PostgresNode.failure("pg_ctl start", result)
             let tail = PostgresNode.tail(ofFile: log, lines: 30)
@@ -323,7 +328,7 @@ public final class PostgresNode: Sendable {
         guard isRunning() else { return }
         var command = Command(binary("pg_ctl"), ["stop", "-D", settings.dataDir, "-m", mode, "-w", "-t", String(timeout)])
         command.timeout = Double(timeout) + 30
-        var result = try await run(command)
+        guard var result = try await runPgCtl(command, until: { [self] in !isRunning() }) else { return }
         if result.succeeded || !isRunning() { return }
         if mode != "immediate" {
             logger.warning("PostgreSQL did not stop in time; stopping it in immediate mode", metadata: ["stork.data_dir": "\(settings.dataDir)"])
@@ -347,6 +352,35 @@ public final class PostgresNode: Sendable {
         let connection = try await localConnection()
         defer { Task { await connection.close() } }
         return try await connection.query(sql).first ?? []
+    }
+
+    /// `pg_ctl` with `-w`, while `postmaster.pid` is read every 10 ms beside it: pg_ctl looks
+    /// only every 100 ms, and a replica's restart paid that twice. nil when `done` came first;
+    /// pg_ctl then ends by itself at its next look. Otherwise pg_ctl's own result.
+    func runPgCtl(_ command: Command, until done: @escaping @Sendable () -> Bool) async throws -> CommandResult? {
+        final class Outcome: Sendable { let result = Mutex<Result<CommandResult, any Error>?>(nil) }
+        let outcome = Outcome()
+        let pgCtl = Task { [self] in
+            let result: Result<CommandResult, any Error>
+            do { result = .success(try await run(command)) } catch { result = .failure(error) }
+            outcome.result.withLock { $0 = result }
+        }
+        while true {
+            if let result = outcome.result.withLock({ $0 }) { return try result.get() }
+            if done() { return nil }
+            // Cancelled, the sleep would return at once: wait for pg_ctl instead.
+            if Task.isCancelled { await pgCtl.value } else { try? await Task.sleep(for: .milliseconds(10)) }
+        }
+    }
+
+    /// The postmaster's PID and status (`starting`, `ready`, `standby`, `stopping`) from
+    /// `postmaster.pid`; nil without one.
+    func postmasterStatus() -> (pid: Int32, status: String)? {
+        guard let text = try? String(contentsOfFile: settings.dataDir + "/postmaster.pid", encoding: .utf8) else { return nil }
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard let pid = lines.first.flatMap({ Int32($0.trimmingCharacters(in: .whitespaces)) }), pid > 0 else { return nil }
+        // The status is the eighth line once the postmaster has written it.
+        return (pid, lines.count > 7 ? lines[7].trimmingCharacters(in: .whitespaces) : "")
     }
 
     /// `postmaster.pid` names a live postmaster.

@@ -17,7 +17,7 @@ final class RsyncDaemon: @unchecked Sendable {
 
     init(modules: [(name: String, path: String)]) throws {
         let user = TestSupport.postgresUser
-        var conf = "use chroot = no\nread only = yes\npid file = \(directory)/rsyncd.pid\n"
+        var conf = "use chroot = no\nread only = yes\nsocket options = TCP_NODELAY\npid file = \(directory)/rsyncd.pid\n"
         if let user { conf += "uid = \(user.uid)\ngid = \(user.gid)\n" }
         for m in modules { conf += "[\(m.name)]\npath = \(m.path)\n" }
         try conf.write(toFile: directory + "/rsyncd.conf", atomically: true, encoding: .utf8)
