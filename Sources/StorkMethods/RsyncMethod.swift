@@ -42,7 +42,7 @@ struct RsyncMethod: ReplicaMethod {
     /// One stream's copy of the files listed in `copyList`, each whole, time stamps and sizes
     /// unread. `inPlace` for an empty target: no temporary file and rename per file. No
     /// transfer checksum (`--checksum-choice=none`): the file is sent whole over TCP (or
-    /// ssh), and the checksum cost a quarter of the copy's time here; `options` in the
+    /// ssh), and the checksum cost about a fifth of the copy's time here; `options` in the
     /// section come later and may choose one again.
     static func copyArguments(from: String, target: String, copyList: String, inPlace: Bool, section: [String: JSONValue]) -> [String] {
         ["--archive", "--keep-dirlinks", "--whole-file", "--ignore-times", "--checksum-choice=none"] + (inPlace ? ["--inplace"] : [])
