@@ -64,6 +64,13 @@ public enum WALSpool {
         return segmentSize
     }
 
+    /// What every fetch does first: records `name` as the segment asked for, then serves it
+    /// from the spool (``take(_:to:)``). The segment size on a hit.
+    public static func serve(_ name: String, to target: String) -> UInt64? {
+        noteRequest(name)
+        return take(name, to: target)
+    }
+
     /// Serves `name` from the spool: renamed to `target` when there and verified (true); a
     /// spool file that fails the check is removed. The segment size on success.
     public static func take(_ name: String, to target: String) -> UInt64? {

@@ -409,8 +409,7 @@ struct WALFetchCommand: ParsableCommand {
             return
         }
         guard let name, let target else { return }
-        WALSpool.noteRequest(name)
-        if WALSpool.take(name, to: target) != nil { return }
+        if WALSpool.serve(name, to: target) != nil { return }
         do {
             guard try archive.fetch(name, to: target) else { throw ExitCode(1) }
         } catch let error as ArchiveError {
