@@ -285,15 +285,19 @@ extension PostgresNode {
     /// A connection as the superuser to another member (`conn_url`), its password through the
     /// pgpass file; for operations replication connections cannot do (`pg_backup_start`).
     public func superuserConnection(toConnURL url: String) async throws -> Connection {
+        try await Connection.connect(conninfo: conninfo(toConnURL: url, as: settings.superuser, applicationName: "stork"), timeout: 5)
+    }
+
+    /// `user`'s conninfo to another member (`conn_url`), without a password: it goes into the
+    /// pgpass file, written here.
+    func conninfo(toConnURL url: String, as user: PostgresUser, applicationName: String) throws -> String {
         let (host, port) = PostgresNode.hostAndPort(fromConnURL: url)
-        if let password = settings.superuser.password {
-            remember(PgpassEntry(host: host, port: port, user: settings.superuser.username, password: password))
-        }
+        if let password = user.password { remember(PgpassEntry(host: host, port: port, user: user.username, password: password)) }
         try writePgpass()
-        var pairs: [(String, String)] = [("host", host), ("port", port), ("user", settings.superuser.username), ("dbname", "postgres"),
-                                         ("passfile", settings.pgpass), ("connect_timeout", "5"), ("application_name", "stork")]
-        for key in settings.superuser.sslOptions.keys.sorted() { pairs.append((key, settings.superuser.sslOptions[key]!)) }
-        return try await Connection.connect(conninfo: ConnInfo.format(pairs), timeout: 5)
+        var pairs: [(String, String)] = [("host", host), ("port", port), ("user", user.username), ("dbname", "postgres"),
+                                         ("passfile", settings.pgpass), ("connect_timeout", "5"), ("application_name", applicationName)]
+        for key in user.sslOptions.keys.sorted() { pairs.append((key, user.sslOptions[key]!)) }
+        return ConnInfo.format(pairs)
     }
 
     /// A new connection to this node as the superuser.

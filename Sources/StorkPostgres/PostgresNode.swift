@@ -385,9 +385,7 @@ public final class PostgresNode: Sendable {
 
     /// `postmaster.pid` names a live postmaster.
     public func isRunning() -> Bool {
-        guard let text = try? String(contentsOfFile: settings.dataDir + "/postmaster.pid", encoding: .utf8),
-              let first = text.split(separator: "\n", maxSplits: 1).first,
-              let pid = Int32(first.trimmingCharacters(in: .whitespaces)), pid > 0 else { return false }
+        guard let pid = postmasterStatus()?.pid else { return false }
         return kill(pid, 0) == 0 || errno == EPERM
     }
 
@@ -508,14 +506,8 @@ public final class PostgresNode: Sendable {
     /// pg_rewind from the member at `url` as `user` (the rewind user, else the superuser):
     /// with `dryRun`, only whether the histories diverged.
     public func rewind(fromConnURL url: String, dryRun: Bool) async throws -> RewindCheck {
-        let user = settings.rewind ?? settings.superuser
-        let (host, port) = PostgresNode.hostAndPort(fromConnURL: url)
-        if let password = user.password { remember(PgpassEntry(host: host, port: port, user: user.username, password: password)) }
-        try writePgpass()
-        var pairs: [(String, String)] = [("host", host), ("port", port), ("user", user.username), ("dbname", "postgres"),
-                                         ("passfile", settings.pgpass), ("connect_timeout", "5"), ("application_name", "stork-rewind")]
-        for key in user.sslOptions.keys.sorted() { pairs.append((key, user.sslOptions[key]!)) }
-        var command = Command(binary("pg_rewind"), ["--target-pgdata=" + settings.dataDir, "--source-server=" + ConnInfo.format(pairs)]
+        let source = try conninfo(toConnURL: url, as: settings.rewind ?? settings.superuser, applicationName: "stork-rewind")
+        var command = Command(binary("pg_rewind"), ["--target-pgdata=" + settings.dataDir, "--source-server=" + source]
                               + (dryRun ? ["--dry-run"] : ["--progress"]))
         command.timeout = 3600
         command.withoutInherited = ["PATRONI_"]

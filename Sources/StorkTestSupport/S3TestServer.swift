@@ -163,18 +163,9 @@ public final class S3TestServer: @unchecked Sendable {
         text.addingPercentEncoding(withAllowedCharacters: CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-_.~"))) ?? text
     }
 
-    /// A program's exit status and standard output.
+    /// A program's exit status and standard output; -1 when it cannot run.
     static func run(_ path: String, _ arguments: [String]) -> (status: Int32, output: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = arguments
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = FileHandle.nullDevice
-        guard (try? p.run()) != nil else { return (-1, "") }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        (try? TestSupport.runTool(path, arguments)) ?? (-1, "")
     }
 
     /// Ends a test server by PID with SIGKILL. Not SIGTERM: Foundation's `Process` starts a child

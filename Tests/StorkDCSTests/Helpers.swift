@@ -42,21 +42,7 @@ func memberData(_ name: String, port: Int, role: String = "replica") -> JSONValu
 func runTool(_ path: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, output: String) {
     try await withCheckedThrowingContinuation { continuation in
         DispatchQueue.global().async {
-            do {
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: path)
-                p.arguments = arguments
-                p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-                let pipe = Pipe()
-                p.standardOutput = pipe
-                p.standardError = FileHandle(forWritingAtPath: "/dev/null")
-                try p.run()
-                let data = pipe.fileHandleForReading.readDataToEndOfFile()
-                p.waitUntilExit()
-                continuation.resume(returning: (p.terminationStatus, String(decoding: data, as: UTF8.self)))
-            } catch {
-                continuation.resume(throwing: error)
-            }
+            continuation.resume(with: Result { try TestSupport.runTool(path, arguments, environment: environment) })
         }
     }
 }

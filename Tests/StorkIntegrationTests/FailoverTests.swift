@@ -173,17 +173,7 @@ struct FailoverTests {
 
 /// `etcdctl` (v3 API) against `etcd`: its standard output.
 func runEtcdctl(_ etcd: EtcdServer, _ args: [String]) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: TestSupport.which("etcdctl") ?? "/usr/bin/etcdctl")
-    p.arguments = ["--endpoints", etcd.clientURL] + args
-    var environment = ProcessInfo.processInfo.environment
-    environment["ETCDCTL_API"] = "3"
-    p.environment = environment
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = FileHandle(forWritingAtPath: "/dev/null")
-    try p.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    let etcdctl = TestSupport.which("etcdctl") ?? "/usr/bin/etcdctl"
+    let result = try TestSupport.runTool(etcdctl, ["--endpoints", etcd.clientURL] + args, environment: ["ETCDCTL_API": "3"])
+    return result.output.trimmingCharacters(in: .whitespacesAndNewlines)
 }
