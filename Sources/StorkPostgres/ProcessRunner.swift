@@ -235,6 +235,12 @@ public enum ProcessRunner {
         }
         logger.debug("process group still alive after SIGTERM; sending SIGKILL", metadata: ["stork.pid": "\(processGroup)"])
         kill(-processGroup, SIGKILL)
+        // SIGKILL is delivered when each process next runs: under load a member can still
+        // show as alive for a moment. Return once the group is gone (a second at most).
+        let killDeadline = ContinuousClock.now + .seconds(1)
+        while hasLiveMembers(processGroup: processGroup) && ContinuousClock.now < killDeadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
     }
 
     /// Whether any process in the group is alive and not a zombie (Linux `/proc`).
