@@ -53,7 +53,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .target(name: "StorkHA", dependencies: [
-            "StorkConfig", "StorkDCS", "StorkPostgres", "StorkMethods", "StorkArchive",
+            "StorkConfig", "StorkDCS", "StorkPostgres", "StorkMethods",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .target(name: "StorkAPI", dependencies: [

@@ -16,9 +16,19 @@ public struct LocalSnapshot: Sendable, Equatable {
     /// A marker left by this agent's own clone or bootstrap that did not finish: the data
     /// directory holds the agent's own failed work, never a database to start.
     public var incompleteWork: Bool
+    /// `server_version_num` of the running server (0 when unknown): 13 and later reread
+    /// `primary_conninfo` on reload.
+    public var serverVersion: Int
+    /// Whom the running replica follows, as the agent configured it or found it configured:
+    /// a member's name, `.some(nil)` for nobody, the remote primary's label for a standby
+    /// leader; nil when the agent does not know (it then configures it).
+    public var followed: String??
 
     public init(dataDirectory: DataDirectoryState, systemIdentifier: String? = nil, wasPrimary: Bool = false,
-                running: Bool = false, inRecovery: Bool? = nil, incompleteWork: Bool = false) {
+                running: Bool = false, inRecovery: Bool? = nil, incompleteWork: Bool = false,
+                serverVersion: Int = 0, followed: String?? = nil) {
+        self.serverVersion = serverVersion
+        self.followed = followed
         self.dataDirectory = dataDirectory
         self.systemIdentifier = systemIdentifier
         self.wasPrimary = wasPrimary
@@ -43,6 +53,8 @@ public struct Snapshot: Sendable, Equatable {
     public var mayCloneWithoutLeader: Bool
     /// The cluster is a standby cluster (`standby_cluster`): its leader follows a remote primary.
     public var standbyCluster = false
+    /// How `LocalSnapshot.followed` names the remote primary of a standby cluster.
+    public var remotePrimary: String?
 
     public init(me: String, cluster: ClusterView, local: LocalSnapshot, mayBootstrap: Bool = true, mayLead: Bool = true,
                 runningTask: String? = nil, mayCloneWithoutLeader: Bool = false) {
@@ -83,6 +95,9 @@ public enum Decision: Sendable, Equatable {
     case acquireLeaderThenStart
     /// PostgreSQL is stopped: start it as a replica of `leader` (nil: no leader known).
     case startReplica(leader: String?)
+    /// PostgreSQL is stopped, it last ran as a primary and `leader` holds the key: rejoin as
+    /// its replica, rewinding or rebuilding when the histories diverged.
+    case rejoin(leader: String)
     /// A running primary holding the leader key.
     case holdLeader
     /// A running primary and nobody holds the leader key.
@@ -92,16 +107,25 @@ public enum Decision: Sendable, Equatable {
     /// A running replica and nobody holds the leader key: when this member is the healthiest
     /// (no member that may lead has more WAL), take the key (create-only) and promote.
     case leaderRace
+    /// A running replica that holds the leader key (it demoted while the DCS was out of
+    /// reach): refresh the key and promote.
+    case promoteHoldingKey
     /// A running primary holding the key and a `failover` key that names another member (or
     /// any): stop, give the key back, start as a replica.
     case stepDown(candidate: String?)
-    /// A running replica: make sure it follows `leader`.
+    /// A running replica that follows `leader` (nil: nobody): nothing to change.
     case follow(leader: String?)
+    /// A running replica that follows someone else: write `primary_conninfo` for `leader`,
+    /// then reload (`byReload`, PostgreSQL 13 and later) or restart.
+    case retarget(leader: String?, byReload: Bool)
     /// Standby cluster, PostgreSQL stopped, this member holds the leader key: start it as a
     /// standby of the remote primary.
     case startStandbyLeader
     /// Standby cluster: a running standby holding the leader key; it follows the remote primary.
     case holdStandbyLeader
+    /// Standby cluster: a running standby holding the leader key that does not follow the
+    /// remote primary yet: refresh the key, restart it following the remote primary.
+    case restartStandbyLeader
 }
 
 /// The agent's decision for one cycle. Pure: the table tests in StorkHATests cover it.
@@ -136,6 +160,7 @@ public func decide(_ s: Snapshot) -> Decision {
     if !local.running {
         if s.iAmLeader { return s.standbyCluster ? .startStandbyLeader : .startPrimary }
         if cluster.leader == nil && local.wasPrimary && s.mayLead { return .acquireLeaderThenStart }
+        if let leader = cluster.leader, local.wasPrimary { return .rejoin(leader: leader) }
         return .startReplica(leader: cluster.leader)
     }
 
@@ -150,17 +175,26 @@ public func decide(_ s: Snapshot) -> Decision {
         if let other = cluster.leader { return .demote(leader: other) }
         return s.mayLead ? .acquireLeader : .demote(leader: nil)
     }
-    if s.standbyCluster && s.iAmLeader { return .holdStandbyLeader }
+    if s.standbyCluster && s.iAmLeader {
+        return local.followed == .some(s.remotePrimary) ? .holdStandbyLeader : .restartStandbyLeader
+    }
     // Nobody leads: the healthiest replica takes the key and promotes.
     if (cluster.leader == nil || s.iAmLeader) && s.mayLead && !s.standbyCluster {
         // A manual failover names who takes the key; the leader that stepped down stays out.
         if let f = cluster.failover, !s.iAmLeader {
-            if f.leader == s.me { return .follow(leader: nil) }
-            if let candidate = cluster.failoverCandidate, candidate != s.me { return .follow(leader: nil) }
+            if f.leader == s.me { return follow(nil, s) }
+            if let candidate = cluster.failoverCandidate, candidate != s.me { return follow(nil, s) }
         }
-        return .leaderRace
+        return s.iAmLeader ? .promoteHoldingKey : .leaderRace
     }
-    return .follow(leader: cluster.leader == s.me ? nil : cluster.leader)
+    return follow(cluster.leader == s.me ? nil : cluster.leader, s)
+}
+
+/// A running replica follows `upstream` (nil: nobody): as it is, or after a change of
+/// `primary_conninfo` that PostgreSQL 13 and later take on reload.
+private func follow(_ upstream: String?, _ s: Snapshot) -> Decision {
+    if s.local.followed == .some(upstream) { return .follow(leader: upstream) }
+    return .retarget(leader: upstream, byReload: s.local.serverVersion >= 130000)
 }
 
 /// The member to clone from: the healthiest running member tagged `clonefrom` (streaming,

@@ -1,5 +1,4 @@
 import Foundation
-import StorkArchive
 import StorkConfig
 import StorkDCS
 import StorkMethods
@@ -104,20 +103,6 @@ public func replicaBuildRequest(config: Config, view: ClusterView, node: Postgre
     return request
 }
 
-/// What a custom bootstrap's recovery aims at, as the log names it.
-public struct RecoveryTarget: CustomStringConvertible, Sendable {
-    public let parameters: [String: JSONValue]
-    public init(_ parameters: [String: JSONValue]) { self.parameters = parameters }
-
-    public var description: String {
-        for key in ["recovery_target_time", "recovery_target_lsn", "recovery_target_xid", "recovery_target_name"] {
-            if let value = parameters[key]?.scalarText { return "\(key) \(value)" }
-        }
-        if parameters["recovery_target"]?.scalarText == "immediate" { return "recovery_target immediate (the end of the backup)" }
-        return "the end of the WAL"
-    }
-}
-
 /// Parameters a server in recovery must have at least as high as the primary that wrote the
 /// WAL had (pg_controldata's "... setting" lines), with PostgreSQL's defaults; the ones the
 /// configuration sets lower, raised to pg_control's value.
@@ -148,6 +133,8 @@ public struct StandbyCluster: Sendable, Equatable, CustomStringConvertible {
     /// The remote primary as a member key's `conn_url` would name it.
     public var connURL: String { "postgres://\(host.contains(":") ? "[\(host)]" : host):\(port)/postgres" }
     public var description: String { "\(host):\(port)" }
+    /// How the agent names this upstream when it remembers whom a standby follows.
+    public var upstreamLabel: String { "remote primary \(self)" }
 
     public init?(config: Config, dynamic: JSONValue?) {
         guard case .object(let m)? = clusterConfig(config, dynamic)["standby_cluster"], let host = m["host"]?.scalarText else { return nil }

@@ -29,15 +29,6 @@ public struct MemberStatus: Sendable, Equatable {
     public init() {}
 }
 
-/// How far a restored copy's recovery has come: `GET /patroni`, the member key and `stork list`.
-public struct RecoveryProgress: Sendable, Equatable {
-    public var target: String
-    public var replayedLSN: String?
-    public var lastTransaction: String?
-    public var paused: Bool
-    public var started: Date
-}
-
 /// One place where the agent publishes its status and the REST API reads it.
 public final class StatusBoard: Sendable {
     private let current = Mutex(MemberStatus())

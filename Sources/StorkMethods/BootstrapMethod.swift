@@ -3,37 +3,66 @@ import Logging
 import StorkConfig
 import StorkPostgres
 
-/// A custom bootstrap method (`bootstrap.method` names a section with a `command`), called as
-/// Patroni calls it (DESIGN.md contract 3): the words of `command`, then `--scope=` and
-/// `--datadir=` unless `no_params`, then every other key of the section as `--key=value`.
-public enum CustomBootstrap {
-    public static func arguments(_ spec: BootstrapMethodSpec, scope: String, datadir: String) -> [String] {
-        var out = Array(spec.command.dropFirst())
-        var extra = spec.section
-        for key in BootstrapMethodSpec.reservedKeys { extra[key] = nil }
-        if !spec.noParams {
-            out += ["--scope=\(scope)", "--datadir=\(datadir)"]
-            extra["scope"] = nil
-            extra["datadir"] = nil
-        }
-        for key in extra.keys.sorted() { out.append("--\(key)=\(CustomMethod.pythonText(extra[key]!))") }
-        return out
-    }
+/// What a bootstrap method left in the empty data directory.
+public enum BootstrapResult: Sendable, Equatable {
+    /// A new cluster (initdb): the agent starts it as a primary and creates the roles.
+    case initialized
+    /// A copy of another cluster to recover: the recovery parameters it starts with (nil:
+    /// none, it starts as it is), or the tool's own (`keepExisting`, keep_existing_recovery_conf).
+    case restored(recoveryConf: [String: JSONValue]?, keepExisting: Bool)
+}
 
-    /// Runs the command on an empty data directory; throws saying how it failed, with its exit
-    /// status and the tail of its output. The agent's `PATRONI_*` variables (passwords among
-    /// them) are not passed on.
-    public static func run(_ spec: BootstrapMethodSpec, scope: String, node: PostgresNode) async throws {
-        try node.ensureDataDirectory()
-        var command = Command(spec.command[0], arguments(spec, scope: scope, datadir: node.settings.dataDir))
-        command.withoutInherited = ["PATRONI_"]
-        let shown = command.arguments.map { argument -> String in
-            guard argument.hasPrefix("--"), let eq = argument.firstIndex(of: "="),
-                  Config.isSecretKey(String(argument[argument.index(argument.startIndex, offsetBy: 2)..<eq])) else { return argument }
-            return argument[...eq] + Config.passwordMask
-        }
-        node.logger.info("running custom bootstrap script: \(([spec.command[0]] + shown).joined(separator: " "))")
-        let result = try await node.run(command)
-        guard result.succeeded else { throw PostgresNode.failure("bootstrap command \(spec.command[0])", result) }
+/// What a bootstrap method gets.
+public struct BootstrapContext: Sendable {
+    public var node: PostgresNode
+    public var scope: String
+    /// The agent's configuration file: the archive's `restore_command` names it.
+    public var configFile: String?
+    /// Bytes done and the total of a restore, while it runs; nil when it is over.
+    public var reportProgress: @Sendable (ReplicaProgress?) -> Void
+
+    public init(node: PostgresNode, scope: String, configFile: String?, reportProgress: @escaping @Sendable (ReplicaProgress?) -> Void) {
+        self.node = node
+        self.scope = scope
+        self.configFile = configFile
+        self.reportProgress = reportProgress
+    }
+}
+
+/// A way to make a new cluster's data directory: initdb, a user's command (Patroni's custom
+/// bootstrap), or a restore from Stork's archive.
+public protocol BootstrapMethod: Sendable {
+    /// The member's state while it runs (`initializing new cluster`, ...).
+    var state: String { get }
+    func run(_ context: BootstrapContext) async throws -> BootstrapResult
+}
+
+/// The method `bootstrap.method` names: initdb unless a section with a command (or
+/// `bootstrap.archive`) is chosen.
+public func bootstrapMethod(_ bootstrap: BootstrapSettings) -> any BootstrapMethod {
+    guard let custom = bootstrap.custom else { return InitdbBootstrap(options: bootstrap.initdb) }
+    if let source = custom.archive { return ArchiveBootstrap(source: source, keepExistingRecoveryConf: custom.keepExistingRecoveryConf) }
+    return CommandBootstrap(spec: custom)
+}
+
+/// `initdb` with the `bootstrap.initdb` options.
+struct InitdbBootstrap: BootstrapMethod {
+    let options: JSONValue?
+    var state: String { "initializing new cluster" }
+
+    func run(_ context: BootstrapContext) async throws -> BootstrapResult {
+        try await context.node.initdb(options: options)
+        return .initialized
+    }
+}
+
+/// A custom bootstrap command, called as Patroni calls it (`CustomBootstrap`).
+struct CommandBootstrap: BootstrapMethod {
+    let spec: BootstrapMethodSpec
+    var state: String { "running custom bootstrap script" }
+
+    func run(_ context: BootstrapContext) async throws -> BootstrapResult {
+        try await CustomBootstrap.run(spec, scope: context.scope, node: context.node)
+        return .restored(recoveryConf: spec.recoveryConf, keepExisting: spec.keepExistingRecoveryConf)
     }
 }

@@ -21,6 +21,13 @@ private let stoppedPrimary = LocalSnapshot(dataDirectory: .initialized, systemId
 private let runningPrimary = LocalSnapshot(dataDirectory: .initialized, systemIdentifier: "7001", wasPrimary: true,
                                            running: true, inRecovery: false)
 private let runningReplica = LocalSnapshot(dataDirectory: .initialized, systemIdentifier: "7001", running: true, inRecovery: true)
+/// A running replica that follows `upstream` already (nil: nobody).
+private func replica(following upstream: String?, version: Int = 150000) -> LocalSnapshot {
+    var local = runningReplica
+    local.followed = .some(upstream)
+    local.serverVersion = version
+    return local
+}
 private let leaderView = ClusterView(initialize: "7001", leader: "pg0", members: [member("pg0", role: "primary")])
 
 struct DecisionCase: CustomTestStringConvertible, Sendable {
@@ -33,6 +40,7 @@ struct DecisionCase: CustomTestStringConvertible, Sendable {
 private func standby(_ s: Snapshot) -> Snapshot {
     var s = s
     s.standbyCluster = true
+    s.remotePrimary = "remote primary 10.0.0.9:5432"
     return s
 }
 
@@ -40,9 +48,14 @@ private let cases: [DecisionCase] = [
     .init(label: "standby cluster, stopped, holding the leader key: start as the standby leader",
           snapshot: standby(Snapshot(me: "pg0", cluster: leaderView, local: stoppedReplica)), expected: .startStandbyLeader),
     .init(label: "standby cluster, a running standby holding the leader key: the standby leader",
-          snapshot: standby(Snapshot(me: "pg0", cluster: leaderView, local: runningReplica)), expected: .holdStandbyLeader),
+          snapshot: standby(Snapshot(me: "pg0", cluster: leaderView, local: replica(following: "remote primary 10.0.0.9:5432"))),
+          expected: .holdStandbyLeader),
+    .init(label: "standby cluster, the standby leader not following the remote primary yet: restart it so",
+          snapshot: standby(Snapshot(me: "pg0", cluster: leaderView, local: replica(following: "pg1"))), expected: .restartStandbyLeader),
+    .init(label: "standby cluster, a new agent beside the standby leader: restart it following the remote primary",
+          snapshot: standby(Snapshot(me: "pg0", cluster: leaderView, local: runningReplica)), expected: .restartStandbyLeader),
     .init(label: "standby cluster, a running standby, another member leads: follow it",
-          snapshot: standby(Snapshot(me: "pg1", cluster: leaderView, local: runningReplica)), expected: .follow(leader: "pg0")),
+          snapshot: standby(Snapshot(me: "pg1", cluster: leaderView, local: replica(following: "pg0"))), expected: .follow(leader: "pg0")),
     .init(label: "standby cluster, empty dir, empty DCS: race to bootstrap (from the remote primary)",
           snapshot: standby(Snapshot(me: "pg0", cluster: ClusterView(), local: empty)), expected: .bootstrap),
     .init(label: "a long task runs: wait for it",
@@ -118,8 +131,8 @@ private let cases: [DecisionCase] = [
     .init(label: "stopped former primary, nofailover: start as a replica",
           snapshot: Snapshot(me: "pg0", cluster: ClusterView(initialize: "7001"), local: stoppedPrimary, mayLead: false),
           expected: .startReplica(leader: nil)),
-    .init(label: "stopped former primary, another leader: start as its replica",
-          snapshot: Snapshot(me: "pg1", cluster: leaderView, local: stoppedPrimary), expected: .startReplica(leader: "pg0")),
+    .init(label: "stopped former primary, another leader: rejoin as its replica (rewound or rebuilt if diverged)",
+          snapshot: Snapshot(me: "pg1", cluster: leaderView, local: stoppedPrimary), expected: .rejoin(leader: "pg0")),
     .init(label: "stopped replica: start following the leader",
           snapshot: Snapshot(me: "pg1", cluster: leaderView, local: stoppedReplica), expected: .startReplica(leader: "pg0")),
     .init(label: "running primary with the key: hold it",
@@ -132,23 +145,36 @@ private let cases: [DecisionCase] = [
     .init(label: "running primary while another holds the key: step down",
           snapshot: Snapshot(me: "pg1", cluster: leaderView, local: runningPrimary), expected: .demote(leader: "pg0")),
     .init(label: "running replica: follow the leader",
-          snapshot: Snapshot(me: "pg1", cluster: leaderView, local: runningReplica), expected: .follow(leader: "pg0")),
+          snapshot: Snapshot(me: "pg1", cluster: leaderView, local: replica(following: "pg0")), expected: .follow(leader: "pg0")),
+    .init(label: "running replica following another member, PostgreSQL 13+: retarget by reload",
+          snapshot: Snapshot(me: "pg1", cluster: leaderView, local: replica(following: "pg2")), expected: .retarget(leader: "pg0", byReload: true)),
+    .init(label: "running replica following nobody, PostgreSQL 12: retarget by restart",
+          snapshot: Snapshot(me: "pg1", cluster: leaderView, local: replica(following: nil, version: 120000)),
+          expected: .retarget(leader: "pg0", byReload: false)),
+    .init(label: "running replica, the agent does not know whom it follows: retarget",
+          snapshot: Snapshot(me: "pg1", cluster: leaderView, local: { var l = runningReplica; l.serverVersion = 150000; return l }()),
+          expected: .retarget(leader: "pg0", byReload: true)),
     .init(label: "running replica, no leader: the leader race",
           snapshot: Snapshot(me: "pg1", cluster: ClusterView(initialize: "7001"), local: runningReplica), expected: .leaderRace),
     .init(label: "running replica holding the key (demoted while the DCS was away): lead again",
-          snapshot: Snapshot(me: "pg0", cluster: leaderView, local: runningReplica), expected: .leaderRace),
+          snapshot: Snapshot(me: "pg0", cluster: leaderView, local: runningReplica), expected: .promoteHoldingKey),
+    .init(label: "running replica holding the key, nofailover: follow nobody, never promote",
+          snapshot: Snapshot(me: "pg0", cluster: leaderView, local: replica(following: nil), mayLead: false), expected: .follow(leader: nil)),
     .init(label: "the leader and a switchover to pg1: step down",
           snapshot: Snapshot(me: "pg0", cluster: { var v = leaderView; v.failover = ManualFailover(leader: "pg0", candidate: "pg1"); return v }(),
                              local: runningPrimary), expected: .stepDown(candidate: "pg1")),
     .init(label: "no leader, a failover to another running member: wait for it",
           snapshot: Snapshot(me: "pg2", cluster: ClusterView(initialize: "7001", members: [Member(name: "pg1", data: .object(["state": .string("running")]))],
                                                              failover: ManualFailover(leader: "pg0", candidate: "pg1")),
-                             local: runningReplica), expected: .follow(leader: nil)),
+                             local: replica(following: nil)), expected: .follow(leader: nil)),
     .init(label: "no leader, the leader that stepped down stays out of the race",
           snapshot: Snapshot(me: "pg0", cluster: ClusterView(initialize: "7001", failover: ManualFailover(leader: "pg0", candidate: nil)),
-                             local: runningReplica), expected: .follow(leader: nil)),
+                             local: replica(following: nil)), expected: .follow(leader: nil)),
+    .init(label: "the leader that stepped down, still following the old leader: follow nobody",
+          snapshot: Snapshot(me: "pg0", cluster: ClusterView(initialize: "7001", failover: ManualFailover(leader: "pg0", candidate: nil)),
+                             local: replica(following: "pg1")), expected: .retarget(leader: nil, byReload: true)),
     .init(label: "running replica, nofailover, no leader: no upstream, no race",
-          snapshot: Snapshot(me: "pg1", cluster: ClusterView(initialize: "7001"), local: runningReplica, mayLead: false),
+          snapshot: Snapshot(me: "pg1", cluster: ClusterView(initialize: "7001"), local: replica(following: nil), mayLead: false),
           expected: .follow(leader: nil)),
 ]
 

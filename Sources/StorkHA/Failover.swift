@@ -1,0 +1,62 @@
+import Foundation
+import Logging
+import StorkConfig
+import StorkDCS
+import StorkMethods
+import StorkPostgres
+
+// The leader race: asking the other members how far they are, and promotion.
+extension Agent {
+    /// Why this member must not take the leader key now, or nil when it is the healthiest
+    /// (`lagObjection` and `peerObjection` in Healthiest.swift decide; this asks): PostgreSQL answers, and
+    /// every other member that may lead reports through its REST API, one at a time, so the
+    /// first objection ends the asking. A member named by a manual failover does not ask.
+    func reasonNotToLead(view: ClusterView) async -> String? {
+        if view.failoverCandidate == config.name { return nil }
+        guard let server = try? await node.serverState() else { return "PostgreSQL does not answer" }
+        let mine = WALStanding(wal: server.walPosition, replayed: server.replayLSN ?? server.walPosition, paused: server.replayPaused)
+        let maxLag = clusterConfig(config, view.config)["maximum_lag_on_failover"]?.intValue ?? 1_048_576
+        if let lag = lagObjection(mine: mine, leaderOptime: view.leaderOptime, maxLag: maxLag) { return lag }
+        let client = MemberAPIClient(config: config, timeout: 2)
+        for member in view.members where member.name != config.name && member.tags["nofailover"]?.isTruthy != true {
+            guard let api = member.apiURL else { continue }
+            // The member key's api_url is Patroni's: http://host:port/patroni.
+            let url = api.hasSuffix("/patroni") ? api : (api.hasSuffix("/") ? api + "patroni" : api + "/patroni")
+            guard let response = try? await client.request("GET", url: url),
+                  response.status == 200, let doc = JSONValue.parse(json: Data(response.text.utf8)) else {
+                logger.warning("Request failed to \(member.name): GET \(url); leaving it out of the race")
+                continue
+            }
+            if let objection = peerObjection(member.name, PeerReport(status: doc), mine: mine) { return objection }
+        }
+        return nil
+    }
+
+    /// The race's winner: promote, publish the new timeline's start in `history` as Patroni
+    /// does, and lead. A promotion that fails gives the key back.
+    func promoteToPrimary() async {
+        let before = status.snapshot.server
+        do {
+            // The server removes standby.signal itself when it promotes; the primary's
+            // configuration (no upstream) is written after.
+            try await node.promote()
+            try await writeConfig(role: .primary)
+            try await node.reload()
+            // pg_control names the new timeline only after a checkpoint; a former primary's
+            // pg_rewind reads it there.
+            _ = try? await node.localQuery("CHECKPOINT")
+            followedLeader = nil
+            let after = try? await node.serverState()
+            logger.info("promoted: timeline \(after?.timeline ?? 0), at \(LSN.format(before?.walPosition ?? 0))")
+            if lastView.failover != nil { try? await dcs.setFailover(nil) }
+            if let before, let after {
+                do { try await dcs.appendHistory(timeline: before.timeline, lsn: before.walPosition, reason: "no recovery target specified",
+                                                 newLeader: config.name) } catch { logger.warning("could not update history: \(error)") }
+                try? await dcs.writeLeaderOptime(after.walPosition)
+            }
+        } catch {
+            logger.error("promotion failed: \(error); giving the leader key back")
+            await releaseLeaderKey()
+        }
+    }
+}

@@ -1,0 +1,54 @@
+import Foundation
+import Logging
+import StorkConfig
+import StorkDCS
+import StorkMethods
+import StorkPostgres
+
+// The leader key: taken, refreshed, given back, and let go when the DCS is out of reach.
+extension Agent {
+    /// With the DCS out of reach: a primary whose key was last refreshed more than
+    /// `retry_timeout` ago may have lost it to another member by now, so it stops accepting
+    /// writes (restarts read-only, following nobody) rather than risk two primaries.
+    func demoteIfLeaderKeyLapsed() -> String? {
+        guard status.snapshot.holdsLeaderKey, longTasks.running == nil, let last = lastLeaderRefresh,
+              Date().timeIntervalSince(last) > Double(timing.retryTimeout) else { return nil }
+        status.update { $0.holdsLeaderKey = false }
+        lastLeaderRefresh = nil
+        if let running = startLongTask("demoting", state: "stopping", { agent in await agent.restartAsReplica() }) {
+            return "\(running) in progress"  // not reached: the guard above wants no long task
+        }
+        return "demoting self because DCS is not accessible and I was a leader"
+    }
+
+    func takeLeaderKey() async -> Bool {
+        do {
+            let ok = try await dcs.acquireLeader(ttl: timing.ttl)
+            status.update { $0.holdsLeaderKey = ok }
+            if ok { lastLeaderRefresh = Date() }
+            return ok
+        } catch {
+            logger.error("Error communicating with DCS: \(error)")
+            return false
+        }
+    }
+
+    func refreshLeaderKey() async -> Bool {
+        do {
+            let ok = try await dcs.refreshLeader(ttl: timing.ttl)
+            status.update { $0.holdsLeaderKey = ok }
+            if ok { lastLeaderRefresh = Date() }
+            return ok
+        } catch {
+            logger.error("Error communicating with DCS: \(error)")
+            return false
+        }
+    }
+
+    /// Gives the leader key back (a promotion that failed or was not started).
+    func releaseLeaderKey() async {
+        do { try await dcs.deleteLeader() } catch { logger.error("could not give the leader key back: \(error)") }
+        status.update { $0.holdsLeaderKey = false }
+        lastLeaderRefresh = nil
+    }
+}

@@ -1,0 +1,53 @@
+import Foundation
+import Logging
+import StorkConfig
+import StorkDCS
+import StorkMethods
+import StorkPostgres
+
+// Looking at the local PostgreSQL: the data directory, pg_controldata, the running server.
+extension Agent {
+    func localSnapshot() async -> LocalSnapshot {
+        // Work of this agent's own that did not finish (`WorkInProgress`): never started.
+        let incomplete = FileManager.default.fileExists(atPath: node.workMarker)
+        let dirState = node.dataDirectoryState()
+        var local = LocalSnapshot(dataDirectory: dirState, incompleteWork: incomplete)
+        guard dirState == .initialized, !incomplete else {
+            status.update { $0.systemIdentifier = nil }
+            return local
+        }
+        local.running = node.isRunning()
+        // The system identifier of a data directory never changes while its server runs, and
+        // `wasPrimary` only matters for a stopped server: pg_controldata runs only when needed.
+        if local.running, let known = status.snapshot.systemIdentifier {
+            local.systemIdentifier = known
+        } else {
+            do {
+                let control = try await node.controlData()
+                local.systemIdentifier = control.systemIdentifier
+                let standby = FileManager.default.fileExists(atPath: config.postgresql.dataDir + "/standby.signal")
+                local.wasPrimary = !standby && ["shut down", "in production"].contains(control.clusterState)
+                status.update { $0.systemIdentifier = control.systemIdentifier }
+            } catch {
+                local.dataDirectory = .unusable("pg_controldata cannot read it: \(error)")
+                local.running = false
+                return local
+            }
+        }
+        if local.running, let server = try? await node.serverState() {
+            local.inRecovery = server.inRecovery
+            local.serverVersion = server.serverVersion
+            status.update {
+                $0.server = server
+                $0.state = "running"
+                $0.role = !server.inRecovery ? "primary" : ($0.holdsLeaderKey && standbyCluster != nil ? "standby_leader" : "replica")
+            }
+        } else if longTasks.running == nil {
+            status.update {
+                $0.server = nil
+                $0.state = local.running ? "starting" : "stopped"
+            }
+        }
+        return local
+    }
+}

@@ -1,0 +1,104 @@
+import Foundation
+import Logging
+import StorkConfig
+import StorkDCS
+import StorkMethods
+import StorkPostgres
+
+// Building this member from another: the clone of an empty member and `POST /reinitialize`.
+extension Agent {
+    /// Builds this member through the replica-method chain from member `name` (nil: without
+    /// one, `no_leader` methods only); on success starts it as a replica. Whether it was built.
+    @discardableResult
+    func buildReplica(from name: String?) async -> Bool {
+        if let name, lastView.member(named: name)?.connURL == nil {
+            logger.error("cannot clone from '\(name)': its member key has no conn_url")
+            return false
+        }
+        let request = replicaBuildRequest(config: config, view: lastView, node: node, source: name)
+        let source = request.source
+        let status = self.status
+        let builder = ReplicaBuilder(node: node, logger: logger) { progress in status.update { $0.replicaCreation = progress } }
+        let outcome = await builder.build(request)
+        let what = source.map { "from \($0)" } ?? "(without leader)"
+        switch outcome {
+        case .built:
+            logger.info("bootstrapped \(what)")
+            await startServer(role: replicaRole())
+            return true
+        case .failed(let reasons):
+            waitBeforeNextCycle = true
+            status.update { $0.state = "creating replica failed" }
+            logger.error("failed to bootstrap \(what): every replica method failed (\(reasons)); the chain runs again on the next cycle")
+        case .tryLater(let method, let reason):
+            waitBeforeNextCycle = true
+            status.update { $0.state = "creating replica failed" }
+            logger.warning("failed to bootstrap \(what): \(method) asks to be tried again later (\(reason)); the chain runs again on the next cycle")
+        case .nothingCanRun(let reason):
+            waitBeforeNextCycle = true
+            status.update { $0.state = "stopped" }
+            logger.info("cannot create a replica now: \(reason)")
+        }
+        return false
+    }
+
+    /// `POST /reinitialize`: nil when the rebuild has started, else why not (Patroni's texts).
+    /// `force` cancels a long task that runs; `fromLeader` clones from the leader even when a
+    /// member is tagged `clonefrom`.
+    public func reinitialize(force: Bool, fromLeader: Bool) async -> String? {
+        if let view = try? await dcs.clusterView() { lastView = view }
+        guard let leader = lastView.leader else { return "Cluster has no leader, can not reinitialize" }
+        if leader == config.name { return "I am the leader, can not reinitialize" }
+        if let running = longTasks.running {
+            guard force else { return "\(running) already in progress" }
+            logger.info("reinitialize: cancelling \(running)")
+            await longTasks.cancelAndWait()
+        }
+        let source = fromLeader ? lastView.leaderMember : cloneSource(me: config.name, cluster: lastView)
+        guard let source, source.connURL != nil else { return "no member to clone from: the leader's member key has no conn_url" }
+        let what = CloneSource.describe(source.name, isLeader: source.name == leader)
+        if let running = startLongTask("reinitialize", state: "creating replica", { agent in
+            await agent.rebuild(from: source.name, description: what)
+        }) { return "\(running) already in progress" }
+        logger.info("reinitialize requested: rebuilding this member from \(what)")
+        return nil
+    }
+
+    /// Stops PostgreSQL and builds the member again through the chain. The old data directory
+    /// stays in place until the new copy is checked and renamed over it, when the disk has room
+    /// for both; otherwise it is removed first (and the log says so). A method that keeps data
+    /// (rsync) re-syncs it in place.
+    func rebuild(from name: String, description: String) async {
+        // Immediate, as Patroni does: the directory is about to be replaced or re-synced, and
+        // a shutdown checkpoint would only write what is thrown away. Kept, it recovers as after a crash.
+        await stopPostgresUncancelled(mode: "immediate")
+        guard !node.isRunning() else {
+            logger.error("reinitialize: PostgreSQL does not stop; nothing was changed")
+            return
+        }
+        status.update { $0.server = nil; $0.role = "uninitialized" }
+        do {
+            if node.workInProgress() != nil { _ = try await finishOrUndoIncompleteWork(view: lastView) }
+            let dataDir = config.postgresql.dataDir
+            let staged = !(config.postgresql.replicaMethods.first?.keepData ?? false) && !node.dataDirectoryIsMountPoint
+            if staged && node.dataDirectoryState() != .empty {
+                let size = PostgresNode.treeSize(dataDir), free = PostgresNode.freeBytes(near: dataDir)
+                if free < size + size / 10 {
+                    logger.warning("reinitialize: \(free >> 20) MiB free, the copy needs about \(size >> 20) MiB: removing the old data directory \(dataDir) first")
+                    try node.wipeDataDirectory()
+                } else {
+                    logger.info("reinitialize: the old data directory stays until the new copy is complete (\(size >> 20) MiB, \(free >> 20) MiB free)")
+                }
+            }
+        } catch {
+            logger.error("reinitialize: \(error)")
+            status.update { $0.state = "stopped" }
+            return
+        }
+        if await buildReplica(from: name) {
+            logger.info("reinitialize: rebuilt from \(description)")
+        } else if node.dataDirectoryState() == .initialized {
+            logger.warning("reinitialize did not complete; the old data directory is unchanged and starts again")
+        }
+    }
+}

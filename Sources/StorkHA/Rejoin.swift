@@ -1,0 +1,50 @@
+import Foundation
+import Logging
+import StorkConfig
+import StorkDCS
+import StorkMethods
+import StorkPostgres
+
+// A former primary's return: as a replica, rewound or rebuilt when its history diverged.
+extension Agent {
+    /// A former primary joins `leader`'s cluster: after crash recovery in single-user mode
+    /// (for one that crashed), `pg_rewind --dry-run` tells whether its history diverged from
+    /// the leader's. Not diverged, it starts as a replica; diverged, it is rewound
+    /// (`use_pg_rewind`) or rebuilt through `create_replica_methods` (the old directory stays
+    /// until the new copy is in place). A rewind that fails is also rebuilt.
+    func rejoin(leader: String) async {
+        guard let url = lastView.member(named: leader)?.connURL else {
+            await startServer(role: replicaRole())
+            return
+        }
+        let useRewind = config.postgresql.useRewind || clusterConfig(config, lastView.config)["postgresql"]?["use_pg_rewind"]?.isTruthy == true
+        do {
+            if (try? await node.controlData())?.clusterState == "in production" {
+                logger.info("running crash recovery in single-user mode: pg_rewind needs a cleanly shut down data directory")
+                try await node.singleUserCrashRecovery()
+            }
+            switch try await node.rewind(fromConnURL: url, dryRun: true) {
+            case .notNeeded:
+                logger.info("this former primary's history has not diverged from \(leader)'s: starting as its replica")
+                await startServer(role: replicaRole())
+                return
+            case .sameTimeline:
+                logger.info("waiting for \(leader) to checkpoint after its promotion: pg_rewind cannot compare the histories before")
+                return
+            case .needed:
+                break
+            }
+            if useRewind {
+                logger.info("this former primary's history diverged from \(leader)'s: rewinding it with pg_rewind (use_pg_rewind)")
+                _ = try await node.rewind(fromConnURL: url, dryRun: false)
+                logger.info("pg_rewind done: starting as a replica of \(leader)")
+                await startServer(role: replicaRole())
+                return
+            }
+            logger.warning("this former primary's history diverged from \(leader)'s and use_pg_rewind is off: rebuilding it through create_replica_methods")
+        } catch {
+            logger.error("cannot rejoin by rewind: \(oneLine(String(describing: error))); rebuilding through create_replica_methods")
+        }
+        await rebuild(from: leader, description: CloneSource.describe(leader, isLeader: true))
+    }
+}

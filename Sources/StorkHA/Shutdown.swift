@@ -1,0 +1,29 @@
+import Foundation
+import Logging
+import StorkConfig
+import StorkDCS
+import StorkMethods
+import StorkPostgres
+
+// Shutdown: the long task cancelled, PostgreSQL stopped, the keys given back.
+extension Agent {
+    /// Stops PostgreSQL even when the calling task is cancelled (a shutdown during a long
+    /// task): the process runner would tear a cancelled pg_ctl down at once.
+    func stopPostgresUncancelled(mode: String = "fast") async {
+        guard node.isRunning() else { return }
+        let node = self.node, timeout = config.postgresql.pgCtlTimeout, logger = self.logger
+        await Task.detached {
+            do { try await node.stop(mode: mode, timeout: timeout) } catch { logger.error("failed to stop PostgreSQL: \(error)") }
+        }.value
+    }
+
+    /// Shutdown on SIGTERM/SIGINT: cancel the long task, stop PostgreSQL, release the leader key.
+    func shutdown() async {
+        await longTasks.cancelAndWait()
+        if node.isRunning() { logger.info("stopping PostgreSQL") }
+        await stopPostgresUncancelled()
+        if status.snapshot.holdsLeaderKey { try? await dcs.deleteLeader() }
+        try? await dcs.deleteMember()
+        logger.info("Stork agent stopped")
+    }
+}
