@@ -93,39 +93,17 @@ public final class ReplicaBuilder: Sendable {
         guard !methods.isEmpty else {
             return .nothingCanRun("no member to copy from, and no method in create_replica_methods has no_leader")
         }
-        var failures: [String] = []
-        for spec in methods {
-            if Task.isCancelled { break }
+        let chain = ReplicaChain(methods: methods, logger: logger)
+        return await chain.run(attempt: { spec, number, attempts in
             let inPlace = spec.keepData || node.dataDirectoryIsMountPoint
             let target = inPlace ? node.settings.dataDir : node.stagingDirectory
-            let attempts = spec.retries + 1
-            for number in 1...attempts {
-                if Task.isCancelled { break }
-                let result = await attempt(spec, number: number, of: attempts, target: target, inPlace: inPlace, request: request)
-                switch result {
-                case .succeeded:
-                    logger.info("replica has been created using \(spec.name)")
-                    return .built(method: spec.name)
-                case .failed(let reason):
-                    logger.error("Error creating replica using method \(spec.name) (attempt \(number) of \(attempts)): \(reason)")
-                    if number == attempts {
-                        failures.append("\(spec.name): \(oneLine(reason))")
-                        if inPlace {
-                            // A half-synced copy in place: of no use to the next method, never to be started.
-                            try? node.wipeDataDirectory()
-                            node.clearWork()
-                        }
-                    }
-                case .tryLater(let reason):
-                    logger.warning("method \(spec.name) asks to be tried again later (exit status 75, attempt \(number) of \(attempts)): \(reason)")
-                    if number == attempts { return .tryLater(method: spec.name, reason: oneLine(reason)) }
-                }
-                if number < attempts && !Task.isCancelled {
-                    try? await Task.sleep(for: .seconds(Self.pause(afterAttempt: number)))
-                }
-            }
-        }
-        return .failed(failures.isEmpty ? "cancelled" : failures.joined(separator: "; "))
+            return await attempt(spec, number: number, of: attempts, target: target, inPlace: inPlace, request: request)
+        }, gaveUp: { spec in
+            guard spec.keepData || node.dataDirectoryIsMountPoint else { return }
+            // A half-synced copy in place: of no use to the next method, never to be started.
+            try? node.wipeDataDirectory()
+            node.clearWork()
+        })
     }
 
     /// One attempt: a clean target, the method, the checks, and for a staged copy the swap.
