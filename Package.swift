@@ -89,6 +89,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: strict),
+        .testTarget(name: "StorkCLITests", dependencies: ["stork", "StorkConfig", "StorkDCS"], swiftSettings: strict),
         .testTarget(name: "StorkIntegrationTests", dependencies: [
             "StorkConfig", "StorkDCS", "StorkPostgres", "StorkTestSupport",
         ], swiftSettings: strict),

@@ -10,12 +10,13 @@ import StorkConfig
 import StorkHA
 
 /// Patroni's REST API on `restapi.listen`: health checks and `GET /patroni`, answered from
-/// the agent's StatusBoard (see `APIResponses` for the paths and status codes), and
-/// `POST /reinitialize`. HTTPS when `restapi.certfile` is set; requests that change something
+/// the agent's StatusBoard (see `APIResponses` for the paths and status codes), and the
+/// requests that change the cluster (`POST /reinitialize`, `/switchover`, `/failover`),
+/// passed to the agent through `ClusterOperations`. HTTPS when `restapi.certfile` is set; requests that change something
 /// pass `APIAccess` first (allowlist, client certificate, basic authentication).
 public enum RestAPI {
     /// The Hummingbird application; run it in the agent's ServiceGroup.
-    public static func makeApplication(config: Config, agent: Agent, logger: Logger,
+    public static func makeApplication(config: Config, agent: any ClusterOperations, logger: Logger,
                                        onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> any Service {
         let (host, port) = try listenAddress(config.restapi.listen)
         let status = agent.status

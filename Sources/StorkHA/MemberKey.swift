@@ -26,8 +26,8 @@ extension Agent {
             }
         }
         if !config.tags.isEmpty { data["tags"] = .object(config.tags) }
-        if let progress = s.replicaCreation { data["replica_creation"] = APIResponses.replicaCreation(progress) }
-        if let progress = s.recoveryProgress { data["recovery_progress"] = APIResponses.recoveryProgress(progress) }
+        if let progress = s.replicaCreation { data["replica_creation"] = ProgressJSON.replicaCreation(progress) }
+        if let progress = s.recoveryProgress { data["recovery_progress"] = ProgressJSON.recoveryProgress(progress) }
         do { try await dcs.touchMember(.object(data), ttl: timing.ttl) } catch {
             logger.error("Error communicating with DCS: \(error)")
         }
@@ -39,3 +39,27 @@ extension Agent {
     }
 }
 
+/// The progress of a replica build or a bootstrap's recovery, as the member key and
+/// `GET /patroni` show it.
+public enum ProgressJSON {
+    /// Stork's addition to `GET /patroni` and the member key while a bootstrap recovers:
+    /// `{"target", "replayed_lsn", "last_replayed_transaction", "paused", "elapsed" (s)}`.
+    public static func recoveryProgress(_ p: RecoveryProgress, now: Date = Date()) -> JSONValue {
+        var out: [String: JSONValue] = ["target": .string(p.target), "paused": .bool(p.paused), "elapsed": .int(Int(now.timeIntervalSince(p.started)))]
+        if let lsn = p.replayedLSN { out["replayed_lsn"] = .string(lsn) }
+        if let time = p.lastTransaction { out["last_replayed_transaction"] = .string(time) }
+        return .object(out)
+    }
+
+    /// Stork's addition to `GET /patroni` and the member key while a replica is built:
+    /// `{"method", "attempt", "attempts", "elapsed" (s), "bytes_done", "bytes_total"}`.
+    public static func replicaCreation(_ p: ReplicaProgress, now: Date = Date()) -> JSONValue {
+        var out: [String: JSONValue] = [
+            "method": .string(p.method), "attempt": .int(p.attempt), "attempts": .int(p.attempts),
+            "elapsed": .int(Int(now.timeIntervalSince(p.started))),
+        ]
+        if let bytes = p.bytesDone { out["bytes_done"] = .int(bytes) }
+        if let bytes = p.bytesTotal { out["bytes_total"] = .int(bytes) }
+        return .object(out)
+    }
+}

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import StorkConfig
 import StorkDCS
+import StorkAPI
 import StorkHA
 import StorkPostgres
 
@@ -71,32 +72,6 @@ struct APITests {
         let cloning = APIResponses.patroniDocument(status(state: "creating replica", role: "uninitialized", leader: false), config: c)
         #expect(cloning["state"] == .string("creating replica"))
         #expect(cloning["xlog"] == nil)
-    }
-
-    @Test func clusterTableLooksLikePatronictl() {
-        let view = ClusterView(initialize: "7001", leader: "pg0", members: [
-            Member(name: "pg1", data: .object(["conn_url": .string("postgres://127.0.0.1:5433/postgres"), "state": .string("running"),
-                                                "role": .string("replica"), "xlog_location": .int(3 * 1024 * 1024), "timeline": .int(1),
-                                                "replication_state": .string("streaming")])),
-            Member(name: "pg0", data: .object(["conn_url": .string("postgres://127.0.0.1:5432/postgres"), "state": .string("running"),
-                                                "role": .string("primary"), "xlog_location": .int(10 * 1024 * 1024), "timeline": .int(1)])),
-        ])
-        let text = ClusterTable.render(scope: "batman", view: view)
-        let lines = text.split(separator: "\n").map(String.init)
-        #expect(lines[0].hasPrefix("+ Cluster: batman (7001) "))
-        #expect(lines[1] == "| Member | Host           | Role    | State     | TL | Lag in MB |")
-        #expect(lines[3] == "| pg0    | 127.0.0.1:5432 | Leader  | running   |  1 |           |")
-        #expect(lines[4] == "| pg1    | 127.0.0.1:5433 | Replica | streaming |  1 |         7 |")
-        #expect(lines.count == 6)
-    }
-}
-
-@Suite("Replication slot names")
-struct SlotNameTests {
-    @Test func patroniSlotNames() {
-        #expect(slotName(forMember: "pg1") == "pg1")
-        #expect(slotName(forMember: "Node-2.example") == "node_2_example")
-        #expect(slotName(forMember: String(repeating: "a", count: 80)).count == 63)
     }
 }
 

@@ -3,8 +3,8 @@ import StorkConfig
 import StorkDCS
 
 /// `stork list`: the member table in `patronictl list`'s layout.
-public enum ClusterTable {
-    public static func render(scope: String, view: ClusterView) -> String {
+enum ClusterTable {
+    static func render(scope: String, view: ClusterView) -> String {
         let leaderLSN = view.leaderMember?.xlogLocation ?? view.leaderOptime
         let header = ["Member", "Host", "Role", "State", "TL", "Lag in MB"]
         let rows: [[String]] = view.members.sorted { $0.name < $1.name }.map { m in

@@ -1,0 +1,13 @@
+import StorkHA
+
+/// What the REST API needs of the agent: its status to answer from, and the requests that
+/// change the cluster (with Patroni's answers). The agent implements it; the API knows no more.
+public protocol ClusterOperations: Sendable {
+    var status: StatusBoard { get }
+    /// `POST /reinitialize`: nil when the rebuild has started, else why not.
+    func reinitialize(force: Bool, fromLeader: Bool) async -> String?
+    /// `POST /switchover` and `POST /failover`: the status code and text.
+    func manualFailover(leader: String?, candidate: String?, switchover: Bool) async -> (Int, String)
+}
+
+extension Agent: ClusterOperations {}
