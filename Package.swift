@@ -31,8 +31,10 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
+        // The one libcurl wrapper: etcd, the S3 and HTTPS stores, members' REST APIs.
+        .target(name: "StorkNet", dependencies: ["CCurl"], swiftSettings: strict),
         .target(name: "StorkDCS", dependencies: [
-            "StorkConfig", "CCurl",
+            "StorkConfig", "StorkNet",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .target(name: "StorkPostgres", dependencies: [
@@ -48,7 +50,7 @@ let package = Package(
         .target(name: "StorkSpool", swiftSettings: strict),
         .executableTarget(name: "stork-wal-fetch", dependencies: ["StorkSpool"], swiftSettings: strict),
         .target(name: "StorkArchive", dependencies: [
-            "StorkConfig", "StorkPostgres", "StorkSpool", "CArchive", "CCurl",
+            "StorkConfig", "StorkPostgres", "StorkSpool", "StorkNet", "CArchive",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),

@@ -1,4 +1,5 @@
 import Foundation
+import StorkNet
 #if canImport(Glibc)
 import Glibc
 #endif

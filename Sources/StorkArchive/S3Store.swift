@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import StorkNet
 import StorkConfig
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,5 @@
 import Foundation
+import StorkNet
 import StorkConfig
 import Synchronization
 
@@ -64,7 +65,7 @@ final class EtcdConnection {
 
     init(options: EtcdClientOptions) throws(DCSError) {
         self.options = options
-        self.curl = try CurlEasy()
+        do { self.curl = try CurlEasy() } catch { throw DCSError(error.message) }
     }
 
     var hasCredentials: Bool { (options.settings.username ?? "").isEmpty == false && options.settings.password != nil }

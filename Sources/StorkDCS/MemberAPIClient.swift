@@ -1,4 +1,5 @@
 import Foundation
+import StorkNet
 import StorkConfig
 
 /// A member's REST API answer.

@@ -1,35 +1,42 @@
 import CCurl
 import Foundation
 
-/// `curl_global_init` exactly once per process (a lazily initialised global is thread-safe).
-private let curlGlobalInitResult: Bool = curl_global_init(stork_curl_global_default) == CURLE_OK
-
 /// TLS files for an HTTPS endpoint (PEM paths), as Patroni's `etcd3.cacert/cert/key` or
 /// `ctl.cacert/certfile/keyfile`.
-struct CurlTLS: Sendable, Equatable {
-    var caFile: String?
-    var certFile: String?
-    var keyFile: String?
+public struct CurlTLS: Sendable, Equatable {
+    public var caFile: String?
+    public var certFile: String?
+    public var keyFile: String?
     /// The passphrase of an encrypted `keyFile` (handed to libcurl, never to a command line).
-    var keyPassword: String? = nil
+    public var keyPassword: String? = nil
     /// Do not verify the server's certificate (`ctl.insecure`); with a client certificate,
     /// only its host name is not checked (Patroni's rule).
-    var insecure = false
+    public var insecure = false
     /// The configuration keys these come from, for error messages.
-    var names = TLSKeyNames.etcd3
+    public var names = TLSKeyNames.etcd3
+
+    public init(caFile: String? = nil, certFile: String? = nil, keyFile: String? = nil, keyPassword: String? = nil,
+                insecure: Bool = false, names: TLSKeyNames = .etcd3) {
+        self.caFile = caFile
+        self.certFile = certFile
+        self.keyFile = keyFile
+        self.keyPassword = keyPassword
+        self.insecure = insecure
+        self.names = names
+    }
 }
 
 /// Which configuration keys name the TLS files, so a failure says what to fix.
-struct TLSKeyNames: Sendable, Equatable {
-    var ca, cert, key, scheme: String
-    static let etcd3 = TLSKeyNames(ca: "etcd3.cacert", cert: "etcd3.cert", key: "etcd3.key", scheme: "etcd3.protocol")
-    static let ctl = TLSKeyNames(ca: "ctl.cacert", cert: "ctl.certfile", key: "ctl.keyfile", scheme: "restapi.certfile")
+public struct TLSKeyNames: Sendable, Equatable {
+    public var ca, cert, key, scheme: String
+    public static let etcd3 = TLSKeyNames(ca: "etcd3.cacert", cert: "etcd3.cert", key: "etcd3.key", scheme: "etcd3.protocol")
+    public static let ctl = TLSKeyNames(ca: "ctl.cacert", cert: "ctl.certfile", key: "ctl.keyfile", scheme: "restapi.certfile")
 }
 
 /// What came back from one HTTP exchange.
-struct CurlResponse: Sendable {
-    var status: Int
-    var body: Data
+public struct CurlResponse: Sendable {
+    public var status: Int
+    public var body: Data
 }
 
 /// The body collected by the write callback; passed through `CURLOPT_WRITEDATA`.
@@ -37,88 +44,62 @@ private final class CurlSink {
     var data = Data()
 }
 
-/// One libcurl easy handle (kept for connection reuse), freed in `deinit`.
+/// One HTTP client connection for small requests and answers held in memory (etcd's
+/// gateway, members' REST APIs): one libcurl handle, kept for connection reuse.
 /// Not thread-safe: confine it to one thread or a lock. Its calls BLOCK: never run them on a
 /// cooperative (Swift concurrency) thread.
-final class CurlEasy {
-    private let handle: UnsafeMutableRawPointer
+public final class CurlEasy {
+    private let curl: CurlHandle
 
-    init() throws(DCSError) {
-        guard curlGlobalInitResult else { throw DCSError("curl_global_init failed") }
-        guard let h = curl_easy_init() else { throw DCSError("curl_easy_init failed") }
-        handle = h
+    public init() throws(CurlSetupError) {
+        curl = try CurlHandle()
     }
-
-    deinit { curl_easy_cleanup(handle) }
 
     /// Sends `body` to `url` with `method` (GET sends none); a transport failure (connect,
     /// timeout, TLS) is a `.failure` with curl's text for it, an HTTP answer of any status is a `.success`.
-    func request(_ method: String = "POST", url: String, body: Data = Data(), headers: [String], timeout: Double,
-                 tls: CurlTLS) -> Result<CurlResponse, CurlTransportError> {
-        curl_easy_reset(handle)
+    public func request(_ method: String = "POST", url: String, body: Data = Data(), headers: [String], timeout: Double,
+                        tls: CurlTLS) -> Result<CurlResponse, CurlTransportError> {
+        curl.reset(headers: headers)
         let sink = CurlSink()
-        let sinkPointer = Unmanaged.passUnretained(sink).toOpaque()
-        var headerList: UnsafeMutablePointer<curl_slist>? = nil
-        for h in headers { headerList = curl_slist_append(headerList, h) }
-        defer { curl_slist_free_all(headerList) }
-
         let timeoutMs = max(1, Int(timeout * 1000))
-        var rc = CURLE_OK
-        func set(_ code: CURLcode) { if rc == CURLE_OK { rc = code } }
-        set(stork_curl_setopt_string(handle, CURLOPT_URL, url))
-        set(stork_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1))
-        set(stork_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, timeoutMs))
-        set(stork_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, min(timeoutMs, 2000)))
-        set(stork_curl_setopt_long(handle, CURLOPT_TCP_KEEPALIVE, 1))
+        curl.set(CURLOPT_URL, url)
+        curl.set(CURLOPT_TIMEOUT_MS, timeoutMs)
+        curl.set(CURLOPT_CONNECTTIMEOUT_MS, min(timeoutMs, 2000))
         if method == "GET" {
-            set(stork_curl_setopt_long(handle, CURLOPT_HTTPGET, 1))
+            curl.set(CURLOPT_HTTPGET, 1)
         } else {
-            set(stork_curl_setopt_long(handle, CURLOPT_POST, 1))
-            if method != "POST" { set(stork_curl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, method)) }
-            set(stork_curl_setopt_long(handle, CURLOPT_POSTFIELDSIZE, body.count))
+            curl.set(CURLOPT_POST, 1)
+            if method != "POST" { curl.set(CURLOPT_CUSTOMREQUEST, method) }
+            curl.set(CURLOPT_POSTFIELDSIZE, body.count)
             // COPYPOSTFIELDS copies the bytes (the JSON body holds no NUL).
-            set(String(decoding: body, as: UTF8.self).withCString { stork_curl_setopt_string(handle, CURLOPT_COPYPOSTFIELDS, $0) })
+            curl.set(CURLOPT_COPYPOSTFIELDS, String(decoding: body, as: UTF8.self))
         }
-        set(stork_curl_setopt_slist(handle, CURLOPT_HTTPHEADER, headerList))
-        set(stork_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, sinkPointer))
-        set(stork_curl_setopt_write_function(handle) { ptr, size, count, context in
+        curl.set(CURLOPT_WRITEDATA, pointer: Unmanaged.passUnretained(sink).toOpaque())
+        curl.setWriteFunction { ptr, size, count, context in
             guard let ptr, let context else { return 0 }
             let sink = Unmanaged<CurlSink>.fromOpaque(context).takeUnretainedValue()
             let n = size * count
             ptr.withMemoryRebound(to: UInt8.self, capacity: n) { sink.data.append($0, count: n) }
             return n
-        })
-        if let ca = tls.caFile { set(stork_curl_setopt_string(handle, CURLOPT_CAINFO, ca)) }
-        if let cert = tls.certFile { set(stork_curl_setopt_string(handle, CURLOPT_SSLCERT, cert)) }
-        if let key = tls.keyFile { set(stork_curl_setopt_string(handle, CURLOPT_SSLKEY, key)) }
-        if let password = tls.keyPassword { set(stork_curl_setopt_string(handle, CURLOPT_KEYPASSWD, password)) }
+        }
+        if let ca = tls.caFile { curl.set(CURLOPT_CAINFO, ca) }
+        if let cert = tls.certFile { curl.set(CURLOPT_SSLCERT, cert) }
+        if let key = tls.keyFile { curl.set(CURLOPT_SSLKEY, key) }
+        if let password = tls.keyPassword { curl.set(CURLOPT_KEYPASSWD, password) }
         if tls.insecure {
-            set(stork_curl_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, 0))
-            if tls.certFile == nil { set(stork_curl_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, 0)) }
+            curl.set(CURLOPT_SSL_VERIFYHOST, 0)
+            if tls.certFile == nil { curl.set(CURLOPT_SSL_VERIFYPEER, 0) }
         }
-        // curl's detailed text for a failure (OpenSSL's reason for a TLS one).
-        var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
-        if rc != CURLE_OK { return .failure(CurlTransportError(message: "setting up the request: " + Self.text(rc))) }
-
-        let result = errorBuffer.withUnsafeMutableBufferPointer { buffer -> CURLcode in
-            _ = stork_curl_setopt_pointer(handle, CURLOPT_ERRORBUFFER, buffer.baseAddress)
-            defer { _ = stork_curl_setopt_pointer(handle, CURLOPT_ERRORBUFFER, nil) }
-            return curl_easy_perform(handle)
+        if curl.setupError != CURLE_OK {
+            return .failure(CurlTransportError(message: "setting up the request: " + CurlHandle.text(curl.setupError)))
         }
+        let result = withExtendedLifetime(sink) { curl.perform() }
         if result != CURLE_OK {
-            let detail = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-            var connects = 0
-            _ = stork_curl_getinfo_long(handle, CURLINFO_NUM_CONNECTS, &connects)
             let https = url.lowercased().hasPrefix("https://")
-            return .failure(Self.failure(result, detail: detail, tls: tls, afterNewTLSHandshake: https && connects > 0))
+            return .failure(Self.failure(result, detail: curl.errorText, tls: tls,
+                                         afterNewTLSHandshake: https && curl.info(CURLINFO_NUM_CONNECTS) > 0))
         }
-        var status = 0
-        _ = stork_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
-        return .success(CurlResponse(status: status, body: sink.data))
-    }
-
-    static func text(_ code: CURLcode) -> String {
-        String(cString: curl_easy_strerror(code))
+        return .success(CurlResponse(status: curl.info(CURLINFO_RESPONSE_CODE), body: sink.data))
     }
 
     /// One line for a failed exchange: curl's short text, or for a TLS failure what went wrong
@@ -170,15 +151,20 @@ final class CurlEasy {
                 return with("the server does not speak TLS (use http:// for this endpoint)", tls.names.scheme)
             }
             if code == CURLE_SSL_CONNECT_ERROR || lower.contains("ssl") || lower.contains("tls") { return with("handshake failed", tls.names.ca) }
-            return text(code)
+            return CurlHandle.text(code)
         default:
-            return text(code)
+            return CurlHandle.text(code)
         }
     }
 }
 
-struct CurlTransportError: Error, Sendable {
-    var message: String
+public struct CurlTransportError: Error, Sendable {
+    public var message: String
     /// The configuration key to fix when the failure is a TLS configuration problem.
-    var configurationKey: String? = nil
+    public var configurationKey: String? = nil
+
+    public init(message: String, configurationKey: String? = nil) {
+        self.message = message
+        self.configurationKey = configurationKey
+    }
 }
