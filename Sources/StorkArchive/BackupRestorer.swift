@@ -1,4 +1,3 @@
-import CArchive
 import Crypto
 import Foundation
 import StorkConfig
@@ -159,34 +158,25 @@ public struct BackupRestorer: Sendable {
     /// is false when the file was there already, verified).
     static func extract(_ path: String, part: Int, place: String, into target: String, byPath: [String: BackupManifest.File], owner: OSUser?,
                         restored: (BackupManifest.File, Bool) throws -> Void) throws {
-        guard let a = archive_read_new() else { throw ArchiveError("libarchive: out of memory") }
-        defer { archive_read_free(a) }
-        archive_read_support_filter_all(a)
-        archive_read_support_format_tar(a)
-        guard archive_read_open_filename(a, path, 1 << 20) == ARCHIVE_OK else { throw ArchiveError("\(place): \(libarchiveText(a))") }
+        let reader = try ArchiveReader(path: path, format: .tar, blockSize: 1 << 20, label: place)
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            var entry: OpaquePointer?
-            let status = archive_read_next_header(a, &entry)
-            if status == ARCHIVE_EOF { break }
-            guard status == ARCHIVE_OK || status == ARCHIVE_WARN, let entry else { throw ArchiveError("\(place): \(libarchiveText(a))") }
-            if archive_filter_code(a, 0) != expectedFilter(path) { throw ArchiveError("\(place): not compressed as its name says") }
-            let raw = archive_entry_pathname(entry).map { String(cString: $0) } ?? ""
+        while let entry = try reader.next() {
+            if !reader.compressedAsNamed { throw ArchiveError("\(place): not compressed as its name says") }
+            let raw = entry.path
             let name = try checkedPath(raw, place: place)
-            if archive_entry_filetype(entry) == stork_AE_IFLNK {
-                let to = archive_entry_symlink(entry).map { String(cString: $0) } ?? "?"
+            if case .symlink(let to) = entry.kind {
                 throw ArchiveError("\(place): \(raw) is a symbolic link (to \(to)): refused")
             }
-            guard archive_entry_filetype(entry) == stork_AE_IFREG, archive_entry_hardlink(entry) == nil else {
+            guard entry.kind == .regular, !entry.isHardLink else {
                 throw ArchiveError("\(place): \(raw) is not a regular file: refused")
             }
             guard let file = byPath[name] else { throw ArchiveError("\(place): \(raw) is not in the manifest: refused") }
-            guard file.part == part, Int(archive_entry_size(entry)) == file.size else {
+            guard file.part == part, entry.size == file.size else {
                 throw ArchiveError("\(place): \(raw) does not match the manifest (size or part)")
             }
             let destination = target + "/" + name
             if (try? alreadyRestored(destination, file)) == true {
-                guard archive_read_data_skip(a) == ARCHIVE_OK else { throw ArchiveError("\(place): \(libarchiveText(a))") }
+                try reader.skipData()
                 try restored(file, false)
                 continue
             }
@@ -196,9 +186,12 @@ public struct BackupRestorer: Sendable {
             var written = 0
             var failure: String?
             while failure == nil {
-                let n = buffer.withUnsafeMutableBytes { archive_read_data(a, $0.baseAddress, $0.count) }
+                let n: Int
+                do { n = try buffer.withUnsafeMutableBytes { try reader.read(into: $0) } } catch {
+                    failure = "\(error)"
+                    break
+                }
                 if n == 0 { break }
-                guard n > 0 else { failure = "\(place): \(libarchiveText(a))"; break }
                 buffer.withUnsafeBytes { raw in
                     let chunk = UnsafeRawBufferPointer(rebasing: raw[0..<n])
                     hash.update(bufferPointer: chunk)
@@ -229,8 +222,4 @@ public struct BackupRestorer: Sendable {
         guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, Int(st.st_size) == file.size else { return false }
         return try sha256(file: path) == file.sha256
     }
-}
-
-func libarchiveText(_ a: OpaquePointer) -> String {
-    archive_error_string(a).map { String(cString: $0) } ?? "libarchive error \(archive_errno(a))"
 }

@@ -1,4 +1,3 @@
-import CArchive
 import Crypto
 import Foundation
 import Logging
@@ -222,12 +221,7 @@ public struct BackupWriter: Sendable {
     /// out (a running server does all three; WAL replay from the backup's start repairs them).
     static func writePart(_ files: [(source: String, path: String, mode: UInt32)], index: Int, to output: String,
                           compression: ArchiveSettings.Compression, progress: (Int) -> Void) throws -> [BackupManifest.File] {
-        guard let a = archive_write_new() else { throw ArchiveError("libarchive: out of memory") }
-        defer { archive_write_free(a) }
-        guard addFilter(a, compression) == ARCHIVE_OK, archive_write_set_format_pax_restricted(a) == ARCHIVE_OK,
-              archive_write_open_filename(a, output) == ARCHIVE_OK else { throw WALArchive.libarchiveError(a, output) }
-        guard let entry = archive_entry_new() else { throw ArchiveError("libarchive: out of memory") }
-        defer { archive_entry_free(entry) }
+        let writer = try ArchiveWriter(path: output, format: .tar, compression: compression)
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         var out: [BackupManifest.File] = []
         for file in files {
@@ -238,13 +232,7 @@ public struct BackupWriter: Sendable {
             var st = stat()
             fstat(fd, &st)
             let size = Int(st.st_size)
-            archive_entry_clear(entry)
-            archive_entry_set_pathname(entry, file.path)
-            archive_entry_set_filetype(entry, stork_AE_IFREG)
-            archive_entry_set_perm(entry, mode_t(file.mode))
-            archive_entry_set_size(entry, la_int64_t(size))
-            archive_entry_set_mtime(entry, st.st_mtim.tv_sec, 0)
-            guard archive_write_header(a, entry) == ARCHIVE_OK else { throw WALArchive.libarchiveError(a, output) }
+            try writer.beginFile(path: file.path, mode: file.mode, size: size, modified: Int(st.st_mtim.tv_sec))
             var hash = SHA256()
             var remaining = size
             var atEnd = false
@@ -260,39 +248,18 @@ public struct BackupWriter: Sendable {
                     n = want
                     for i in 0..<n { buffer[i] = 0 }
                 }
-                let written = buffer.withUnsafeBytes { raw -> Int in
+                try buffer.withUnsafeBytes { raw in
                     let chunk = UnsafeRawBufferPointer(rebasing: raw[0..<n])
                     hash.update(bufferPointer: chunk)
-                    return archive_write_data(a, chunk.baseAddress, n)
+                    try writer.write(chunk)
                 }
-                guard written == n else { throw WALArchive.libarchiveError(a, output) }
                 remaining -= n
                 progress(n)
             }
             out.append(BackupManifest.File(path: file.path, size: size, sha256: hex(hash.finalize()), mode: file.mode, part: index))
         }
-        guard archive_write_close(a) == ARCHIVE_OK else { throw WALArchive.libarchiveError(a, output) }
+        try writer.close()
         return out
-    }
-}
-
-/// Adds the compression filter to a libarchive writer.
-func addFilter(_ a: OpaquePointer, _ compression: ArchiveSettings.Compression) -> Int32 {
-    switch compression {
-    case .zstd: archive_write_add_filter_zstd(a)
-    case .lz4: archive_write_add_filter_lz4(a)
-    case .gzip: archive_write_add_filter_gzip(a)
-    case .none: archive_write_add_filter_none(a)
-    }
-}
-
-/// The libarchive filter code an object's name promises (`.zst`, `.lz4`, `.gz`, nothing).
-func expectedFilter(_ name: String) -> Int32 {
-    switch (name as NSString).pathExtension {
-    case "zst": ARCHIVE_FILTER_ZSTD
-    case "lz4": ARCHIVE_FILTER_LZ4
-    case "gz": ARCHIVE_FILTER_GZIP
-    default: ARCHIVE_FILTER_NONE
     }
 }
 

@@ -1,4 +1,3 @@
-import CArchive
 import Foundation
 import StorkConfig
 #if canImport(Glibc)
@@ -82,55 +81,25 @@ public struct WALArchive: Sendable {
     }
 
     static func compress(_ data: Data, to path: String, with compression: ArchiveSettings.Compression) throws {
-        guard let a = archive_write_new() else { throw ArchiveError("libarchive: out of memory") }
-        defer { archive_write_free(a) }
-        let filter: Int32 = switch compression {
-        case .zstd: archive_write_add_filter_zstd(a)
-        case .lz4: archive_write_add_filter_lz4(a)
-        case .gzip: archive_write_add_filter_gzip(a)
-        case .none: archive_write_add_filter_none(a)
-        }
-        guard filter == ARCHIVE_OK, archive_write_set_format_raw(a) == ARCHIVE_OK,
-              archive_write_open_filename(a, path) == ARCHIVE_OK else { throw libarchiveError(a, path) }
-        guard let entry = archive_entry_new() else { throw ArchiveError("libarchive: out of memory") }
-        defer { archive_entry_free(entry) }
-        archive_entry_set_filetype(entry, stork_AE_IFREG)
-        archive_entry_set_size(entry, la_int64_t(data.count))
-        guard archive_write_header(a, entry) == ARCHIVE_OK else { throw libarchiveError(a, path) }
-        let written = data.withUnsafeBytes { archive_write_data(a, $0.baseAddress, data.count) }
-        guard written == data.count, archive_write_close(a) == ARCHIVE_OK else { throw libarchiveError(a, path) }
+        let writer = try ArchiveWriter(path: path, format: .raw, compression: compression)
+        try writer.beginFile(path: nil, size: data.count)
+        try data.withUnsafeBytes { try writer.write($0) }
+        try writer.close()
     }
 
     static func decompress(_ path: String) throws -> Data {
-        guard let a = archive_read_new() else { throw ArchiveError("libarchive: out of memory") }
-        defer { archive_read_free(a) }
-        // Only the filter the name promises: libarchive reads anything else as raw bytes.
-        let expected: Int32 = switch (path as NSString).pathExtension {
-        case "zst": ARCHIVE_FILTER_ZSTD
-        case "lz4": ARCHIVE_FILTER_LZ4
-        case "gz": ARCHIVE_FILTER_GZIP
-        default: ARCHIVE_FILTER_NONE
-        }
-        archive_read_support_filter_all(a)
-        archive_read_support_format_raw(a)
-        guard archive_read_open_filename(a, path, 1 << 16) == ARCHIVE_OK else { throw libarchiveError(a, path) }
-        var entry: OpaquePointer?
-        guard archive_read_next_header(a, &entry) == ARCHIVE_OK else { throw libarchiveError(a, path) }
-        guard archive_filter_code(a, 0) == expected else {
+        let reader = try ArchiveReader(path: path, format: .raw, blockSize: 1 << 16, label: path)
+        guard try reader.next() != nil else { throw ArchiveError("\(path): empty archive") }
+        guard reader.compressedAsNamed else {
             throw ArchiveError("\(path): not a \((path as NSString).pathExtension) object (damaged or written by something else)")
         }
         var out = Data()
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         while true {
-            let n = buffer.withUnsafeMutableBytes { archive_read_data(a, $0.baseAddress, $0.count) }
+            let n = try buffer.withUnsafeMutableBytes { try reader.read(into: $0) }
             if n == 0 { break }
-            guard n > 0 else { throw libarchiveError(a, path) }
             out.append(contentsOf: buffer[0..<n])
         }
         return out
-    }
-
-    static func libarchiveError(_ a: OpaquePointer, _ path: String) -> ArchiveError {
-        ArchiveError("\(path): \(archive_error_string(a).map { String(cString: $0) } ?? "libarchive error \(archive_errno(a))")")
     }
 }
