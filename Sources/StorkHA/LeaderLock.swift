@@ -21,21 +21,19 @@ extension Agent {
         return "demoting self because DCS is not accessible and I was a leader"
     }
 
+    /// Takes the leader key (create-only): whether this member holds it now.
     func takeLeaderKey() async -> Bool {
-        do {
-            let ok = try await dcs.acquireLeader(ttl: timing.ttl)
-            status.update { $0.holdsLeaderKey = ok }
-            if ok { lastLeaderRefresh = Date() }
-            return ok
-        } catch {
-            logger.error("Error communicating with DCS: \(error)")
-            return false
-        }
+        await writeLeaderKey { dcs, ttl in try await dcs.acquireLeader(ttl: ttl) }
     }
 
+    /// Refreshes the leader key this member holds: whether it still does.
     func refreshLeaderKey() async -> Bool {
+        await writeLeaderKey { dcs, ttl in try await dcs.refreshLeader(ttl: ttl) }
+    }
+
+    private func writeLeaderKey(_ write: (any DCS, Int) async throws -> Bool) async -> Bool {
         do {
-            let ok = try await dcs.refreshLeader(ttl: timing.ttl)
+            let ok = try await write(dcs, timing.ttl)
             status.update { $0.holdsLeaderKey = ok }
             if ok { lastLeaderRefresh = Date() }
             return ok

@@ -8,16 +8,8 @@ import StorkPostgres
 /// `--datadir=` unless `no_params`, then every other key of the section as `--key=value`.
 public enum CustomBootstrap {
     public static func arguments(_ spec: BootstrapMethodSpec, scope: String, datadir: String) -> [String] {
-        var out = Array(spec.command.dropFirst())
-        var extra = spec.section
-        for key in BootstrapMethodSpec.reservedKeys { extra[key] = nil }
-        if !spec.noParams {
-            out += ["--scope=\(scope)", "--datadir=\(datadir)"]
-            extra["scope"] = nil
-            extra["datadir"] = nil
-        }
-        for key in extra.keys.sorted() { out.append("--\(key)=\(CustomMethod.pythonText(extra[key]!))") }
-        return out
+        CallingConvention.arguments(command: spec.command, section: spec.section, notPassed: BootstrapMethodSpec.reservedKeys,
+                                    fixed: spec.noParams ? nil : [("scope", scope), ("datadir", datadir)])
     }
 
     /// Runs the command on an empty data directory; throws saying how it failed, with its exit

@@ -128,36 +128,14 @@ struct CustomMethod: ReplicaMethod {
         }
     }
 
-    /// The arguments after the command's own words.
+    /// The arguments after the command's own words (Patroni's: `--scope= --role=replica
+    /// --datadir= --connstring=` unless `no_params`, then the section's other keys).
     static func arguments(command: [String], spec: ReplicaMethodSpec, scope: String, datadir: String, connstring: String) -> [String] {
-        var out = Array(command.dropFirst())
-        var extra = spec.section
-        extra["command"] = nil
-        if spec.noParams {
-            for key in ReplicaMethodSpec.specialKeys { extra[key] = nil }
-        } else {
-            out += ["--scope=\(scope)", "--role=replica", "--datadir=\(datadir)", "--connstring=\(connstring)"]
-            for key in ["scope", "role", "datadir", "connstring"] { extra[key] = nil }
-        }
-        for key in extra.keys.sorted() { out.append("--\(key)=\(pythonText(extra[key]!))") }
-        return out
+        CallingConvention.arguments(command: command, section: spec.section,
+                                    notPassed: spec.noParams ? ReplicaMethodSpec.specialKeys.union(["command"]) : ["command"],
+                                    fixed: spec.noParams ? nil : [("scope", scope), ("role", "replica"), ("datadir", datadir), ("connstring", connstring)])
     }
 
     /// A value as Python's `str()` prints it, which is what Patroni passes.
-    static func pythonText(_ value: JSONValue) -> String {
-        switch value {
-        case .bool(let b): return b ? "True" : "False"
-        case .null: return "None"
-        case .string(let s): return s
-        case .int(let i): return String(i)
-        case .double(let d): return String(d)
-        case .array(let items): return "[" + items.map { pythonRepr($0) }.joined(separator: ", ") + "]"
-        case .object(let map): return "{" + map.keys.sorted().map { "'\($0)': \(pythonRepr(map[$0]!))" }.joined(separator: ", ") + "}"
-        }
-    }
-
-    static func pythonRepr(_ value: JSONValue) -> String {
-        if case .string(let s) = value { return "'" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'" }
-        return pythonText(value)
-    }
+    static func pythonText(_ value: JSONValue) -> String { CallingConvention.pythonText(value) }
 }
