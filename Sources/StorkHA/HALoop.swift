@@ -65,7 +65,7 @@ extension Agent {
         status.update { $0.ttl = timing.ttl }
 
         var local = await localSnapshot()
-        if local.running && local.inRecovery == true && followedLeader == nil,
+        if longTasks.running == nil, local.running, local.inRecovery == true, followedLeader == nil,
            let leader = view.leader, leader != config.name, await runningUpstreamMatches(leader) {
             // A new agent beside a replica that already follows the leader: nothing to restart.
             followedLeader = .some(leader)
