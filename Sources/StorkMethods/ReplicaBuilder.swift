@@ -94,12 +94,12 @@ public final class ReplicaBuilder: Sendable {
             return .nothingCanRun("no member to copy from, and no method in create_replica_methods has no_leader")
         }
         let chain = ReplicaChain(methods: methods, logger: logger)
-        return await chain.run(attempt: { spec, number, attempts in
-            let inPlace = spec.keepData || node.dataDirectoryIsMountPoint
+        // In place or staged is decided once per method, before its first attempt.
+        return await chain.run(plan: { spec in spec.keepData || node.dataDirectoryIsMountPoint }, attempt: { spec, inPlace, number, attempts in
             let target = inPlace ? node.settings.dataDir : node.stagingDirectory
             return await attempt(spec, number: number, of: attempts, target: target, inPlace: inPlace, request: request)
-        }, gaveUp: { spec in
-            guard spec.keepData || node.dataDirectoryIsMountPoint else { return }
+        }, gaveUp: { _, inPlace in
+            guard inPlace else { return }
             // A half-synced copy in place: of no use to the next method, never to be started.
             try? node.wipeDataDirectory()
             node.clearWork()

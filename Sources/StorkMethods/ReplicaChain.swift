@@ -12,17 +12,19 @@ struct ReplicaChain {
     /// Seconds to wait before attempt `n + 1` of a method.
     var pause: @Sendable (Int) -> Double = ReplicaBuilder.pause(afterAttempt:)
 
-    /// `attempt(spec, number, attempts)` runs one attempt; `gaveUp(spec)` is told when a
-    /// method failed its last attempt and the chain moves on.
-    func run(attempt: (ReplicaMethodSpec, Int, Int) async -> AttemptResult,
-             gaveUp: (ReplicaMethodSpec) -> Void = { _ in }) async -> ReplicaBuildOutcome {
+    /// `plan(spec)` is worked out once per method, before its first attempt (where it builds);
+    /// `attempt(spec, plan, number, attempts)` runs one attempt; `gaveUp(spec, plan)` is told
+    /// when a method failed its last attempt and the chain moves on.
+    func run<Plan>(plan: (ReplicaMethodSpec) -> Plan, attempt: (ReplicaMethodSpec, Plan, Int, Int) async -> AttemptResult,
+                   gaveUp: (ReplicaMethodSpec, Plan) -> Void = { _, _ in }) async -> ReplicaBuildOutcome {
         var failures: [String] = []
         for spec in methods {
             if Task.isCancelled { break }
+            let planned = plan(spec)
             let attempts = spec.retries + 1
             for number in 1...attempts {
                 if Task.isCancelled { break }
-                switch await attempt(spec, number, attempts) {
+                switch await attempt(spec, planned, number, attempts) {
                 case .succeeded:
                     logger.info("replica has been created using \(spec.name)")
                     return .built(method: spec.name)
@@ -30,7 +32,7 @@ struct ReplicaChain {
                     logger.error("Error creating replica using method \(spec.name) (attempt \(number) of \(attempts)): \(reason)")
                     if number == attempts {
                         failures.append("\(spec.name): \(oneLine(reason))")
-                        gaveUp(spec)
+                        gaveUp(spec, planned)
                     }
                 case .tryLater(let reason):
                     logger.warning("method \(spec.name) asks to be tried again later (exit status 75, attempt \(number) of \(attempts)): \(reason)")

@@ -18,11 +18,11 @@ struct ReplicaChainTests {
     func run(_ methods: [ReplicaMethodSpec], _ results: [String: [AttemptResult]]) async -> (ReplicaBuildOutcome, [String], [String]) {
         let made = Mutex<[String]>([]), gaveUp = Mutex<[String]>([])
         let chain = ReplicaChain(methods: methods, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), pause: { _ in 0 })
-        let outcome = await chain.run(attempt: { spec, number, attempts in
-            made.withLock { $0.append("\(spec.name)#\(number)/\(attempts)") }
+        let outcome = await chain.run(plan: { $0.name }, attempt: { spec, planned, number, attempts in
+            made.withLock { $0.append("\(planned)#\(number)/\(attempts)") }
             let list = results[spec.name] ?? [.failed("no result")]
             return list[min(number, list.count) - 1]
-        }, gaveUp: { spec in gaveUp.withLock { $0.append(spec.name) } })
+        }, gaveUp: { _, planned in gaveUp.withLock { $0.append(planned) } })
         return (outcome, made.withLock { $0 }, gaveUp.withLock { $0 })
     }
 
