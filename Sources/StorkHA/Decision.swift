@@ -51,10 +51,11 @@ public struct Snapshot: Sendable, Equatable {
     public var runningTask: String?
     /// A replica method with `no_leader` is configured: a replica can be built with no member to copy from.
     public var mayCloneWithoutLeader: Bool
-    /// The cluster is a standby cluster (`standby_cluster`): its leader follows a remote primary.
-    public var standbyCluster = false
-    /// How `LocalSnapshot.followed` names the remote primary of a standby cluster.
+    /// A standby cluster's remote primary (`standby_cluster`), as `LocalSnapshot.followed`
+    /// names it; nil when the cluster is not a standby cluster.
     public var remotePrimary: String?
+    /// The cluster is a standby cluster: its leader follows a remote primary.
+    public var standbyCluster: Bool { remotePrimary != nil }
 
     public init(me: String, cluster: ClusterView, local: LocalSnapshot, mayBootstrap: Bool = true, mayLead: Bool = true,
                 runningTask: String? = nil, mayCloneWithoutLeader: Bool = false) {

@@ -180,9 +180,9 @@ extension Agent {
     /// The promotion of a member that holds the leader key now; when another long task runs
     /// (a reinitialize started meanwhile), the key is given back instead.
     private func promote(_ message: String) async -> String {
-        if startLongTask("promoting", state: "promoting", { agent in await agent.promoteToPrimary() }) == nil { return message }
-        logger.warning("not promoting: \(longTasks.running ?? "another task") is in progress; giving the leader key back")
+        guard let running = startLongTask("promoting", state: "promoting", { agent in await agent.promoteToPrimary() }) else { return message }
+        logger.warning("not promoting: \(running) is in progress; giving the leader key back")
         await releaseLeaderKey()
-        return "\(longTasks.running ?? "another task") in progress"
+        return "\(running) in progress"
     }
 }

@@ -74,7 +74,6 @@ extension Agent {
         var snapshot = Snapshot(me: config.name, cluster: view, local: local,
                                 mayBootstrap: true, mayLead: !config.noFailover, runningTask: longTasks.running,
                                 mayCloneWithoutLeader: config.postgresql.replicaMethods.contains(where: \.noLeader))
-        snapshot.standbyCluster = standbyCluster != nil
         snapshot.remotePrimary = standbyCluster?.upstreamLabel
         if longTasks.running == nil {
             logger.info("Lock owner: \(view.leader ?? "None"); I am \(config.name)")

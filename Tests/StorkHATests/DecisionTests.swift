@@ -39,7 +39,6 @@ struct DecisionCase: CustomTestStringConvertible, Sendable {
 
 private func standby(_ s: Snapshot) -> Snapshot {
     var s = s
-    s.standbyCluster = true
     s.remotePrimary = "remote primary 10.0.0.9:5432"
     return s
 }
