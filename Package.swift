@@ -27,7 +27,14 @@ let package = Package(
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
 
+        // The one way an external program runs: no shell, its own session, a teardown that
+        // reaches the whole group.
+        .target(name: "StorkProcess", dependencies: [
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Subprocess", package: "swift-subprocess"),
+        ], swiftSettings: strict),
         .target(name: "StorkConfig", dependencies: [
+            "StorkProcess",
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
@@ -38,19 +45,18 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .target(name: "StorkPostgres", dependencies: [
-            "StorkConfig", "CLibPQ",
+            "StorkConfig", "StorkProcess", "CLibPQ",
             .product(name: "Logging", package: "swift-log"),
-            .product(name: "Subprocess", package: "swift-subprocess"),
         ], swiftSettings: strict),
         .target(name: "StorkMethods", dependencies: [
-            "StorkConfig", "StorkPostgres", "StorkArchive",
+            "StorkConfig", "StorkProcess", "StorkPostgres", "StorkArchive",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         // The spool of prefetched WAL: the C library only, for the lean stork-wal-fetch.
         .target(name: "StorkSpool", swiftSettings: strict),
         .executableTarget(name: "stork-wal-fetch", dependencies: ["StorkSpool"], swiftSettings: strict),
         .target(name: "StorkArchive", dependencies: [
-            "StorkConfig", "StorkPostgres", "StorkSpool", "StorkNet", "CArchive",
+            "StorkConfig", "StorkProcess", "StorkPostgres", "StorkSpool", "StorkNet", "CArchive",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
@@ -67,7 +73,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: strict),
         .executableTarget(name: "stork", dependencies: [
-            "StorkConfig", "StorkDCS", "StorkPostgres", "StorkHA", "StorkAPI", "StorkArchive",
+            "StorkConfig", "StorkProcess", "StorkDCS", "StorkPostgres", "StorkHA", "StorkAPI", "StorkArchive",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -76,13 +82,14 @@ let package = Package(
 
         // Real services for tests: free ports, temporary directories owned by the postgres user, etcd.
         .target(name: "StorkTestSupport", dependencies: [
-            "StorkConfig", "StorkPostgres",
+            "StorkConfig", "StorkProcess", "StorkPostgres",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
 
+        .testTarget(name: "StorkProcessTests", dependencies: ["StorkProcess", "StorkTestSupport"], swiftSettings: strict),
         .testTarget(name: "StorkConfigTests", dependencies: ["StorkConfig", "StorkTestSupport"], swiftSettings: strict),
         .testTarget(name: "StorkDCSTests", dependencies: ["StorkDCS", "StorkTestSupport"], swiftSettings: strict),
-        .testTarget(name: "StorkPostgresTests", dependencies: ["StorkPostgres", "StorkTestSupport"], swiftSettings: strict),
+        .testTarget(name: "StorkPostgresTests", dependencies: ["StorkPostgres", "StorkProcess", "StorkTestSupport"], swiftSettings: strict),
         .testTarget(name: "StorkArchiveTests", dependencies: ["StorkArchive", "StorkSpool", "StorkConfig", "StorkPostgres", "StorkTestSupport"], swiftSettings: strict),
         .testTarget(name: "StorkMethodsTests", dependencies: ["StorkMethods", "StorkConfig"], swiftSettings: strict),
         .testTarget(name: "StorkHATests", dependencies: ["StorkHA", "StorkTestSupport"], swiftSettings: strict),
@@ -93,7 +100,7 @@ let package = Package(
         ], swiftSettings: strict),
         .testTarget(name: "StorkCLITests", dependencies: ["stork", "StorkConfig", "StorkDCS"], swiftSettings: strict),
         .testTarget(name: "StorkIntegrationTests", dependencies: [
-            "StorkConfig", "StorkDCS", "StorkPostgres", "StorkTestSupport",
+            "StorkConfig", "StorkDCS", "StorkProcess", "StorkPostgres", "StorkTestSupport",
         ], swiftSettings: strict),
     ]
 )

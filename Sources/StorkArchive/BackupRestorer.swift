@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import StorkConfig
 import StorkPostgres
+import StorkProcess
 import Synchronization
 #if canImport(Glibc)
 import Glibc

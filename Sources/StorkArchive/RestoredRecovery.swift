@@ -1,5 +1,6 @@
 import Foundation
 import StorkPostgres
+import StorkProcess
 
 /// Recovery settings for a directory restored by hand (`stork restore`).
 public enum RestoredRecovery {

@@ -1,4 +1,5 @@
 import Foundation
+import StorkProcess
 
 /// One entry of `postgresql.create_replica_methods`, read and checked at load time.
 public struct ReplicaMethodSpec: Sendable, Equatable {
@@ -180,26 +181,11 @@ public enum MethodCommandCheck {
         var out: [ConfigIssue] = []
         for spec in config.postgresql.replicaMethods {
             guard case .custom(let words) = spec.kind, let program = words.first else { continue }
-            if resolve(program, path: path) == nil {
+            if ExecutableSearch.find(program, path: path) == nil {
                 out.append(ConfigIssue(path: "postgresql.\(spec.name).command",
                                        message: "\"\(program)\": \(program.contains("/") ? "no such executable file" : "not found on PATH")"))
             }
         }
         return out
-    }
-
-    /// The executable `program` names: itself when it holds a slash, else the first match on `path`.
-    public static func resolve(_ program: String, path: String) -> String? {
-        if program.contains("/") { return access(program, X_OK) == 0 && !isDirectory(program) ? program : nil }
-        for dir in path.split(separator: ":") {
-            let candidate = "\(dir)/\(program)"
-            if access(candidate, X_OK) == 0 && !isDirectory(candidate) { return candidate }
-        }
-        return nil
-    }
-
-    static func isDirectory(_ path: String) -> Bool {
-        var isDir: ObjCBool = false
-        return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import StorkConfig
 import StorkPostgres
+import StorkProcess
 
 /// A custom bootstrap method (`bootstrap.method` names a section with a `command`), called as
 /// Patroni calls it (DESIGN.md contract 3): the words of `command`, then `--scope=` and

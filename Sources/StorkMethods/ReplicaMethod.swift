@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import StorkConfig
 import StorkPostgres
+import StorkProcess
 
 /// The member a replica is copied from.
 public struct CloneSource: Sendable, Equatable {

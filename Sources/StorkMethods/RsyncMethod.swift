@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import StorkConfig
 import StorkPostgres
+import StorkProcess
 import Synchronization
 
 /// Built in: a backup-mode rsync from a running member (`postgresql.rsync`).

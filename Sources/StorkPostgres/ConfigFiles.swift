@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import StorkConfig
+import StorkProcess
 import Synchronization
 #if canImport(Glibc)
 import Glibc

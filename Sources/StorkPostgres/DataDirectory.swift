@@ -3,6 +3,7 @@ import Logging
 import StorkConfig
 #if canImport(Glibc)
 import Glibc
+import StorkProcess
 #endif
 
 // Where a new copy of the data directory is built and how it takes the data directory's place:

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import StorkConfig
+import StorkProcess
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -13,7 +14,11 @@ extension PostgresNode {
     public func run(_ command: Command) async throws -> CommandResult {
         var command = command
         command.runAs = command.runAs ?? runAs
-        return try await ProcessRunner.run(command, logger: logger)
+        do {
+            return try await ProcessRunner.run(command, logger: logger)
+        } catch let error as ProcessError {
+            throw PostgresError(error.message)
+        }
     }
 
     /// A failed command as an error: what ran, its exit status and its output's tail.

@@ -91,21 +91,32 @@ public enum WALSpool {
         return false
     }
 
-    /// Runs `argv` in a session of its own, its standard input from /dev/null, not waited for.
-    public static func spawnDetached(_ argv: [String]) {
+    /// Starts the prefetcher `argv` names in a session of its own (so the server's signals to
+    /// the restore_command's group do not reach it), its standard input from /dev/null, not
+    /// waited for. A failure to start costs only the prefetching: it is told on standard
+    /// error (the server's log) and the segment already served stands.
+    public static func startPrefetcher(_ argv: [String]) {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
-        posix_spawnattr_setflags(&attributes, 0x80)  // POSIX_SPAWN_SETSID (glibc, _GNU_SOURCE only)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, posixSpawnSetsid)
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         let cArgs = argv.map { strdup($0) } + [nil]
+        defer { for word in cArgs { free(word) } }
         var pid: pid_t = 0
-        posix_spawn(&pid, argv[0], &actions, &attributes, cArgs, environ)
-        for p in cArgs { free(p) }
-        posix_spawn_file_actions_destroy(&actions)
-        posix_spawnattr_destroy(&attributes)
+        let failure = posix_spawn(&pid, argv[0], &actions, &attributes, cArgs, environ)
+        if failure != 0 {
+            let message = Array("stork wal-fetch: cannot start the WAL prefetcher \(argv[0]): \(String(cString: strerror(failure)))\n".utf8)
+            _ = write(2, message, message.count)
+        }
     }
+
+    /// glibc's `POSIX_SPAWN_SETSID` (`<spawn.h>`, 0x80): the module map leaves it out, as it
+    /// is declared only under `_GNU_SOURCE`.
+    static let posixSpawnSetsid: Int16 = 0x80
 
     /// The prefetcher's command line: `stork wal-fetch --prefetch-after NAME --segment-size N [flags] CONFIG`.
     public static func prefetchCommand(stork: String, config: String, flags: [String], after name: String, segmentSize: UInt64) -> [String] {

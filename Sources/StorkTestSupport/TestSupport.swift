@@ -2,6 +2,7 @@ import Foundation
 import StorkPostgres
 #if canImport(Glibc)
 import Glibc
+import StorkProcess
 #endif
 
 /// Helpers for tests that use real services: ports on loopback, directories owned by the
@@ -53,10 +54,8 @@ public enum TestSupport {
 
     /// Where a program is: PATH, then PostgreSQL's bin directory.
     public static func which(_ name: String) -> String? {
-        let dirs = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
-            + ["/usr/lib/postgresql/15/bin", "/usr/sbin", "/sbin"]
-        for d in dirs where FileManager.default.isExecutableFile(atPath: d + "/" + name) { return d + "/" + name }
-        return nil
+        ExecutableSearch.find(name, path: (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
+            + ":/usr/lib/postgresql/15/bin:/usr/sbin:/sbin")
     }
 
     /// Runs a program to its end: its exit status and standard output (standard error is

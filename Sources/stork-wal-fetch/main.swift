@@ -24,7 +24,7 @@ let words = arguments.filter { !$0.hasPrefix("--") }
 let stork = storkExecutable()
 if words.count == 3, flags.allSatisfy({ $0 == "--bootstrap-source" }), let size = WALSpool.serve(words[1], to: words[2]) {
     if !WALSpool.prefetcherRunning() {
-        WALSpool.spawnDetached(WALSpool.prefetchCommand(stork: stork, config: words[0], flags: flags, after: words[1], segmentSize: size))
+        WALSpool.startPrefetcher(WALSpool.prefetchCommand(stork: stork, config: words[0], flags: flags, after: words[1], segmentSize: size))
     }
     exit(0)
 }

@@ -6,6 +6,7 @@ import StorkConfig
 import StorkPostgres
 #if canImport(Glibc)
 import Glibc
+import StorkProcess
 #endif
 
 /// The configuration, its archive section and the cluster's backup catalog; a configuration

@@ -418,7 +418,7 @@ struct WALFetchCommand: ParsableCommand {
         // A segment from the archive: recovery will want the next ones.
         var st = stat()
         if settings.prefetch > 0, name.count == 24, stat(target, &st) == 0, !WALSpool.prefetcherRunning() {
-            WALSpool.spawnDetached(WALSpool.prefetchCommand(stork: WALArchiveCommands.executable, config: configFile,
+            WALSpool.startPrefetcher(WALSpool.prefetchCommand(stork: WALArchiveCommands.executable, config: configFile,
                                                             flags: bootstrapSource ? ["--bootstrap-source"] : [], after: name,
                                                             segmentSize: UInt64(st.st_size)))
         }

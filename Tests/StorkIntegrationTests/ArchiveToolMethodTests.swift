@@ -1,4 +1,5 @@
 import Foundation
+import StorkProcess
 import Testing
 import StorkConfig
 import StorkDCS

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import StorkProcess
 import Testing
 import StorkConfig
 import StorkPostgres

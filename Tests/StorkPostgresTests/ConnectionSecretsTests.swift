@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import StorkConfig
 import StorkPostgres
+import StorkProcess
 import StorkTestSupport
 import Testing
 #if canImport(Glibc)

@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import StorkPostgres
+import StorkProcess
 import StorkTestSupport
 import Testing
 #if canImport(Glibc)
@@ -59,13 +59,13 @@ struct ProcessRunnerTests {
         do {
             _ = try await ProcessRunner.run(Command("/nonexistent/stork-program", ["x"]), logger: logger)
             Issue.record("expected an error")
-        } catch let error as PostgresError {
+        } catch let error as ProcessError {
             #expect(error.message == "cannot run /nonexistent/stork-program: No such file or directory")
         }
         do {
             _ = try await ProcessRunner.run(Command("/etc/hostname"), logger: logger)
             Issue.record("expected an error")
-        } catch let error as PostgresError {
+        } catch let error as ProcessError {
             // Not executable: the reason is the system's (EACCES, or ENOEXEC for root).
             #expect(error.message.hasPrefix("cannot run /etc/hostname: "))
             #expect(error.message.count > "cannot run /etc/hostname: ".count)
@@ -143,5 +143,24 @@ struct ProcessRunnerTests {
         #expect(result.succeeded)
         #expect(result.output.hasPrefix("uid=\(user.uid)(postgres) gid=\(user.gid)"))
         #expect(!result.output.contains("(root)"))
+    }
+}
+
+@Suite("ProcessRunner.captureSynchronously")
+struct SynchronousCaptureTests {
+    @Test func standardOutputTrimmedOnSuccess() {
+        #expect(ProcessRunner.captureSynchronously("sh", ["-c", "echo '  hello  '; echo noise >&2"]) == "hello")
+    }
+
+    @Test func failureAndSilenceAreNil() {
+        #expect(ProcessRunner.captureSynchronously("sh", ["-c", "echo partial; exit 3"]) == nil)
+        #expect(ProcessRunner.captureSynchronously("sh", ["-c", "true"]) == nil)
+        #expect(ProcessRunner.captureSynchronously("stork-no-such-program", []) == nil)
+    }
+
+    @Test func aProgramPastItsTimeoutIsKilled() {
+        let started = ContinuousClock.now
+        #expect(ProcessRunner.captureSynchronously("sleep", ["30"], timeout: 0.5) == nil)
+        #expect(ContinuousClock.now - started < .seconds(5))
     }
 }

@@ -25,7 +25,7 @@ public enum ProcessRunner {
     ///
     /// - Returns: the exit status (128 + signal for a signalled process) and the last
     ///   ``outputLimit`` bytes of standard output and standard error, interleaved.
-    /// - Throws: ``PostgresError`` only when the program cannot be started
+    /// - Throws: ``ProcessError`` only when the program cannot be started
     ///   (`cannot run /x/y: No such file or directory`). A non-zero exit status is a result,
     ///   not an error.
     public static func run(_ command: Command, logger: Logger) async throws -> CommandResult {
@@ -41,8 +41,8 @@ public enum ProcessRunner {
             .gracefulShutDown(toProcessGroup: true, allowedDurationToNextStep: .seconds(terminationGracePeriod)),
         ]
         // Fail like a spawn would when the program is not there, before any helper runs.
-        guard let resolved = resolve(command.executable, path: command.environment["PATH"]) else {
-            throw PostgresError("cannot run \(command.executable): \(String(cString: strerror(ENOENT)))")
+        guard let resolved = ExecutableSearch.find(command.executable, path: command.environment["PATH"]) else {
+            throw ProcessError("cannot run \(command.executable): \(ExecutableSearch.whyNot(command.executable))")
         }
         var executablePath = resolved
         var arguments = command.arguments
@@ -52,9 +52,6 @@ public enum ProcessRunner {
             // setgroups/setuid (which signal every thread the parent had) can hang for good;
             // seen here. `setpriv` drops privileges after exec, single-threaded, in the same
             // process (same PID, same session and process group).
-            if access(resolved, X_OK) != 0 {
-                throw PostgresError("cannot run \(command.executable): \(String(cString: strerror(errno)))")
-            }
             executablePath = setprivPath
             arguments = ["--reuid=\(user.uid)", "--regid=\(user.gid)", "--init-groups", "--", resolved] + arguments
         }
@@ -103,7 +100,7 @@ public enum ProcessRunner {
             } else {
                 reason = "\(error)"
             }
-            throw PostgresError("cannot run \(command.executable): \(reason)")
+            throw ProcessError("cannot run \(command.executable): \(reason)")
         }
 
         let status: Int32
@@ -118,23 +115,6 @@ public enum ProcessRunner {
             "stork.timed_out": "\(value.timedOut)",
         ])
         return CommandResult(exitStatus: status, output: value.output, timedOut: value.timedOut)
-    }
-
-    /// A quick synchronous look-up (`pg_config --bindir`): standard output, trimmed, when the
-    /// program exits 0 within `timeout` seconds; nil otherwise. For callers that cannot await.
-    static func captureSynchronously(_ executable: String, _ arguments: [String], timeout: Double = 10) -> String? {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [executable] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        do { try process.run() } catch { return nil }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { return nil }
-        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        return text.isEmpty ? nil : text
     }
 
     // MARK: - Supervision
@@ -262,18 +242,4 @@ public enum ProcessRunner {
     /// util-linux `setpriv`, which switches user, group and supplementary groups, then execs.
     static let setprivPath: String = ["/usr/bin/setpriv", "/bin/setpriv"]
         .first { FileManager.default.isExecutableFile(atPath: $0) } ?? "setpriv"
-
-    /// A path as given, or a bare name looked up in `PATH` (the command's, else ours); nil
-    /// when there is no such file.
-    static func resolve(_ executable: String, path: String?) -> String? {
-        if executable.contains("/") {
-            return FileManager.default.fileExists(atPath: executable) ? executable : nil
-        }
-        let search = path ?? ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        for dir in search.split(separator: ":") {
-            let candidate = "\(dir)/\(executable)"
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        }
-        return nil
-    }
 }
