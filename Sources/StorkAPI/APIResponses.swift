@@ -67,10 +67,5 @@ public enum APIResponses {
         }
     }
 
-    static func timestamp(_ d: Date) -> String {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.dateFormat = "yyyy-MM-dd HH:mm:ss.SSSSSSxxx"
-        return f.string(from: d)
-    }
+    static func timestamp(_ d: Date) -> String { DateText.isoformat(d, separator: " ") }
 }

@@ -149,10 +149,9 @@ public enum RestAPI {
 
     /// `host:port` (`*` or empty host: all addresses).
     static func listenAddress(_ listen: String) throws -> (String, Int) {
-        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]) else {
-            throw RestAPIError("restapi.listen: \"\(listen)\": expected host:port")
-        }
-        var host = String(listen[..<colon])
+        let (hosts, port) = ListenAddress.split(listen)
+        guard let port else { throw RestAPIError("restapi.listen: \"\(listen)\": expected host:port") }
+        var host = hosts
         if host.isEmpty || host == "*" { host = "0.0.0.0" }
         host = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         return (host, port)

@@ -210,7 +210,7 @@ public struct BackupCatalog: Sendable {
         }
         guard let fitting else {
             let oldest = all[0]
-            throw ArchiveError("the recovery target is older than every backup of \(scope): the oldest, \(oldest.name), ended at \(UTCText.format(oldest.stopTime, "yyyy-MM-dd HH:mm:ss 'UTC'")) (LSN \(oldest.stopLSN))")
+            throw ArchiveError("the recovery target is older than every backup of \(scope): the oldest, \(oldest.name), ended at \(DateText.format(oldest.stopTime, "yyyy-MM-dd HH:mm:ss 'UTC'")) (LSN \(oldest.stopLSN))")
         }
         return fitting
     }

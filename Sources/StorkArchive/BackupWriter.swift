@@ -129,7 +129,7 @@ public struct BackupWriter: Sendable {
 
     /// `YYYYMMDDTHHMMSSZ`, or with `-2`, `-3`, ... when the archive has that name already.
     func newBackupName() throws -> String {
-        let base = UTCText.format(Date(), "yyyyMMdd'T'HHmmss'Z'")
+        let base = DateText.format(Date(), "yyyyMMdd'T'HHmmss'Z'")
         var name = base
         var n = 1
         while try !catalog.store.list(prefix: catalog.directory(name)).isEmpty {

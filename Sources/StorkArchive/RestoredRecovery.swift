@@ -1,4 +1,5 @@
 import Foundation
+import StorkConfig
 import StorkPostgres
 import StorkProcess
 
@@ -7,7 +8,7 @@ public enum RestoredRecovery {
     /// `2026-11-27 13:00:00+00`, with or without seconds' fractions and `T`; nil otherwise.
     public static func parseTime(_ text: String) -> Date? {
         let normalized = text.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "T", with: " ")
-        return UTCText.parse(normalized, ["yyyy-MM-dd HH:mm:ss.SSSSSSxxx", "yyyy-MM-dd HH:mm:ss.SSSxxx", "yyyy-MM-dd HH:mm:ssxxx",
+        return DateText.parse(normalized, ["yyyy-MM-dd HH:mm:ss.SSSSSSxxx", "yyyy-MM-dd HH:mm:ss.SSSxxx", "yyyy-MM-dd HH:mm:ssxxx",
                                           "yyyy-MM-dd HH:mm:ssx", "yyyy-MM-dd HH:mm:ss.SSSSSSx", "yyyy-MM-dd HH:mm:ss xxx",
                                           "yyyy-MM-dd HH:mm:ss 'UTC'"])
     }

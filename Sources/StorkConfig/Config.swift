@@ -274,12 +274,6 @@ public struct PostgresSettings: Sendable, Equatable {
         self.superuser = superuser
         self.replication = replication
     }
-
-    /// The port from `listen` (default 5432).
-    public var port: Int {
-        guard let colon = listen.lastIndex(of: ":"), let p = Int(listen[listen.index(after: colon)...]) else { return 5432 }
-        return p
-    }
 }
 
 /// Stork's `archive` section.

@@ -113,10 +113,8 @@ extension DCSKeys {
     public static func historyValue(appending entry: (timeline: Int, lsn: Int, reason: String, newLeader: String), to current: String?) -> String {
         var items: [JSONValue] = []
         if let current, case .array(let old)? = JSONValue.parse(json: Data(current.utf8)) { items = old }
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.dateFormat = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSxxx"
-        items.append(.array([.int(entry.timeline), .int(entry.lsn), .string(entry.reason), .string(f.string(from: Date())), .string(entry.newLeader)]))
+        items.append(.array([.int(entry.timeline), .int(entry.lsn), .string(entry.reason), .string(DateText.isoformat(Date())),
+                             .string(entry.newLeader)]))
         return String(decoding: JSONValue.array(items).jsonData(sortedKeys: true), as: UTF8.self)
     }
 }

@@ -167,9 +167,7 @@ extension Agent {
     func moveDataDirectoryAside() -> String? {
         let dataDir = config.postgresql.dataDir
         guard node.dataDirectoryState() != .empty else { return nil }
-        let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: .current,
-                                                formatOptions: [.withFullDate, .withTime, .withDashSeparatorInDate])
-            .replacingOccurrences(of: ":", with: "")
+        let stamp = DateText.format(Date(), "yyyy-MM-dd'T'HHmmss", timeZone: .current)
         do {
             let target = try node.moveAside(suffix: "_" + stamp)
             logger.info("moved the data directory \(dataDir) aside to \(target)")

@@ -34,9 +34,7 @@ public func effectiveParameters(config: Config, dynamic: JSONValue?) -> [String:
         if p["archive_command"] == nil { p["archive_command"] = .string(WALArchiveCommands.archiveCommand(configFile: file)) }
         if p["restore_command"] == nil { p["restore_command"] = .string(WALArchiveCommands.restoreCommand(configFile: file)) }
     }
-    let listen = config.postgresql.listen
-    let hosts = listen.lastIndex(of: ":").map { String(listen[..<$0]) } ?? listen
-    p["listen_addresses"] = .string(hosts.isEmpty ? "localhost" : hosts)
+    p["listen_addresses"] = .string(config.postgresql.listenAddresses)
     p["port"] = .int(config.postgresql.port)
     p["cluster_name"] = .string(config.scope)
     return p

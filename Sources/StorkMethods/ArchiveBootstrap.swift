@@ -27,7 +27,7 @@ struct ArchiveBootstrap: BootstrapMethod {
         try node.ensureDataDirectory()
         let started = Date()
         let progress = ReplicaProgress(method: "archive", attempt: 1, attempts: 1, started: started)
-        let lastLog = Mutex(Date())
+        let pace = ProgressPace()
         let report = context.reportProgress
         let restorer = BackupRestorer(catalog: catalog, concurrency: source.archive.concurrency, owner: node.runAs)
         _ = try await restorer.restore(manifest, into: dataDir, expectedSystemIdentifier: nil) { done, total in
@@ -35,12 +35,7 @@ struct ArchiveBootstrap: BootstrapMethod {
             p.bytesDone = done
             p.bytesTotal = total
             report(p)
-            let due = lastLog.withLock { last in
-                guard Date().timeIntervalSince(last) >= 10 else { return false }
-                last = Date()
-                return true
-            }
-            if due { logger.info("restoring backup \(manifest.name): \(done >> 20) of \(total >> 20) MiB in \(Int(Date().timeIntervalSince(started))) s") }
+            if pace.due() { logger.info("restoring backup \(manifest.name): \(done >> 20) of \(total >> 20) MiB in \(Int(Date().timeIntervalSince(started))) s") }
         }
         report(nil)
         var conf = source.recoveryParameters

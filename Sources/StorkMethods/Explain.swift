@@ -76,7 +76,7 @@ public enum ChainExplanation {
             words = command.prefix(1) + CustomMethod.arguments(command: command, spec: shown, scope: request.scope,
                                                                datadir: target, connstring: conninfo)
         }
-        return words.map(quoted).joined(separator: " ")
+        return words.map(shellQuoted).joined(separator: " ")
     }
 
     /// A conninfo with `password`/`sslpassword` values masked (there should be none).
@@ -87,12 +87,5 @@ public enum ChainExplanation {
 
     static func maskedSection(_ section: [String: JSONValue]) -> [String: JSONValue] {
         section.reduce(into: [:]) { out, pair in out[pair.key] = Config.isSecretKey(pair.key) ? .string(Config.passwordMask) : pair.value }
-    }
-
-    /// A word as a shell would need it quoted to read it back.
-    static func quoted(_ word: String) -> String {
-        let safe = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-_=./:,@%+{}"))
-        if !word.isEmpty && word.unicodeScalars.allSatisfy(safe.contains) { return word }
-        return "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
     }
 }

@@ -136,7 +136,7 @@ public final class ReplicaBuilder: Sendable {
                 databasesSize = Int((rows?.first?.first ?? nil) ?? "")
                 await session.close()
             }
-            var last = Date()
+            let pace = ProgressPace()
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(2))
                 if Task.isCancelled { break }
@@ -145,8 +145,7 @@ public final class ReplicaBuilder: Sendable {
                 p.bytesDone = told?.done ?? PostgresNode.treeSize(target)
                 p.bytesTotal = told?.total ?? databasesSize
                 report(p)
-                if Date().timeIntervalSince(last) >= 10 {
-                    last = Date()
+                if pace.due() {
                     let of = p.bytesTotal.map { " of about \($0 >> 20)" } ?? ""
                     logger.info("creating replica using \(spec.name): \((p.bytesDone ?? 0) >> 20)\(of) MiB in \(Int(Date().timeIntervalSince(started))) s")
                 }

@@ -145,8 +145,8 @@ struct RsyncMethod: ReplicaMethod {
                 if case .changedSince(let cutoff, let checkpoint) = delta {
                     let plan = RsyncDelta.plan(listing, cutoff: cutoff) { PostgresNode.fileSize(attempt.target + "/" + $0) }
                     toCopy = plan.copy
-                    let summary = "delta: \(files - plan.unchanged) of \(files) files, written since \(UTCText.format(cutoff)) UTC "
-                        + "(the copy's latest checkpoint began \(UTCText.format(checkpoint)), less max_clock_skew), \(plan.bytesToCopy >> 20) MiB to copy"
+                    let summary = "delta: \(files - plan.unchanged) of \(files) files, written since \(DateText.format(cutoff)) UTC "
+                        + "(the copy's latest checkpoint began \(DateText.format(checkpoint)), less max_clock_skew), \(plan.bytesToCopy >> 20) MiB to copy"
                     node.logger.info("rsync from \(from) (\(summary))")
                 } else {
                     toCopy = listing

@@ -140,7 +140,7 @@ extension PostgresNode {
         for (name, value) in parameters {
             if let text = value.scalarText { values[name] = text }
         }
-        let (hosts, port) = splitListen(listen)
+        let (hosts, port) = ListenAddress.postgres(listen)
         values["listen_addresses"] = hosts
         values["port"] = String(port)
         values["primary_conninfo"] = primaryConninfo
@@ -149,14 +149,5 @@ extension PostgresNode {
             text += "\(name) = \(quoteParameter(values[name]!))\n"
         }
         return text
-    }
-
-    /// `listen` (`host[,host...]:port`) as `listen_addresses` and port (default 5432).
-    static func splitListen(_ listen: String) -> (hosts: String, port: Int) {
-        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]) else {
-            return (listen.isEmpty ? "localhost" : listen, 5432)
-        }
-        let hosts = String(listen[..<colon])
-        return (hosts.isEmpty ? "localhost" : hosts, port)
     }
 }

@@ -25,7 +25,7 @@ public struct ControlData: Sendable, Equatable {
     /// wrote it (pg_controldata runs in UTC and the C locale: `Fri Nov  7 19:40:00 2026`).
     public var checkpointTime: Date? {
         guard let text = fields["Time of latest checkpoint"] else { return nil }
-        return UTCText.parse(text.split(separator: " ").joined(separator: " "), ["EEE MMM d HH:mm:ss yyyy"])
+        return DateText.parse(text.split(separator: " ").joined(separator: " "), ["EEE MMM d HH:mm:ss yyyy"])
     }
 
     /// The latest checkpoint's REDO location: every change before it is in the data files.

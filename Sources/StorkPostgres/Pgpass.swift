@@ -96,7 +96,7 @@ extension PostgresNode {
 
     /// The host local connections use: the first `listen` address, wildcards mapped to loopback.
     var localHost: String {
-        let first = Self.splitListen(settings.listen).hosts.split(separator: ",").first
+        let first = settings.listenAddresses.split(separator: ",").first
             .map { $0.trimmingCharacters(in: .whitespaces) } ?? "127.0.0.1"
         switch first {
         case "", "*", "0.0.0.0": return "127.0.0.1"

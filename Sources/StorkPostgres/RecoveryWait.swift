@@ -42,7 +42,7 @@ extension PostgresNode {
     public func waitForRecoveryEnd(target: RecoveryTarget, timeout: Double?,
                                    report: @Sendable (RecoveryProgress) -> Void) async throws {
         var waited: Double = 0
-        var lastLog = Date.distantPast
+        let pace = ProgressPace(firstNow: true)
         var pausedSaid = false
         let started = Date()
         while true {
@@ -72,10 +72,7 @@ extension PostgresNode {
                 if let timeout, waited >= timeout {
                     throw PostgresError("recovery did not end within \(Int(timeout)) s (bootstrap.recovery_timeout); \(replayed), target \(target)")
                 }
-                if Date().timeIntervalSince(lastLog) >= 10 {
-                    logger.info("waiting for recovery to end: \(replayed), target \(target)")
-                    lastLog = Date()
-                }
+                if pace.due() { logger.info("waiting for recovery to end: \(replayed), target \(target)") }
                 waited += 1
             }
             try await Task.sleep(for: .seconds(1))

@@ -29,27 +29,6 @@ public enum LSN {
     }
 }
 
-/// Dates as text in UTC and the C locale, as names, messages and pg_controldata write them.
-public enum UTCText {
-    static func formatter(_ pattern: String) -> DateFormatter {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = pattern
-        return f
-    }
-
-    public static func format(_ date: Date, _ pattern: String = "yyyy-MM-dd HH:mm:ss") -> String {
-        formatter(pattern).string(from: date)
-    }
-
-    /// The first of `patterns` that reads `text`.
-    public static func parse(_ text: String, _ patterns: [String]) -> Date? {
-        for pattern in patterns { if let date = formatter(pattern).date(from: text) { return date } }
-        return nil
-    }
-}
-
 /// libpq connection strings (`key=value ...`).
 public enum ConnInfo {
     /// A value as libpq wants it: bare when it is plain, otherwise in single quotes with

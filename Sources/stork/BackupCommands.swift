@@ -110,7 +110,7 @@ struct BackupListCommand: AsyncParsableCommand {
         if json {
             let rows: [[String: Any]] = backups.map {
                 ["name": $0.name, "system_identifier": $0.systemIdentifier, "timeline": $0.timeline, "start_lsn": $0.startLSN,
-                 "stop_lsn": $0.stopLSN, "stop_time": ISO8601DateFormatter().string(from: $0.stopTime), "bytes": $0.bytes,
+                 "stop_lsn": $0.stopLSN, "stop_time": DateText.format($0.stopTime, "yyyy-MM-dd'T'HH:mm:ss'Z'"), "bytes": $0.bytes,
                  "stored_bytes": $0.parts.reduce(0) { $0 + $1.size }]
             }
             let data = try JSONSerialization.data(withJSONObject: rows, options: [.prettyPrinted, .sortedKeys])
@@ -119,7 +119,7 @@ struct BackupListCommand: AsyncParsableCommand {
         }
         print("name                 | stopped (UTC)       | TL | start LSN   | stop LSN    |    MiB | stored MiB")
         for b in backups {
-            print(String(format: "%-20@ | %@ | %2d | %-11@ | %-11@ | %6d | %10d", b.name, UTCText.format(b.stopTime), b.timeline,
+            print(String(format: "%-20@ | %@ | %2d | %-11@ | %-11@ | %6d | %10d", b.name, DateText.format(b.stopTime), b.timeline,
                          b.startLSN, b.stopLSN, b.bytes >> 20, b.parts.reduce(0) { $0 + $1.size } >> 20))
         }
     }
