@@ -38,6 +38,25 @@ func loadConfigOrExit(_ path: String?) throws -> LoadedConfig {
     return loaded
 }
 
+/// The configuration for a command that reads the cluster and prints an answer (`list`,
+/// `reinitialize`, `explain`, `resume`): loaded or exit 2, and only errors logged, as the
+/// answer is the output.
+func loadConfigQuietly(_ path: String?) throws -> Config {
+    let config = try loadConfigOrExit(path).config
+    StorkLogging.bootstrap(level: "ERROR", json: false)
+    return config
+}
+
+/// The configuration for a command that works for a while (`agent`, `backup`): loaded or exit
+/// 2, logging as its `log` section says, and the loader's warnings logged.
+func loadConfigAndLog(_ path: String?) throws -> (LoadedConfig, Logger) {
+    let loaded = try loadConfigOrExit(path)
+    StorkLogging.bootstrap(level: loaded.config.log.level, json: loaded.config.log.type == "json")
+    let logger = Logger(label: "stork")
+    for warning in loaded.warnings { logger.warning("\(warning)") }
+    return (loaded, logger)
+}
+
 /// `stork COMMAND: message` on standard error: one line, as every command reports.
 func complain(_ command: String, _ message: String) {
     FileHandle.standardError.write(Data("stork \(command): \(message)\n".utf8))
@@ -68,11 +87,8 @@ struct AgentCommand: AsyncParsableCommand {
     var configFile: String?
 
     func run() async throws {
-        let loaded = try loadConfigOrExit(configFile)
+        let (loaded, logger) = try loadConfigAndLog(configFile)
         let config = loaded.config
-        StorkLogging.bootstrap(level: config.log.level, json: config.log.type == "json")
-        let logger = Logger(label: "stork")
-        for warning in loaded.warnings { logger.warning("\(warning)") }
         // libpq prefers PGPASSWORD to the pgpass file Stork writes: an inherited one would send
         // the wrong password for every user.
         if ProcessInfo.processInfo.environment["PGPASSWORD"] != nil {
@@ -164,8 +180,7 @@ struct ListCommand: AsyncParsableCommand {
     var configFile: String?
 
     func run() async throws {
-        let config = try loadConfigOrExit(configFile).config
-        StorkLogging.bootstrap(level: "ERROR", json: false)
+        let config = try loadConfigQuietly(configFile)
         let dcs = makeDCS(config: config, logger: Logger(label: "stork"))
         do {
             let view = try await dcs.clusterView()
@@ -210,8 +225,7 @@ struct ReinitCommand: AsyncParsableCommand {
     var wait = false
 
     func run() async throws {
-        let config = try loadConfigOrExit(configFile).config
-        StorkLogging.bootstrap(level: "ERROR", json: false)
+        let config = try loadConfigQuietly(configFile)
         if clusterAndMember.count > 2 { fail("expected at most CLUSTER MEMBER after CONFIG") }
         if let cluster = clusterAndMember.first, cluster != config.scope {
             fail("cluster \(cluster) is not this configuration's scope (\(config.scope))")
@@ -269,8 +283,7 @@ struct ExplainCommand: AsyncParsableCommand {
     var configFile: String?
 
     func run() async throws {
-        let config = try loadConfigOrExit(configFile).config
-        StorkLogging.bootstrap(level: "ERROR", json: false)
+        let config = try loadConfigQuietly(configFile)
         let logger = Logger(label: "stork")
         let view: ClusterView
         do { view = try await makeDCS(config: config, logger: logger).clusterView() } catch {
@@ -308,8 +321,7 @@ struct ResumeCommand: AsyncParsableCommand {
     var configFile: String?
 
     func run() async throws {
-        let config = try loadConfigOrExit(configFile).config
-        StorkLogging.bootstrap(level: "ERROR", json: false)
+        let config = try loadConfigQuietly(configFile)
         let node = PostgresNode(settings: config.postgresql, memberName: config.name, logger: Logger(label: "stork"))
         func fail(_ message: String) -> Never { stork.fail("resume", message) }
         let row: [String?]
