@@ -65,7 +65,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .target(name: "StorkAPI", dependencies: [
-            "StorkHA",
+            "StorkConfig", "StorkDCS", "StorkPostgres", "StorkMethods", "StorkHA",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),

@@ -207,13 +207,13 @@ struct SourceTests {
         }
     }
 
-    @Test func unreadableFile() throws {
+    @Test(.enabled(if: getuid() != 0, "root reads every file; BadConfigTests covers this as postgres"))
+    func unreadableFile() throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("secret.yml").path
         try minimalYAML.write(toFile: file, atomically: true, encoding: .utf8)
         try FileManager.default.setAttributes([.posixPermissions: 0o000], ofItemAtPath: file)
-        guard getuid() != 0 else { return }  // root reads any file
         #expect(throws: ConfigError(file, "cannot read the configuration file: Permission denied")) {
             try ConfigLoader.load(path: file, environment: [:])
         }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import StorkTestSupport
+import StorkProcess
 
 private let valid = """
     scope: batman
@@ -106,6 +107,30 @@ struct BadConfigTests {
         // PATRONI_* variables win over the file.
         let env = try runStork(["check", path], env: ["PATRONI_POSTGRESQL_DATA_DIR": "/srv/pg", "PATRONI_NAME": "pg9"])
         #expect(env.out.contains("data_dir: /srv/pg") && env.out.contains("name: pg9"), "\(env.out)")
+    }
+
+    /// Files the agent's user cannot read, told as such. Run as the postgres user: root reads
+    /// every file, and the agent runs as postgres.
+    @Test func unreadableFilesAreToldAsPermissionDenied() throws {
+        let user = try #require(TestSupport.postgresUser, "the postgres OS user is needed")
+        let dir = TestSupport.makeTempDir("stork-badcfg")
+        defer { TestSupport.removeTree(dir) }
+        let locked = dir + "/locked.yml"
+        FileManager.default.createFile(atPath: locked, contents: Data(valid.utf8), attributes: [.posixPermissions: 0])
+        let config = try runStork(["check", locked], as: user)
+        #expect(config.status == 2)
+        #expect(config.err == "\(locked): cannot read the configuration file: Permission denied\n", "\(config.err)")
+
+        let ca = dir + "/locked-ca.crt"
+        FileManager.default.createFile(atPath: ca, contents: Data("not read".utf8), attributes: [.posixPermissions: 0])
+        let path = dir + "/tls.yml"
+        FileManager.default.createFile(atPath: path, contents: Data(valid.replacingOccurrences(
+            of: "etcd3:\n  hosts: 127.0.0.1:2379\n", with: "etcd3:\n  hosts: 127.0.0.1:2379\n  cacert: \(ca)\n").utf8),
+            attributes: [.posixPermissions: 0o644])
+        let tls = try runStork(["check", path], as: user)
+        #expect(tls.status == 2)
+        #expect(tls.err.split(separator: "\n").contains("etcd3.cacert: \"\(ca)\": permission denied (cannot read it as user \(user.uid))"),
+                "\(tls.err)")
     }
 }
 

@@ -1,9 +1,9 @@
 import Foundation
-import StorkProcess
 import Testing
 import StorkConfig
 import StorkDCS
 import StorkPostgres
+import StorkProcess
 import StorkTestSupport
 #if canImport(Glibc)
 import Glibc
@@ -218,10 +218,16 @@ func runAsPostgres(_ program: String, _ args: [String], env: [String: String] = 
 }
 
 /// Runs `stork` with arguments (as the current user) and returns its status, stdout and stderr.
-func runStork(_ args: [String], env: [String: String] = [:]) throws -> (status: Int32, out: String, err: String) {
+/// `stork ARGS` to its end; as `user` (through setpriv) when given.
+func runStork(_ args: [String], env: [String: String] = [:], as user: OSUser? = nil) throws -> (status: Int32, out: String, err: String) {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: storkBinary)
-    p.arguments = args
+    if let user {
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        p.arguments = ["--reuid=\(user.uid)", "--regid=\(user.gid)", "--init-groups", "--", storkBinary] + args
+    } else {
+        p.executableURL = URL(fileURLWithPath: storkBinary)
+        p.arguments = args
+    }
     var e = ProcessInfo.processInfo.environment
     for k in e.keys where k.hasPrefix("PATRONI_") { e[k] = nil }
     e.merge(env) { _, n in n }
