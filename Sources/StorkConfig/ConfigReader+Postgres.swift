@@ -1,0 +1,124 @@
+// The postgresql section and its users.
+import Foundation
+
+extension ConfigReader {
+    mutating func readPostgres(_ value: JSONValue?) -> PostgresSettings? {
+        let before = issues.count
+        let m = map(value, "postgresql") ?? [:]
+        if value != nil && value != .null && issues.count > before { return nil }
+
+        var listen = ""
+        var listenHosts: [String] = []
+        if let l = required(m["listen"], "postgresql.listen") {
+            if let colon = l.lastIndex(of: ":") {
+                let hosts = l[..<colon].split(separator: ",", omittingEmptySubsequences: false)
+                    .map { $0.trimmingCharacters(in: .whitespaces) }
+                let portText = l[l.index(after: colon)...]
+                if let p = Int(portText) {
+                    if !(1...65535).contains(p) { issue("postgresql.listen", "\"\(l)\": port must be between 1 and 65535") }
+                    else if hosts.count > 1 && hosts.contains(where: { $0.isEmpty || $0 == "*" }) {
+                        issue("postgresql.listen", "\"\(l)\": expected host[,host...]:port")
+                    } else {
+                        listen = l
+                        listenHosts = hosts
+                    }
+                } else {
+                    issue("postgresql.listen", portText.isEmpty ? "\"\(l)\": expected host[,host...]:port" : "\"\(l)\": port is not a number")
+                }
+            } else {
+                issue("postgresql.listen", "\"\(l)\": expected host[,host...]:port")
+            }
+        }
+        var connect = ""
+        if let c = string(m["connect_address"], "postgresql.connect_address"), !c.isEmpty {
+            if hostPort(c, "postgresql.connect_address") != nil { connect = c }
+        } else if !listen.isEmpty {
+            if listenHosts.count == 1 && !Self.wildcard(listenHosts[0]) {
+                connect = listen
+            } else {
+                issue("postgresql.connect_address", "required when postgresql.listen (\"\(listen)\") has no single specific host")
+            }
+        }
+        let dataDir = required(m["data_dir"], "postgresql.data_dir")
+        let binDir = string(m["bin_dir"], "postgresql.bin_dir") ?? ""
+        var pgpass = string(m["pgpass"], "postgresql.pgpass") ?? ""
+        if pgpass.isEmpty {
+            // Patroni: os.path.join(os.path.expanduser('~'), 'pgpass')
+            let home = environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()
+            pgpass = (home as NSString).appendingPathComponent("pgpass")
+        } else if !pgpass.hasPrefix("/") {
+            pgpass = (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(pgpass)
+        }
+
+        let auth = map(m["authentication"], "postgresql.authentication") ?? [:]
+        unknownKeys(auth, known: ["superuser", "replication", "rewind"], prefix: "postgresql.authentication")
+        let superuser = readUser(auth["superuser"], "postgresql.authentication.superuser", required: true)
+        let replication = readUser(auth["replication"], "postgresql.authentication.replication", required: true)
+        let rewind = readUser(auth["rewind"], "postgresql.authentication.rewind", required: false)
+
+        let parameters = map(m["parameters"], "postgresql.parameters") ?? [:]
+        let pgHBA = stringList(m["pg_hba"], "postgresql.pg_hba")
+        var methods: [String] = []
+        switch m["create_replica_methods"] {
+        case nil, .null?: break
+        case .string(let s)?:
+            methods = s.split(whereSeparator: { $0 == "," || $0 == " " }).map(String.init)
+        case let v?:
+            methods = stringList(v, "postgresql.create_replica_methods") ?? []
+        }
+        var basebackup: JSONValue?
+        if let bb = m["basebackup"], bb != .null {
+            _ = UserOptions.process(ReplicaMethodSpec.pgBasebackupOptions(bb) ?? bb, refused: UserOptions.refusedBasebackupOptions, path: "postgresql.basebackup", issues: &issues)
+            basebackup = bb
+        }
+        let timeout = int(m["pg_ctl_timeout"], "postgresql.pg_ctl_timeout")
+        let useRewind = m["use_pg_rewind"].map(\.isTruthy)
+        if let timeout, timeout < 0 { issue("postgresql.pg_ctl_timeout", "\(timeout): must not be negative") }
+
+        var known: Set<String> = ["listen", "connect_address", "data_dir", "bin_dir", "pgpass", "authentication",
+                                  "parameters", "pg_hba", "create_replica_methods", "basebackup", "pg_ctl_timeout", "use_pg_rewind"]
+        var sections: [String: JSONValue] = [:]
+        for (key, section) in m where !known.contains(key) {
+            if methods.contains(key) || standbyMethodNames?.contains(key) == true {
+                if let s = map(section, "postgresql.\(key)") { sections[key] = .object(s) }
+                known.insert(key)
+            } else if case .object(let s) = section, s["command"] != nil {
+                sections[key] = section
+                known.insert(key)
+            }
+        }
+        unknownKeys(m, known: known, prefix: "postgresql")
+        let chain = readReplicaMethods(methods, sections: sections, basebackup: basebackup)
+        let standbyChain = standbyMethodNames.map { readReplicaMethods($0, sections: sections, basebackup: basebackup) }
+
+        guard issues.count == before, let dataDir, let superuser, let replication else { return nil }
+        var pg = PostgresSettings(listen: listen, connectAddress: connect, dataDir: dataDir, pgpass: pgpass,
+                                  superuser: superuser, replication: replication)
+        pg.binDir = binDir
+        pg.rewind = rewind
+        pg.parameters = parameters
+        pg.pgHBA = pgHBA
+        pg.createReplicaMethods = methods
+        pg.basebackup = basebackup
+        pg.methodSections = sections
+        pg.replicaMethods = chain
+        pg.standbyReplicaMethods = standbyChain
+        if let timeout { pg.pgCtlTimeout = timeout }
+        if let useRewind { pg.useRewind = useRewind }
+        return pg
+    }
+
+    mutating func readUser(_ value: JSONValue?, _ path: String, required isRequired: Bool) -> PostgresUser? {
+        guard let m = map(value, path) else {
+            if isRequired && (value == nil || value == .null) { issue("\(path).username", "required") }
+            return nil
+        }
+        unknownKeys(m, known: Set(ConfigLoader.authenticationKeys), prefix: path)
+        guard let username = required(m["username"], "\(path).username") else { return nil }
+        var user = PostgresUser(username: username, password: string(m["password"], "\(path).password"))
+        for key in ConfigLoader.authenticationKeys where key != "username" && key != "password" {
+            if let v = string(m[key], "\(path).\(key)") { user.sslOptions[key] = v }
+        }
+        return user
+    }
+}
