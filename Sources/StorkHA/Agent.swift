@@ -25,7 +25,9 @@ public struct AgentFatalError: Error, CustomStringConvertible, Sendable {
 /// a dead agent's leftovers (`IncompleteWork`), clone and reinitialize (`Reinitialize`), and
 /// shutdown (`Shutdown`).
 public actor Agent {
-    let config: Config
+    /// Replaced by a reload (`Reload`), except what the process is built around.
+    var config: Config
+    nonisolated let apiURL: String
     let dcs: any DCS
     let node: PostgresNode
     let logger: Logger
@@ -52,6 +54,7 @@ public actor Agent {
 
     public init(config: Config, dcs: any DCS, node: PostgresNode, status: StatusBoard = StatusBoard(), logger: Logger) {
         self.config = config
+        self.apiURL = Self.apiURL(config.restapi)
         self.dcs = dcs
         self.node = node
         self.status = status

@@ -33,9 +33,9 @@ extension Agent {
         }
     }
 
-    nonisolated var apiURL: String {
-        let scheme = config.restapi.certfile == nil ? "http" : "https"
-        return "\(scheme)://\(config.restapi.connectAddress)/patroni"
+    /// This member's `api_url` (the REST API is not reloaded: it is fixed for the process).
+    static func apiURL(_ restapi: RestAPISettings) -> String {
+        "\(restapi.certfile == nil ? "http" : "https")://\(restapi.connectAddress)/patroni"
     }
 }
 

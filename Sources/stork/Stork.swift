@@ -75,11 +75,12 @@ struct AgentCommand: AsyncParsableCommand {
         discussion: """
             Bootstraps a new cluster (initdb) when the DCS has none, clones this member from the \
             leader with pg_basebackup when its data directory is empty, and keeps PostgreSQL running \
-            in its role. Stops PostgreSQL and releases the leader key on SIGTERM or SIGINT. \
-            Without CONFIG, PATRONI_CONFIGURATION or PATRONI_* variables must give the configuration.
+            in its role. Stops PostgreSQL and releases the leader key on SIGTERM or SIGINT; SIGHUP \
+            reloads the configuration file (a file that no longer loads keeps the running one). \
+            One agent per data directory: a second one exits before touching anything. Without CONFIG, PATRONI_CONFIGURATION or PATRONI_* variables must give the configuration.
 
-            Exit status: 0 after SIGTERM/SIGINT; 1 when the data directory belongs to another cluster \
-            or the bootstrap failed (its data directory is moved aside); 2 for a bad configuration or \
+            Exit status: 0 after SIGTERM/SIGINT; 1 when another agent runs for the same data \
+            directory, the data directory belongs to another cluster, or the bootstrap failed (its data directory is moved aside); 2 for a bad configuration or \
             credentials the DCS refuses (one line per problem, naming the key; nothing started).
             """)
 
@@ -87,6 +88,9 @@ struct AgentCommand: AsyncParsableCommand {
     var configFile: String?
 
     func run() async throws {
+        // SIGHUP reloads the configuration (Patroni's systemd unit sends it on reload); until
+        // the handler below runs, it must not end the agent either.
+        signal(SIGHUP, SIG_IGN)
         let (loaded, logger) = try loadConfigAndLog(configFile)
         let config = loaded.config
         // libpq prefers PGPASSWORD to the pgpass file Stork writes: an inherited one would send
@@ -99,6 +103,13 @@ struct AgentCommand: AsyncParsableCommand {
             logger.critical("stork agent must not run as root: PostgreSQL refuses to. Run it as the PostgreSQL OS user, e.g. `runuser -u postgres -- stork agent FILE`")
             throw ExitCode(1)
         }
+        // Before anything that touches PostgreSQL, the DCS or the REST port.
+        let lock: AgentLock
+        do { lock = try AgentLock(dataDir: config.postgresql.dataDir) } catch {
+            logger.critical("\(error)")
+            throw ExitCode(1)
+        }
+        defer { withExtendedLifetime(lock) {} }
         let dcs = makeDCS(config: config, logger: logger)
         // A DCS that refuses the configured credentials or certificates will not change its
         // mind: say which key is wrong and start nothing. An unreachable one may come back.
@@ -130,6 +141,7 @@ struct AgentCommand: AsyncParsableCommand {
                       failureTerminationBehavior: .gracefullyShutdownGroup),
                 .init(service: api, successTerminationBehavior: .gracefullyShutdownGroup,
                       failureTerminationBehavior: .gracefullyShutdownGroup),
+                .init(service: ReloadOnHangup(agent: agent, configFile: config.configFile, logger: logger)),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: quiet))
@@ -151,6 +163,32 @@ struct AgentService: Service {
     let agent: Agent
     func run() async throws {
         try await cancelWhenGracefulShutdown { try await agent.run() }
+    }
+}
+
+/// SIGHUP: the configuration loaded again and handed to the agent; a file that no longer
+/// loads is told, one line per problem, and the running configuration stays.
+struct ReloadOnHangup: Service {
+    let agent: Agent
+    let configFile: String?
+    let logger: Logger
+    func run() async throws {
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        try await cancelWhenGracefulShutdown {
+            for await _ in hangups {
+                logger.info("received SIGHUP: reloading the configuration")
+                var issues: [ConfigIssue] = []
+                var loaded: LoadedConfig?
+                do { loaded = try ConfigLoader.load(path: configFile) } catch let error as ConfigError { issues = error.issues }
+                if let loaded { issues = TLSIdentity.issues(loaded.config) }
+                guard let loaded, issues.isEmpty else {
+                    for issue in issues { logger.error("configuration not reloaded: \(issue)") }
+                    logger.error("the running configuration stays; fix \(configFile ?? "the PATRONI_* variables") and send SIGHUP again")
+                    continue
+                }
+                await agent.reload(loaded.config)
+            }
+        }
     }
 }
 

@@ -1,0 +1,71 @@
+import Foundation
+import Logging
+import StorkConfig
+
+// SIGHUP: the configuration file read again, as Patroni's `systemctl reload` does. Never an
+// end of the agent: a file that no longer loads keeps the running configuration.
+extension Agent {
+    /// Takes a newly loaded configuration. What this process is built around (the cluster and
+    /// member names, the DCS, the REST API, PostgreSQL's data directory, address, binaries and
+    /// users) keeps its running value until the agent restarts, and the log says which of those
+    /// changed; the rest (tags, `postgresql.parameters` and `pg_hba`, the replica methods,
+    /// bootstrap and archive settings) is used from the next cycle on. Returns the changed keys.
+    @discardableResult
+    public func reload(_ new: Config) -> [String] {
+        let old = config
+        var kept: [String] = []
+        var merged = new
+        func keep<T: Equatable>(_ name: String, _ path: WritableKeyPath<Config, T>) {
+            if new[keyPath: path] != old[keyPath: path] { kept.append(name) }
+            merged[keyPath: path] = old[keyPath: path]
+        }
+        keep("scope", \.scope)
+        keep("namespace", \.namespace)
+        keep("name", \.name)
+        keep("the DCS section", \.dcs)
+        keep("restapi", \.restapi)
+        keep("postgresql.listen", \.postgresql.listen)
+        keep("postgresql.connect_address", \.postgresql.connectAddress)
+        keep("postgresql.data_dir", \.postgresql.dataDir)
+        keep("postgresql.bin_dir", \.postgresql.binDir)
+        keep("postgresql.pgpass", \.postgresql.pgpass)
+        keep("postgresql.authentication.superuser", \.postgresql.superuser)
+        keep("postgresql.authentication.replication", \.postgresql.replication)
+        keep("postgresql.authentication.rewind", \.postgresql.rewind)
+        keep("log", \.log)
+
+        var taken: [String] = []
+        func note<T: Equatable>(_ name: String, _ path: KeyPath<Config, T>) {
+            if merged[keyPath: path] != old[keyPath: path] { taken.append(name) }
+        }
+        note("tags", \.tags)
+        note("postgresql.parameters", \.postgresql.parameters)
+        note("postgresql.pg_hba", \.postgresql.pgHBA)
+        note("postgresql.create_replica_methods", \.postgresql.replicaMethods)
+        note("postgresql.use_pg_rewind", \.postgresql.useRewind)
+        note("postgresql.pg_ctl_timeout", \.postgresql.pgCtlTimeout)
+        note("bootstrap", \.bootstrap)
+        note("archive", \.archive)
+        note("ctl", \.ctl)
+        if merged != old && taken.isEmpty { taken.append("other settings") }
+
+        config = merged
+        let file = old.configFile ?? "the environment"
+        if taken.isEmpty && kept.isEmpty {
+            logger.info("reloaded the configuration from \(file): nothing changed")
+        } else {
+            if !taken.isEmpty {
+                var line = "reloaded the configuration from \(file): \(taken.joined(separator: ", ")) changed and take effect from the next cycle"
+                if taken.contains("postgresql.parameters") || taken.contains("postgresql.pg_hba") {
+                    line += "; PostgreSQL's own files are rewritten at its next start"
+                }
+                logger.info("\(line)")
+            }
+            if !kept.isEmpty {
+                logger.warning("reloaded the configuration from \(file): \(kept.joined(separator: ", ")) changed, and keep their running values until the agent restarts")
+            }
+        }
+        wakeRequested = true
+        return taken + kept
+    }
+}

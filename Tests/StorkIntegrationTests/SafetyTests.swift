@@ -1,0 +1,79 @@
+import Foundation
+import Testing
+import StorkProcess
+import StorkTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Never two primaries, never a lost data directory: each test reproduces one way the HA core
+/// could do either, on real PostgreSQL and etcd (ttl 20, loop_wait 1, retry_timeout 4).
+@Suite("Safety: signals, a second agent, timing from the DCS, odd data_dir paths", .serialized)
+struct SafetyTests {
+    /// `postmaster.pid`'s PID and start time: the same server, not one started again.
+    static func postmasterIdentity(_ m: TestMember) -> String? {
+        let lines = (try? String(contentsOfFile: m.dataDir + "/postmaster.pid", encoding: .utf8))?.split(separator: "\n") ?? []
+        return lines.count > 2 ? "\(lines[0]) \(lines[2])" : nil
+    }
+
+    /// Starts `stork agent CONFIG` as postgres beside `m`'s agent and waits for it to exit.
+    static func secondAgent(_ m: TestMember, timeout: Double) async throws -> (status: Int32?, log: String) {
+        let logPath = m.base + "/second-agent.log"
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let p = Process()
+        let user = try #require(TestSupport.postgresUser)
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        p.arguments = ["--reuid=\(user.uid)", "--regid=\(user.gid)", "--init-groups", "--", storkBinary, "agent", m.configPath]
+        p.standardOutput = FileHandle(forWritingAtPath: logPath)
+        p.standardError = FileHandle(forWritingAtPath: logPath)
+        try p.run()
+        let exited = await TestSupport.waitUntil(timeout: timeout) { !p.isRunning }
+        if !exited { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        return (exited ? p.terminationStatus : nil, (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "")
+    }
+
+    /// SIGHUP reloads the configuration file and never ends the agent (Patroni's systemd unit
+    /// sends it on `systemctl reload`); a file that no longer loads keeps the running one. A
+    /// second agent on the same configuration exits non-zero before it touches the server,
+    /// the member key or the leader key.
+    @Test(.timeLimit(.minutes(3)))
+    func hangupReloadsAndASecondAgentTouchesNothing() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "safe1", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        let pg0 = try await cluster.startPrimary("pg0")
+        let agentPID = try #require(pg0.process?.processIdentifier)
+        let server = try #require(Self.postmasterIdentity(pg0))
+        let original = try String(contentsOfFile: pg0.configPath, encoding: .utf8)
+
+        // A new tag, then SIGHUP: the agent stays, the server too, and the tag reaches the member key.
+        try (original + "tags:\n  reloaded_by: sighup\n").write(toFile: pg0.configPath, atomically: false, encoding: .utf8)
+        kill(agentPID, SIGHUP)
+        #expect(await TestSupport.waitUntil(timeout: 10) { pg0.log.contains("reloaded the configuration from \(pg0.configPath): tags changed") },
+                "\(pg0.log)")
+        #expect(await TestSupport.waitUntil(timeout: 10) {
+            ((try? runEtcdctl(etcd, ["get", "--print-value-only", "/service/safe1/members/pg0"])) ?? "").contains("reloaded_by")
+        })
+        // A file that no longer loads: told, and the running configuration stays.
+        try "scope: [safe1\n".write(toFile: pg0.configPath, atomically: false, encoding: .utf8)
+        kill(agentPID, SIGHUP)
+        #expect(await TestSupport.waitUntil(timeout: 10) { pg0.log.contains("configuration not reloaded: \(pg0.configPath):") }, "\(pg0.log)")
+        try original.write(toFile: pg0.configPath, atomically: false, encoding: .utf8)
+        try await Task.sleep(for: .seconds(3))
+        #expect(pg0.isAgentRunning, "the agent ended on SIGHUP:\n\(pg0.log)")
+        #expect(await pg0.api("/primary").0 == 200)
+        #expect(Self.postmasterIdentity(pg0) == server, "PostgreSQL was restarted")
+
+        // A second agent for the same data directory.
+        let second = try await Self.secondAgent(pg0, timeout: 30)
+        #expect(second.status == 1, "second agent: \(second.log)")
+        #expect(second.log.contains("another stork agent (PID \(agentPID)) runs for \(pg0.dataDir)"), "\(second.log)")
+        #expect(!second.log.contains("REST API listening"), "it got as far as the REST API: \(second.log)")
+        try await Task.sleep(for: .seconds(2))
+        #expect(Self.postmasterIdentity(pg0) == server, "the second agent stopped or restarted PostgreSQL:\n\(pg0.log)")
+        #expect(try runEtcdctl(etcd, ["get", "--print-value-only", "/service/safe1/leader"]) == "pg0")
+        #expect(try runEtcdctl(etcd, ["get", "--print-value-only", "/service/safe1/members/pg0"]).contains("\"role\""))
+        #expect(pg0.isAgentRunning && !pg0.log.contains("demot"), "\(pg0.log)")
+    }
+}
