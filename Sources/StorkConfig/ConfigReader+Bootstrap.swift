@@ -178,29 +178,12 @@ extension ConfigReader {
             || (dcs["retry_timeout"] != nil && retryValue == nil)
         if bad { return out }
 
-        func atLeast(_ key: String, _ value: Int, _ minimum: Int) -> Int {
-            if value < minimum {
-                warnings.append("bootstrap.dcs.\(key): \(value) is below the minimum \(minimum); using \(minimum)")
-                out[key] = .int(minimum)
-                return minimum
-            }
-            return value
-        }
-        let loopWait = atLeast("loop_wait", loopValue ?? 10, 1)
-        let retryTimeout = atLeast("retry_timeout", retryValue ?? 10, 3)
-        let ttl = atLeast("ttl", ttlValue ?? 30, 20)
-        if 1 + 2 * retryTimeout > ttl {
-            let newRetry = (ttl - 1) / 2
-            out["loop_wait"] = .int(1)
-            out["retry_timeout"] = .int(newRetry)
-            warnings.append("bootstrap.dcs: loop_wait + 2*retry_timeout must not exceed ttl (\(ttl)); "
-                + "loop_wait adjusted from \(loopWait) to 1 and retry_timeout from \(retryTimeout) to \(newRetry)")
-        } else if loopWait + 2 * retryTimeout > ttl {
-            let newLoop = ttl - 2 * retryTimeout
-            out["loop_wait"] = .int(newLoop)
-            warnings.append("bootstrap.dcs: loop_wait + 2*retry_timeout must not exceed ttl (\(ttl), retry_timeout \(retryTimeout)); "
-                + "loop_wait adjusted from \(loopWait) to \(newLoop)")
-        }
+        let given = ClusterTiming(ttl: ttlValue ?? 30, loopWait: loopValue ?? 10, retryTimeout: retryValue ?? 10)
+        let (timing, adjustments) = given.adjusted(source: "bootstrap.dcs")
+        warnings += adjustments
+        if timing.ttl != given.ttl { out["ttl"] = .int(timing.ttl) }
+        if timing.loopWait != given.loopWait { out["loop_wait"] = .int(timing.loopWait) }
+        if timing.retryTimeout != given.retryTimeout { out["retry_timeout"] = .int(timing.retryTimeout) }
         return out
     }
 }

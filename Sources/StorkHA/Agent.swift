@@ -41,7 +41,9 @@ public actor Agent {
     /// Set by a long task that failed in a way only time can cure: the next cycle waits loop_wait.
     var waitBeforeNextCycle = false
     var lastView = ClusterView()
-    var timing: Timing
+    var timing: ClusterTiming
+    /// The adjustments of the DCS's timing last logged.
+    var timingWarnings: [String] = []
     /// Whom the running replica follows, as this agent last configured it (a member name, nil
     /// for nobody, `remote primary host:port` for a standby leader); nil when it does not know.
     var followedLeader: String??
@@ -59,6 +61,6 @@ public actor Agent {
         self.node = node
         self.status = status
         self.logger = logger
-        self.timing = Timing(config: config, dynamic: nil)
+        self.timing = clusterTiming(config: config, dynamic: nil).timing
     }
 }

@@ -61,7 +61,13 @@ extension Agent {
             return demoteIfLeaderKeyLapsed()
         }
         lastView = view
-        timing = Timing(config: config, dynamic: view.config)
+        let (newTiming, adjustments) = clusterTiming(config: config, dynamic: view.config)
+        if newTiming != timing || adjustments != timingWarnings {
+            // Said once per change, not every cycle.
+            for warning in adjustments { logger.warning("\(warning)") }
+            timingWarnings = adjustments
+        }
+        timing = newTiming
         status.update { $0.ttl = timing.ttl }
 
         var local = await localSnapshot()

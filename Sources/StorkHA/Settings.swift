@@ -54,17 +54,13 @@ public func effectiveHBA(config: Config) -> [String] {
     ]
 }
 
-/// Cluster timing: the DCS `config` key wins over `bootstrap.dcs`, with Patroni's defaults.
-public struct Timing: Sendable, Equatable {
-    public var ttl: Int
-    public var loopWait: Int
-    public var retryTimeout: Int
-
-    public init(config: Config, dynamic: JSONValue?) {
-        ttl = dynamic?["ttl"]?.intValue ?? config.bootstrap.ttl
-        loopWait = dynamic?["loop_wait"]?.intValue ?? config.bootstrap.loopWait
-        retryTimeout = dynamic?["retry_timeout"]?.intValue ?? config.bootstrap.retryTimeout
-    }
+/// Cluster timing: the DCS `config` key wins over `bootstrap.dcs` (already held to the rule
+/// at load), each value held to Patroni's rule (``ClusterTiming``) as the key may say anything.
+func clusterTiming(config: Config, dynamic: JSONValue?) -> (timing: ClusterTiming, warnings: [String]) {
+    let given = ClusterTiming(ttl: dynamic?["ttl"]?.intValue ?? config.bootstrap.ttl,
+                              loopWait: dynamic?["loop_wait"]?.intValue ?? config.bootstrap.loopWait,
+                              retryTimeout: dynamic?["retry_timeout"]?.intValue ?? config.bootstrap.retryTimeout)
+    return given.adjusted(source: "the DCS config key")
 }
 
 /// `postgresql.use_slots` of the cluster-wide configuration (Patroni's default: true): each

@@ -76,4 +76,35 @@ struct SafetyTests {
         #expect(try runEtcdctl(etcd, ["get", "--print-value-only", "/service/safe1/members/pg0"]).contains("\"role\""))
         #expect(pg0.isAgentRunning && !pg0.log.contains("demot"), "\(pg0.log)")
     }
+
+    /// `patronictl edit-config` with `ttl: 30, retry_timeout: 60` once let a primary cut off
+    /// from the DCS keep writing for 60 s while its key lived 30: two primaries for 30 s. The
+    /// values from the DCS are held to Patroni's rule (loop_wait + 2 * retry_timeout <= ttl)
+    /// as the bootstrap ones are, with one warning, so the primary stops writing before its
+    /// key can expire.
+    @Test(.timeLimit(.minutes(3)))
+    func timingFromTheDCSIsHeldToTheRule() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "safe2", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        let pg0 = try await cluster.startPrimary("pg0")
+        let key = "/service/safe2/config"
+        let current = try runEtcdctl(etcd, ["get", "--print-value-only", key])
+        let edited = current.replacingOccurrences(of: "\"retry_timeout\":4", with: "\"retry_timeout\":60")
+            .replacingOccurrences(of: "\"ttl\":20", with: "\"ttl\":30")
+        #expect(edited.contains("\"retry_timeout\":60") && edited.contains("\"ttl\":30"), "\(current)")
+        _ = try runEtcdctl(etcd, ["put", key, edited])
+        let warning = "the DCS config key: loop_wait + 2*retry_timeout must not exceed ttl (30); retry_timeout adjusted from 60 to 14"
+        #expect(await TestSupport.waitUntil(timeout: 10) { pg0.log.contains(warning) }, "\(pg0.log)")
+        // The leader key now lives 30 s: the primary must be read-only well before that.
+        try await Task.sleep(for: .seconds(2))
+        etcd.stop()
+        let cut = Date()
+        let readOnly = await TestSupport.waitUntil(timeout: 70, interval: 0.2) { pg0.sql("SELECT pg_is_in_recovery()") == "t" }
+        let took = Date().timeIntervalSince(cut)
+        #expect(readOnly, "\(pg0.log)")
+        #expect(took < 30, "the primary took \(Int(took)) s to stop writing, the leader key lives 30 s")
+        #expect(pg0.log.components(separatedBy: warning).count == 2, "the warning is said once per change")
+    }
 }
