@@ -2,6 +2,13 @@
 import Foundation
 
 extension ConfigReader {
+    /// `path` without repeated slashes, `.` components and a trailing slash (`/` stays `/`).
+    static func normalizedPath(_ path: String) -> String {
+        let parts = path.split(separator: "/").filter { $0 != "." }
+        let joined = parts.joined(separator: "/")
+        return path.hasPrefix("/") ? "/" + joined : (joined.isEmpty ? "." : joined)
+    }
+
     mutating func readPostgres(_ value: JSONValue?) -> PostgresSettings? {
         let before = issues.count
         let m = map(value, "postgresql") ?? [:]
@@ -39,7 +46,9 @@ extension ConfigReader {
                 issue("postgresql.connect_address", "required when postgresql.listen (\"\(listen)\") has no single specific host")
             }
         }
-        let dataDir = required(m["data_dir"], "postgresql.data_dir")
+        // `/srv/pg/` and `/srv//pg` name `/srv/pg`: the staging directory, the work marker and
+        // `.stork-old` are siblings made by appending to this path, never children.
+        let dataDir = required(m["data_dir"], "postgresql.data_dir").map(Self.normalizedPath)
         let binDir = string(m["bin_dir"], "postgresql.bin_dir") ?? ""
         var pgpass = string(m["pgpass"], "postgresql.pgpass") ?? ""
         if pgpass.isEmpty {

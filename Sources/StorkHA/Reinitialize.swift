@@ -80,7 +80,7 @@ extension Agent {
         do {
             if node.workInProgress() != nil { _ = try await finishOrUndoIncompleteWork(view: lastView) }
             let dataDir = config.postgresql.dataDir
-            let staged = !(config.postgresql.replicaMethods.first?.keepData ?? false) && !node.dataDirectoryIsMountPoint
+            let staged = !(config.postgresql.replicaMethods.first?.keepData ?? false) && !node.dataDirectoryStaysInPlace
             if staged && node.dataDirectoryState() != .empty {
                 let size = PostgresNode.treeSize(dataDir), free = PostgresNode.freeBytes(near: dataDir)
                 if free < size + size / 10 {

@@ -15,7 +15,7 @@ public enum ChainExplanation {
         out.append("chain (create_replica_methods), tried in order until one succeeds:")
         let runnable = Set(request.runnable.map(\.name))
         for (index, spec) in request.methods.enumerated() {
-            let inPlace = spec.keepData || node.dataDirectoryIsMountPoint
+            let inPlace = spec.keepData || node.dataDirectoryStaysInPlace
             let target = inPlace ? node.settings.dataDir : node.stagingDirectory
             var facts = ["\(spec.retries + 1) attempt\(spec.retries == 0 ? "" : "s")"]
             if let t = spec.timeout { facts.append("timeout \(Int(t)) s") }

@@ -95,7 +95,7 @@ public final class ReplicaBuilder: Sendable {
         }
         let chain = ReplicaChain(methods: methods, logger: logger)
         // In place or staged is decided once per method, before its first attempt.
-        return await chain.run(plan: { spec in spec.keepData || node.dataDirectoryIsMountPoint }, attempt: { spec, inPlace, number, attempts in
+        return await chain.run(plan: { spec in spec.keepData || node.dataDirectoryStaysInPlace }, attempt: { spec, inPlace, number, attempts in
             let target = inPlace ? node.settings.dataDir : node.stagingDirectory
             return await attempt(spec, number: number, of: attempts, target: target, inPlace: inPlace, request: request)
         }, gaveUp: { _, inPlace in

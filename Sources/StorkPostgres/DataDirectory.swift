@@ -119,11 +119,13 @@ extension PostgresNode {
         try removeTree(stagingDirectory)
     }
 
-    /// Whether `data_dir` is a mount point: a copy cannot be renamed onto it, so methods must
-    /// build in place there.
-    public var dataDirectoryIsMountPoint: Bool {
-        var own = stat(), parent = stat()
+    /// Whether copies must be built in place in `data_dir`: a mount point cannot be renamed
+    /// onto, and a symbolic link renamed away would orphan the directory it points to (the
+    /// link, the operator's layout, stays).
+    public var dataDirectoryStaysInPlace: Bool {
+        var link = stat(), own = stat(), parent = stat()
         let dir = settings.dataDir
+        if lstat(dir, &link) == 0, (link.st_mode & S_IFMT) == S_IFLNK { return true }
         guard stat(dir, &own) == 0, stat((dir as NSString).deletingLastPathComponent, &parent) == 0 else { return false }
         return own.st_dev != parent.st_dev
     }
@@ -282,7 +284,7 @@ extension PostgresNode {
 public enum WorkInProgress: String, Sendable {
     /// initdb and the steps after it, in place.
     case bootstrap
-    /// A copy built in place (`keep_data`, or a data directory that is a mount point).
+    /// A copy built in place (`keep_data`, or a data directory that is a mount point or a link).
     case clone
     /// A copy being built in the staging directory; the data directory is untouched.
     case staging

@@ -107,4 +107,37 @@ struct SafetyTests {
         #expect(took < 30, "the primary took \(Int(took)) s to stop writing, the leader key lives 30 s")
         #expect(pg0.log.components(separatedBy: warning).count == 2, "the warning is said once per change")
     }
+
+    /// A `data_dir` with a trailing slash put the staging directory, the work marker and
+    /// `.stork-old` inside the data directory; one that is a symbolic link was renamed away by
+    /// the swap and its target orphaned. Both clone now, and the link stays a link.
+    @Test(.timeLimit(.minutes(3)))
+    func trailingSlashAndSymbolicLinkDataDirectories() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "safe3", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        _ = try await cluster.startPrimary("pg0")
+        let slash = cluster.addMember("pg1")
+        let config = try String(contentsOfFile: slash.configPath, encoding: .utf8)
+        try config.replacingOccurrences(of: "data_dir: \(slash.dataDir)\n", with: "data_dir: \(slash.dataDir)/\n")
+            .write(toFile: slash.configPath, atomically: false, encoding: .utf8)
+        let linked = cluster.addMember("pg2")
+        let target = linked.base + "/elsewhere"
+        mkdir(target, 0o700)
+        TestSupport.chownToPostgres(target)
+        #expect(symlink(target, linked.dataDir) == 0)
+        try slash.start()
+        try linked.start()
+        #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
+
+        let inside = (try? FileManager.default.contentsOfDirectory(atPath: slash.dataDir)) ?? []
+        #expect(inside.contains("PG_VERSION"), "\(inside)")
+        #expect(!inside.contains { $0.hasPrefix(".stork") }, "Stork's own files inside the data directory: \(inside)")
+        #expect(!FileManager.default.fileExists(atPath: slash.dataDir + ".stork-old"))
+        var st = stat()
+        #expect(lstat(linked.dataDir, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK, "the link was replaced")
+        #expect(FileManager.default.fileExists(atPath: target + "/PG_VERSION"), "the link's target does not hold the copy")
+        #expect(!FileManager.default.fileExists(atPath: linked.dataDir + ".stork-old"))
+    }
 }
