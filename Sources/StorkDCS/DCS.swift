@@ -34,8 +34,12 @@ public struct ClusterView: Sendable, Equatable {
     public var leaderOptime: Int?
     /// `failover`: a switchover or failover asked for through the REST API.
     public var failover: ManualFailover?
+    /// The cluster's timeline as `history` tells it (Patroni's `cluster.timeline`): one past
+    /// the timeline its last entry left; nil without a history.
+    public var timeline: Int?
     public init(initialize: String? = nil, config: JSONValue? = nil, leader: String? = nil,
-                members: [Member] = [], leaderOptime: Int? = nil, failover: ManualFailover? = nil) {
+                members: [Member] = [], leaderOptime: Int? = nil, failover: ManualFailover? = nil, timeline: Int? = nil) {
+        self.timeline = timeline
         self.initialize = initialize
         self.config = config
         self.leader = leader

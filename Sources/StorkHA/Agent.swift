@@ -47,6 +47,12 @@ public actor Agent {
     /// Whom the running replica follows, as this agent last configured it (a member name, nil
     /// for nobody, `remote primary host:port` for a standby leader); nil when it does not know.
     var followedLeader: String??
+    /// The highest timeline this member's server has been seen on (a replica's WAL receiver
+    /// tells it while it streams; pg_control lags until a restartpoint): the race compares it
+    /// with the cluster's, as Patroni's `replica_cached_timeline` does.
+    var highestTimeline: Int?
+    /// Since when the running server has not answered the agent's queries.
+    var unreadableSince: Date?
     /// When the leader key was last refreshed: a primary that cannot reach the DCS for
     /// `retry_timeout` past it demotes.
     var lastLeaderRefresh: Date?

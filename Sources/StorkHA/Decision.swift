@@ -23,6 +23,11 @@ public struct LocalSnapshot: Sendable, Equatable {
     /// a member's name, `.some(nil)` for nobody, the remote primary's label for a standby
     /// leader; nil when the agent does not know (it then configures it).
     public var followed: String??
+    /// Why the running server does not answer the agent's queries (a rotated superuser
+    /// password, say), nil when it answers or is not running.
+    public var queryError: String?
+    /// It has not answered for longer than `retry_timeout`.
+    public var unreadableTooLong = false
 
     public init(dataDirectory: DataDirectoryState, systemIdentifier: String? = nil, wasPrimary: Bool = false,
                 running: Bool = false, inRecovery: Bool? = nil, incompleteWork: Bool = false,
@@ -91,9 +96,6 @@ public enum Decision: Sendable, Equatable {
     case unusableDataDirectory(String)
     /// PostgreSQL is stopped: start it as primary (this node holds the leader key).
     case startPrimary
-    /// PostgreSQL is stopped and nobody holds the leader key, and it last ran as primary:
-    /// take the key, then start as primary; start as a replica if the key is taken.
-    case acquireLeaderThenStart
     /// PostgreSQL is stopped: start it as a replica of `leader` (nil: no leader known).
     case startReplica(leader: String?)
     /// PostgreSQL is stopped, it last ran as a primary and `leader` holds the key: rejoin as
@@ -101,6 +103,12 @@ public enum Decision: Sendable, Equatable {
     case rejoin(leader: String)
     /// A running primary holding the leader key.
     case holdLeader
+    /// A running primary (by pg_control) that does not answer the agent, holding the key for
+    /// less than `retry_timeout` since it stopped answering: keep the key while it may recover.
+    case holdUnreadablePrimary(error: String)
+    /// A running primary that does not answer the agent, past `retry_timeout` or without the
+    /// key: the agent cannot prove it healthy, so it must not accept writes. Stop it.
+    case stopUnreadablePrimary(error: String)
     /// A running primary and nobody holds the leader key.
     case acquireLeader
     /// A running primary while another member holds the key: step down and follow it.
@@ -160,11 +168,16 @@ public func decide(_ s: Snapshot) -> Decision {
 
     if !local.running {
         if s.iAmLeader { return s.standbyCluster ? .startStandbyLeader : .startPrimary }
-        if cluster.leader == nil && local.wasPrimary && s.mayLead { return .acquireLeaderThenStart }
+        // Without the key, never straight to primary, even a former one: it starts read-only
+        // and races like any replica (it may lack what a newer timeline committed).
         if let leader = cluster.leader, local.wasPrimary { return .rejoin(leader: leader) }
         return .startReplica(leader: cluster.leader)
     }
 
+    if local.inRecovery == nil, let error = local.queryError, local.wasPrimary {
+        if s.iAmLeader && !local.unreadableTooLong { return .holdUnreadablePrimary(error: error) }
+        return .stopUnreadablePrimary(error: error)
+    }
     if local.inRecovery == false {
         if s.iAmLeader {
             // A switchover or failover asked for through the REST API: hand the key over.

@@ -81,16 +81,6 @@ extension Agent {
                 await agent.startServer(role: .primary)
             }
 
-        case .acquireLeaderThenStart:
-            if await takeLeaderKey() {
-                return launch("starting primary", state: "starting", "acquired session lock as a leader, starting as primary") { agent in
-                    await agent.startServer(role: .primary)
-                }
-            }
-            return launch("starting replica", state: "starting", "starting as a secondary") { agent in
-                await agent.startServer(role: agent.replicaRole())
-            }
-
         case .rejoin(let leader):
             return launch("rejoining", state: "starting", "rejoining as a replica of \(leader): this node was a primary") { agent in
                 await agent.rejoin(leader: leader)
@@ -110,6 +100,19 @@ extension Agent {
             // Another member holds the key now, or the DCS refused: never two primaries.
             return launch("demoting", state: "stopping", "demoting self because failed to update leader lock") { agent in
                 await agent.restartAsReplica()
+            }
+
+        case .holdUnreadablePrimary(let error):
+            guard await refreshLeaderKey() else {
+                return launch("stopping", state: "stopping", "stopping PostgreSQL: it runs as a primary that does not answer (\(error)) and the leader key could not be kept") { agent in
+                    await agent.stopUnreadablePrimary()
+                }
+            }
+            return "PostgreSQL runs as the primary but does not answer: \(error); keeping the leader key for up to retry_timeout (\(timing.retryTimeout) s), then stopping it"
+
+        case .stopUnreadablePrimary(let error):
+            return launch("stopping", state: "stopping", "stopping PostgreSQL: it runs as a primary the agent cannot check (\(error)), and such a primary must not accept writes; fix what the error names (postgresql.authentication.superuser for a password): it then starts read-only and races like any replica") { agent in
+                await agent.stopUnreadablePrimary()
             }
 
         case .startStandbyLeader:

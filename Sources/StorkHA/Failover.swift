@@ -15,6 +15,7 @@ extension Agent {
         if view.failoverCandidate == config.name { return nil }
         guard let server = try? await node.serverState() else { return "PostgreSQL does not answer" }
         let mine = WALStanding(wal: server.walPosition, replayed: server.replayLSN ?? server.walPosition, paused: server.replayPaused)
+        if let behind = timelineObjection(mine: max(server.timeline, highestTimeline ?? 0), cluster: view.timeline) { return behind }
         let maxLag = clusterConfig(config, view.config)["maximum_lag_on_failover"]?.intValue ?? 1_048_576
         if let lag = lagObjection(mine: mine, leaderOptime: view.leaderOptime, maxLag: maxLag) { return lag }
         let client = MemberAPIClient(config: config, timeout: 2)

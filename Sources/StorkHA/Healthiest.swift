@@ -50,6 +50,15 @@ public func lagObjection(mine: WALStanding, leaderOptime: Int?, maxLag: Int) -> 
     return "my WAL position \(LSN.format(mine.wal)) is \(optime - mine.wal) bytes behind the last leader's \(LSN.format(optime)) (maximum_lag_on_failover \(maxLag))"
 }
 
+/// Why a member on timeline `mine` must not lead a cluster whose history has reached
+/// `cluster`: the newer timeline's transactions are not on this member, and leading would lose
+/// them (Patroni's `check_timeline`; Stork always checks). Nil when it is not behind or either
+/// is unknown.
+public func timelineObjection(mine: Int?, cluster: Int?) -> String? {
+    guard let mine, let cluster, mine < cluster else { return nil }
+    return "my timeline \(mine) is behind the cluster's timeline \(cluster): leading would lose the transactions of timeline \(cluster)"
+}
+
 /// Why member `peer`'s report keeps a member whose WAL stands at `mine` from leading, or nil:
 /// the peer still runs as a primary, or it is ahead (more WAL; the same WAL and a replay
 /// that is not paused where this one's is; or more of it replayed).

@@ -21,6 +21,20 @@ extension Agent {
         return "demoting self because DCS is not accessible and I was a leader"
     }
 
+    /// A primary the agent cannot query: stopped (pg_ctl needs no connection), and the key
+    /// given back so a member that can prove itself healthy may lead.
+    func stopUnreadablePrimary() async {
+        do {
+            try await node.stop(timeout: config.postgresql.pgCtlTimeout)
+        } catch {
+            logger.error("failed to stop PostgreSQL: \(error); stopping it immediately")
+            do { try await node.stop(mode: "immediate", timeout: config.postgresql.pgCtlTimeout) } catch {
+                logger.critical("failed to stop PostgreSQL in immediate mode: \(error); it may still accept writes")
+            }
+        }
+        if status.snapshot.holdsLeaderKey { await releaseLeaderKey() }
+    }
+
     /// Takes the leader key (create-only): whether this member holds it now.
     func takeLeaderKey() async -> Bool {
         await writeLeaderKey { dcs, ttl in try await dcs.acquireLeader(ttl: ttl) }

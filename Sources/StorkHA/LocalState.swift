@@ -34,9 +34,19 @@ extension Agent {
                 return local
             }
         }
-        if local.running, let server = try? await node.serverState() {
+        var server: ServerState?
+        if local.running {
+            do {
+                server = try await node.serverState()
+                unreadableSince = nil
+            } catch {
+                await noteUnreadable(error, in: &local)
+            }
+        }
+        if let server {
             local.inRecovery = server.inRecovery
             local.serverVersion = server.serverVersion
+            highestTimeline = max(highestTimeline ?? 0, server.timeline)
             status.update {
                 $0.server = server
                 $0.state = "running"
@@ -49,5 +59,20 @@ extension Agent {
             }
         }
         return local
+    }
+
+    /// A running server that does not answer: since when, and whether pg_control (which needs
+    /// no connection) says it is a primary, so the decision can keep it or stop it on purpose.
+    private func noteUnreadable(_ error: any Error, in local: inout LocalSnapshot) async {
+        let since = unreadableSince ?? Date()
+        unreadableSince = since
+        local.queryError = "\(error)".split(whereSeparator: \.isNewline).joined(separator: "; ")
+        local.unreadableTooLong = Date().timeIntervalSince(since) > Double(timing.retryTimeout)
+        if let control = try? await node.controlData() {
+            let standby = FileManager.default.fileExists(atPath: config.postgresql.dataDir + "/standby.signal")
+            local.wasPrimary = !standby && control.clusterState == "in production"
+        } else {
+            local.wasPrimary = status.snapshot.role == "primary"
+        }
     }
 }

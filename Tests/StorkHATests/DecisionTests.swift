@@ -28,6 +28,13 @@ private func replica(following upstream: String?, version: Int = 150000) -> Loca
     local.serverVersion = version
     return local
 }
+/// A running server that does not answer; pg_control says primary (`wasPrimary`) or not.
+private func unreadable(primary: Bool, tooLong: Bool = false) -> LocalSnapshot {
+    var local = LocalSnapshot(dataDirectory: .initialized, systemIdentifier: "7001", wasPrimary: primary, running: true)
+    local.queryError = "password authentication failed"
+    local.unreadableTooLong = tooLong
+    return local
+}
 private let leaderView = ClusterView(initialize: "7001", leader: "pg0", members: [member("pg0", role: "primary")])
 
 struct DecisionCase: CustomTestStringConvertible, Sendable {
@@ -44,6 +51,18 @@ private func standby(_ s: Snapshot) -> Snapshot {
 }
 
 private let cases: [DecisionCase] = [
+    .init(label: "a primary that does not answer, holding the key: keep it for retry_timeout",
+          snapshot: Snapshot(me: "pg0", cluster: leaderView, local: unreadable(primary: true)),
+          expected: .holdUnreadablePrimary(error: "password authentication failed")),
+    .init(label: "a primary that has not answered for retry_timeout: stop it",
+          snapshot: Snapshot(me: "pg0", cluster: leaderView, local: unreadable(primary: true, tooLong: true)),
+          expected: .stopUnreadablePrimary(error: "password authentication failed")),
+    .init(label: "a primary that does not answer, without the key: stop it at once (never race, never promote)",
+          snapshot: Snapshot(me: "pg0", cluster: ClusterView(initialize: "7001"), local: unreadable(primary: true)),
+          expected: .stopUnreadablePrimary(error: "password authentication failed")),
+    .init(label: "a replica that does not answer, nobody leads: the race (which it cannot win without an answer)",
+          snapshot: Snapshot(me: "pg1", cluster: ClusterView(initialize: "7001"), local: unreadable(primary: false)),
+          expected: .leaderRace),
     .init(label: "standby cluster, stopped, holding the leader key: start as the standby leader",
           snapshot: standby(Snapshot(me: "pg0", cluster: leaderView, local: stoppedReplica)), expected: .startStandbyLeader),
     .init(label: "standby cluster, a running standby holding the leader key: the standby leader",
@@ -124,9 +143,9 @@ private let cases: [DecisionCase] = [
           snapshot: Snapshot(me: "pg0", cluster: ClusterView(), local: stoppedPrimary), expected: .claimInitialize("7001")),
     .init(label: "stopped, I hold the leader key: start as primary",
           snapshot: Snapshot(me: "pg0", cluster: leaderView, local: stoppedPrimary), expected: .startPrimary),
-    .init(label: "stopped former primary, nobody holds the key: take it, then start",
+    .init(label: "stopped former primary, nobody holds the key: start read-only, then race",
           snapshot: Snapshot(me: "pg0", cluster: ClusterView(initialize: "7001"), local: stoppedPrimary),
-          expected: .acquireLeaderThenStart),
+          expected: .startReplica(leader: nil)),
     .init(label: "stopped former primary, nofailover: start as a replica",
           snapshot: Snapshot(me: "pg0", cluster: ClusterView(initialize: "7001"), local: stoppedPrimary, mayLead: false),
           expected: .startReplica(leader: nil)),

@@ -58,3 +58,14 @@ struct HealthiestTests {
         #expect(try report(#"{"role":"replica","state":"starting"}"#) == .noPosition)
     }
 }
+
+@Suite("The leader race: a member behind the cluster's timeline never leads")
+struct TimelineObjectionTests {
+    @Test func behindObjectsAtOrAheadDoesNot() {
+        #expect(timelineObjection(mine: 1, cluster: 2) == "my timeline 1 is behind the cluster's timeline 2: leading would lose the transactions of timeline 2")
+        #expect(timelineObjection(mine: 2, cluster: 2) == nil)
+        #expect(timelineObjection(mine: 3, cluster: 2) == nil)
+        #expect(timelineObjection(mine: nil, cluster: 2) == nil)
+        #expect(timelineObjection(mine: 1, cluster: nil) == nil)
+    }
+}

@@ -140,4 +140,92 @@ struct SafetyTests {
         #expect(FileManager.default.fileExists(atPath: target + "/PG_VERSION"), "the link's target does not hold the copy")
         #expect(!FileManager.default.fileExists(atPath: linked.dataDir + ".stork-old"))
     }
+
+    /// A former primary stopped cleanly, started again while the newer timeline's primary is
+    /// down, once took the leader key at once and started as primary without rows that
+    /// timeline had committed (they were on a `nofailover` member). Now it starts read-only,
+    /// races, and never leads while it is behind the cluster's timeline; the member that has
+    /// the rows leads again once it is back.
+    @Test(.timeLimit(.minutes(4)))
+    func formerPrimaryBehindTheTimelineNeverLeads() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "safe4", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        let pg0 = try await cluster.startPrimary("pg0")
+        let pg1 = cluster.addMember("pg1")
+        let pg2 = cluster.addMember("pg2", extraYAML: "tags:\n  nofailover: true\n")
+        try pg1.start()
+        try pg2.start()
+        #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
+
+        pg0.stop()
+        #expect(await TestSupport.waitUntil(timeout: 40) { pg1.sql("SELECT NOT pg_is_in_recovery()") == "t" }, "\(cluster.logs())")
+        #expect(pg1.sql("CREATE TABLE committed (i int); INSERT INTO committed VALUES (42)") != nil)
+        #expect(await TestSupport.waitUntil(timeout: 30) { pg2.sql("SELECT count(*) FROM committed") == "1" }, "\(pg2.log)")
+        pg1.stop()
+
+        try pg0.start()
+        var writable: [String] = []
+        let deadline = Date().addingTimeInterval(25)
+        while Date() < deadline {
+            if pg0.sql("SELECT NOT pg_is_in_recovery()") == "t" { writable.append("pg0 writable") }
+            if let leader = try? runEtcdctl(etcd, ["get", "--print-value-only", "/service/safe4/leader"]), leader == "pg0" {
+                writable.append("pg0 holds the leader key")
+            }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        #expect(writable.isEmpty, "\(Set(writable)):\n\(pg0.log)")
+        #expect(pg0.log.contains("my timeline 1 is behind the cluster's timeline 2"), "\(pg0.log)")
+
+        // The member with the rows comes back and leads; they are all there.
+        try pg1.start()
+        #expect(await TestSupport.waitUntil(timeout: 60) { pg1.sql("SELECT NOT pg_is_in_recovery()") == "t" }, "\(cluster.logs())")
+        #expect(pg1.sql("SELECT i FROM committed") == "42")
+        #expect(pg0.sql("SELECT NOT pg_is_in_recovery()") != "t")
+    }
+
+    /// SQL over the member's Unix socket, where the test clusters trust local connections:
+    /// it works whatever the superuser's password is now. nil when the server does not answer.
+    static func socketSQL(_ m: TestMember, _ query: String) -> String? {
+        let r = try? runAsPostgres("/usr/lib/postgresql/15/bin/psql",
+                                   ["-h", m.base, "-p", String(m.pgPort), "-U", "postgres", "-d", "postgres", "-Atc", query],
+                                   env: ["PGCONNECT_TIMEOUT": "2"])
+        guard let r, r.status == 0 else { return nil }
+        return r.output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// A rotated superuser password once left the primary's agent unable to query it: it
+    /// raced as if it were a replica, failed to promote, gave the key back, and the server
+    /// went on accepting writes without a key. A primary the agent cannot check is kept only
+    /// for retry_timeout, then stopped; never two writable servers, never one without the key.
+    @Test(.timeLimit(.minutes(3)))
+    func primaryTheAgentCannotQueryStopsAcceptingWrites() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "safe5", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        let pg0 = try await cluster.startPrimary("pg0")
+        let pg1 = cluster.addMember("pg1")
+        try pg1.start()
+        #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
+
+        #expect(Self.socketSQL(pg0, "ALTER ROLE postgres PASSWORD 'rotated-Elsewhere-9'") != nil)
+        let rotated = Date()
+        var seen: Set<String> = []
+        var stoppedAfter: Double?
+        while Date().timeIntervalSince(rotated) < 30 {
+            let writable = [pg0, pg1].filter { Self.socketSQL($0, "SELECT NOT pg_is_in_recovery()") == "t" }.map(\.name)
+            let leader = (try? runEtcdctl(etcd, ["get", "--print-value-only", "/service/safe5/leader"])) ?? "?"
+            if writable.count > 1 { seen.insert("two writable: \(writable)") }
+            for name in writable where name != leader { seen.insert("\(name) writable while the leader key says \(leader.isEmpty ? "nobody" : leader)") }
+            if !writable.contains("pg0"), stoppedAfter == nil { stoppedAfter = Date().timeIntervalSince(rotated) }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(seen.isEmpty, "\(seen.sorted())\n\(cluster.logs())")
+        let after = try #require(stoppedAfter, "pg0 kept accepting writes:\n\(pg0.log)")
+        #expect(after < 4 + 1 + 10, "pg0 accepted writes for \(after) s (retry_timeout 4)")
+        #expect(pg0.log.contains("stopping PostgreSQL: it runs as a primary the agent cannot check"), "\(pg0.log)")
+        #expect(pg0.isAgentRunning && pg1.isAgentRunning)
+    }
 }
