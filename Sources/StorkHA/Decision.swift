@@ -16,6 +16,9 @@ public struct LocalSnapshot: Sendable, Equatable {
     /// A marker left by this agent's own clone or bootstrap that did not finish: the data
     /// directory holds the agent's own failed work, never a database to start.
     public var incompleteWork: Bool
+    /// A re-sync in place (rsync) began and no checked copy replaced the directory since: it
+    /// is built again, never started as it is and never wiped.
+    public var halfSynced = false
     /// `server_version_num` of the running server (0 when unknown): 13 and later reread
     /// `primary_conninfo` on reload.
     public var serverVersion: Int
@@ -156,7 +159,10 @@ public func decide(_ s: Snapshot) -> Decision {
         if s.mayCloneWithoutLeader && cluster.initialize != "" { return .clone(from: nil, isLeader: false) }
         return .waitForLeader
     case .initialized:
-        break
+        if local.halfSynced {
+            if let source = cloneSource(me: s.me, cluster: cluster) { return .clone(from: source.name, isLeader: source.name == cluster.leader) }
+            return .waitForLeader
+        }
     }
 
     if let mine = local.systemIdentifier, let theirs = cluster.initialize, !theirs.isEmpty, mine != theirs {

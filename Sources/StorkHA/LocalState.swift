@@ -12,6 +12,7 @@ extension Agent {
         let incomplete = FileManager.default.fileExists(atPath: node.workMarker)
         let dirState = node.dataDirectoryState()
         var local = LocalSnapshot(dataDirectory: dirState, incompleteWork: incomplete)
+        local.halfSynced = node.isHalfSynced
         guard dirState == .initialized, !incomplete else {
             status.update { $0.systemIdentifier = nil }
             return local

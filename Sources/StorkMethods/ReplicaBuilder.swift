@@ -98,11 +98,6 @@ public final class ReplicaBuilder: Sendable {
         return await chain.run(plan: { spec in spec.keepData || node.dataDirectoryStaysInPlace }, attempt: { spec, inPlace, number, attempts in
             let target = inPlace ? node.settings.dataDir : node.stagingDirectory
             return await attempt(spec, number: number, of: attempts, target: target, inPlace: inPlace, request: request)
-        }, gaveUp: { _, inPlace in
-            guard inPlace else { return }
-            // A half-synced copy in place: of no use to the next method, never to be started.
-            try? node.wipeDataDirectory()
-            node.clearWork()
         })
     }
 
@@ -110,13 +105,21 @@ public final class ReplicaBuilder: Sendable {
     func attempt(_ spec: ReplicaMethodSpec, number: Int, of attempts: Int, target: String, inPlace: Bool,
                  request: ReplicaBuildRequest) async -> AttemptResult {
         do {
-            try node.markWork(inPlace ? .clone : .staging)
-            if inPlace {
-                if !spec.keepData { try node.wipeDataDirectory() } else { logger.info("Leaving data directory uncleaned") }
+            if inPlace && spec.keepData {
+                // Re-synced in place: the old files are the method's base, so a failure keeps
+                // them (never started as they are, never wiped), and the next build syncs again.
+                try node.markHalfSynced()
+                logger.info("Leaving data directory uncleaned")
+                try node.ensureDirectory(target)
+            } else if inPlace {
+                try node.markWork(.clone)
+                try node.wipeDataDirectory()
                 try node.ensureDirectory(target)
             } else if case .archive = spec.kind, let backup = BackupRestorer.interruptedRestore(in: target) {
+                try node.markWork(.staging)
                 logger.info("resuming the interrupted restore of backup \(backup) in \(target)")
             } else {
+                try node.markWork(.staging)
                 try node.removeStagedCopy()
                 try node.prepareEmptyDirectory(target)
             }
@@ -169,14 +172,15 @@ public final class ReplicaBuilder: Sendable {
                     try node.installStagedCopy()
                 }
                 node.clearWork()
+                node.clearHalfSynced()
                 logger.info("the copy made by \(spec.name) is checked and in place (\(PostgresNode.treeSize(node.settings.dataDir) >> 20) MiB, \(Int(Date().timeIntervalSince(started))) s)")
                 return .succeeded
             } catch {
                 result = .failed("\(error)")
             }
         }
-        // A failed attempt leaves nothing behind: the staging directory goes, an in-place copy
-        // that keeps data stays for the next attempt (it is never started: the marker stays).
+        // A failed attempt leaves nothing behind: the staging directory goes; an in-place copy
+        // that keeps data stays for the next attempt (never started: its marker stays).
         if !inPlace {
             try? node.removeStagedCopy()
             node.clearWork()

@@ -315,6 +315,27 @@ extension PostgresNode {
         unlink(workMarker)
         syncDirectory((workMarker as NSString).deletingLastPathComponent)
     }
+
+    /// `<data_dir>.stork-resync`: a method that keeps data (rsync) has begun re-syncing the
+    /// data directory in place and no checked copy has replaced it since. Such a directory is
+    /// never started as it is, and never wiped: the next build syncs it again (or a staged copy
+    /// replaces it). Kept apart from the work marker, which the chain's next method rewrites.
+    public var resyncMarker: String { settings.dataDir + ".stork-resync" }
+
+    public var isHalfSynced: Bool { FileManager.default.fileExists(atPath: resyncMarker) }
+
+    public func markHalfSynced() throws {
+        do { try writeOwnedFile(resyncMarker, contents: "re-sync in progress\n") } catch {
+            throw PostgresError("cannot write \(resyncMarker): the directory above the data directory must be writable by Stork (\(error))")
+        }
+        syncDirectory((resyncMarker as NSString).deletingLastPathComponent)
+    }
+
+    public func clearHalfSynced() {
+        guard isHalfSynced else { return }
+        unlink(resyncMarker)
+        syncDirectory((resyncMarker as NSString).deletingLastPathComponent)
+    }
 }
 
 extension PostgresNode {

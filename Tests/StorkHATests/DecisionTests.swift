@@ -50,7 +50,17 @@ private func standby(_ s: Snapshot) -> Snapshot {
     return s
 }
 
+private let halfSynced: LocalSnapshot = {
+    var local = stoppedReplica
+    local.halfSynced = true
+    return local
+}()
+
 private let cases: [DecisionCase] = [
+    .init(label: "a data directory half re-synced in place: sync it again from the leader, never start it",
+          snapshot: Snapshot(me: "pg1", cluster: leaderView, local: halfSynced), expected: .clone(from: "pg0", isLeader: true)),
+    .init(label: "a data directory half re-synced, no leader: wait, never start it",
+          snapshot: Snapshot(me: "pg1", cluster: ClusterView(initialize: "7001"), local: halfSynced), expected: .waitForLeader),
     .init(label: "a primary that does not answer, holding the key: keep it for retry_timeout",
           snapshot: Snapshot(me: "pg0", cluster: leaderView, local: unreadable(primary: true)),
           expected: .holdUnreadablePrimary(error: "password authentication failed")),

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import StorkDCS
 import StorkProcess
 import StorkTestSupport
 #if canImport(Glibc)
@@ -227,5 +228,46 @@ struct SafetyTests {
         #expect(after < 4 + 1 + 10, "pg0 accepted writes for \(after) s (retry_timeout 4)")
         #expect(pg0.log.contains("stopping PostgreSQL: it runs as a primary the agent cannot check"), "\(pg0.log)")
         #expect(pg0.isAgentRunning && pg1.isAgentRunning)
+    }
+
+    /// `POST /reinitialize` with an rsync source nothing answers on once emptied the data
+    /// directory 0.2 s after the request ("Leaving data directory uncleaned", then the listing
+    /// failed and the chain wiped the directory). A method that re-syncs in place keeps the
+    /// files when it fails, never starts them as they are, and syncs again once it can.
+    @Test(.timeLimit(.minutes(4)))
+    func aFailedResyncKeepsTheDataDirectory() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "safe6", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        let pg0 = try await cluster.startPrimary("pg0")
+        var daemon = try RsyncDaemon(modules: [("pg0", pg0.dataDir)])
+        defer { daemon.stop() }
+        let pg1 = cluster.addMember("pg1", postgresqlYAML: "create_replica_methods: [rsync]\nrsync:\n  source: \(daemon.source)")
+        try pg1.start()
+        #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
+        #expect(pg0.sql("CREATE TABLE kept AS SELECT g FROM generate_series(1, 1000) g") != nil)
+        #expect(await waitCaughtUp(pg1, pg0))
+
+        daemon.stop()
+        let answer = try await reinitialize(pg1)
+        #expect(answer.status == 200, "\(answer.text)")
+        #expect(await TestSupport.waitUntil(timeout: 30) { pg1.log.contains("every replica method failed") }, "\(pg1.log)")
+        try await Task.sleep(for: .seconds(3))
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: pg1.dataDir)) ?? []
+        #expect(files.contains("PG_VERSION") && files.contains("base") && files.contains("global"), "the data directory was emptied: \(files)")
+        #expect(FileManager.default.fileExists(atPath: pg1.dataDir + ".stork-resync"))
+        #expect(pg1.sql("SELECT 1") == nil, "the half re-synced directory was started")
+
+        // The source is back: the next cycle syncs again, and the replica streams.
+        daemon = try RsyncDaemon(modules: [("pg0", pg0.dataDir)])
+        let pg1Config = try String(contentsOfFile: pg1.configPath, encoding: .utf8)
+        let oldPort = pg1Config.components(separatedBy: "rsync://127.0.0.1:").dropFirst().first?.split(separator: "/").first.map(String.init) ?? ""
+        try pg1Config.replacingOccurrences(of: "rsync://127.0.0.1:\(oldPort)/", with: "rsync://127.0.0.1:\(daemon.port)/")
+            .write(toFile: pg1.configPath, atomically: false, encoding: .utf8)
+        kill(try #require(pg1.process?.processIdentifier), SIGHUP)
+        #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
+        #expect(pg1.sql("SELECT count(*) FROM kept") == "1000")
+        #expect(!FileManager.default.fileExists(atPath: pg1.dataDir + ".stork-resync"))
     }
 }
