@@ -51,6 +51,8 @@ public actor Agent {
     /// tells it while it streams; pg_control lags until a restartpoint): the race compares it
     /// with the cluster's, as Patroni's `replica_cached_timeline` does.
     var highestTimeline: Int?
+    /// Demoted from primary before a leader was known: see `LocalSnapshot.divergenceUnchecked`.
+    var divergenceUnchecked = false
     /// Since when the running server has not answered the agent's queries.
     var unreadableSince: Date?
     /// When the leader key was last refreshed: a primary that cannot reach the DCS for

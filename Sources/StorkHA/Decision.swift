@@ -19,6 +19,9 @@ public struct LocalSnapshot: Sendable, Equatable {
     /// A re-sync in place (rsync) began and no checked copy replaced the directory since: it
     /// is built again, never started as it is and never wiped.
     public var halfSynced = false
+    /// This server was demoted from primary without a leader to compare histories with: the
+    /// first leader it follows is checked for a fork first.
+    public var divergenceUnchecked = false
     /// `server_version_num` of the running server (0 when unknown): 13 and later reread
     /// `primary_conninfo` on reload.
     public var serverVersion: Int
@@ -116,6 +119,9 @@ public enum Decision: Sendable, Equatable {
     case acquireLeader
     /// A running primary while another member holds the key: step down and follow it.
     case demote(leader: String?)
+    /// A running replica demoted from primary earlier, before any leader was known: stop it
+    /// and rejoin `leader` as a former primary (rewound or rebuilt if the histories forked).
+    case rejoinAfterDemotion(leader: String)
     /// A running replica and nobody holds the leader key: when this member is the healthiest
     /// (no member that may lead has more WAL), take the key (create-only) and promote.
     case leaderRace
@@ -206,6 +212,9 @@ public func decide(_ s: Snapshot) -> Decision {
             if let candidate = cluster.failoverCandidate, candidate != s.me { return follow(nil, s) }
         }
         return s.iAmLeader ? .promoteHoldingKey : .leaderRace
+    }
+    if local.divergenceUnchecked, let leader = cluster.leader, leader != s.me, !s.standbyCluster {
+        return .rejoinAfterDemotion(leader: leader)
     }
     return follow(cluster.leader == s.me ? nil : cluster.leader, s)
 }

@@ -99,7 +99,7 @@ extension Agent {
             }
             // Another member holds the key now, or the DCS refused: never two primaries.
             return launch("demoting", state: "stopping", "demoting self because failed to update leader lock") { agent in
-                await agent.restartAsReplica()
+                await agent.restartAsReplica(demoted: true)
             }
 
         case .holdUnreadablePrimary(let error):
@@ -154,7 +154,12 @@ extension Agent {
         case .demote(let leader):
             let why = leader.map { "\($0) holds the leader lock" } ?? "this node may not be the leader"
             return launch("demoting", state: "stopping", "demoting self because \(why)") { agent in
-                await agent.restartAsReplica()
+                if let leader { await agent.demoteAndRejoin(leader: leader) } else { await agent.restartAsReplica(demoted: true) }
+            }
+
+        case .rejoinAfterDemotion(let leader):
+            return launch("rejoining", state: "starting", "rejoining \(leader): this node was demoted from primary and may have written past the fork") { agent in
+                await agent.demoteAndRejoin(leader: leader)
             }
 
         case .retarget(let leader, let byReload):

@@ -47,6 +47,7 @@ extension Agent {
             // pg_rewind reads it there.
             _ = try? await node.localQuery("CHECKPOINT")
             followedLeader = nil
+            divergenceUnchecked = false  // its history is the cluster's now
             let after = try? await node.serverState()
             logger.info("promoted: timeline \(after?.timeline ?? 0), at \(LSN.format(before?.walPosition ?? 0))")
             if lastView.failover != nil { try? await dcs.setFailover(nil) }

@@ -15,7 +15,7 @@ extension Agent {
               Date().timeIntervalSince(last) > Double(timing.retryTimeout) else { return nil }
         status.update { $0.holdsLeaderKey = false }
         lastLeaderRefresh = nil
-        if let running = startLongTask("demoting", state: "stopping", { agent in await agent.restartAsReplica() }) {
+        if let running = startLongTask("demoting", state: "stopping", { agent in await agent.restartAsReplica(demoted: true) }) {
             return "\(running) in progress"  // not reached: the guard above wants no long task
         }
         return "demoting self because DCS is not accessible and I was a leader"

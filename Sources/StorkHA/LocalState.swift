@@ -13,6 +13,7 @@ extension Agent {
         let dirState = node.dataDirectoryState()
         var local = LocalSnapshot(dataDirectory: dirState, incompleteWork: incomplete)
         local.halfSynced = node.isHalfSynced
+        local.divergenceUnchecked = divergenceUnchecked
         guard dirState == .initialized, !incomplete else {
             status.update { $0.systemIdentifier = nil }
             return local

@@ -12,7 +12,21 @@ extension Agent {
     /// the leader's. Not diverged, it starts as a replica; diverged, it is rewound
     /// (`use_pg_rewind`) or rebuilt through `create_replica_methods` (the old directory stays
     /// until the new copy is in place). A rewind that fails is also rebuilt.
+    /// A primary that finds another member holding the key: it wrote while that one led, so
+    /// its history may have forked from the leader's. Stopped cleanly, it rejoins as a former
+    /// primary does (a restart as a replica on the old timeline could never stream).
+    func demoteAndRejoin(leader: String) async {
+        do {
+            if node.isRunning() { try await node.stop(timeout: config.postgresql.pgCtlTimeout) }
+        } catch {
+            logger.error("failed to stop PostgreSQL: \(error)")
+            return
+        }
+        await rejoin(leader: leader)
+    }
+
     func rejoin(leader: String) async {
+        divergenceUnchecked = false
         guard let url = lastView.member(named: leader)?.connURL else {
             await startServer(role: replicaRole())
             return

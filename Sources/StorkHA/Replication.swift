@@ -127,7 +127,9 @@ extension Agent {
 
     /// Stops PostgreSQL and starts it as a replica of the leader (the standby leader: of the
     /// remote primary), the role chosen after the stop from what the agent knows then.
-    func restartAsReplica(standbyLeader: Bool = false) async {
+    /// `demoted`: it ran as a primary, so the first leader it follows is checked for a fork.
+    func restartAsReplica(standbyLeader: Bool = false, demoted: Bool = false) async {
+        if demoted { divergenceUnchecked = true }
         do {
             if node.isRunning() { try await node.stop(timeout: config.postgresql.pgCtlTimeout) }
         } catch {

@@ -56,7 +56,15 @@ private let halfSynced: LocalSnapshot = {
     return local
 }()
 
+private let demotedReplica: LocalSnapshot = {
+    var local = replica(following: nil)
+    local.divergenceUnchecked = true
+    return local
+}()
+
 private let cases: [DecisionCase] = [
+    .init(label: "a replica demoted from primary before any leader was known: rejoin the leader, checking for a fork",
+          snapshot: Snapshot(me: "pg1", cluster: leaderView, local: demotedReplica), expected: .rejoinAfterDemotion(leader: "pg0")),
     .init(label: "a data directory half re-synced in place: sync it again from the leader, never start it",
           snapshot: Snapshot(me: "pg1", cluster: leaderView, local: halfSynced), expected: .clone(from: "pg0", isLeader: true)),
     .init(label: "a data directory half re-synced, no leader: wait, never start it",

@@ -270,4 +270,38 @@ struct SafetyTests {
         #expect(pg1.sql("SELECT count(*) FROM kept") == "1000")
         #expect(!FileManager.default.fileExists(atPath: pg1.dataDir + ".stork-resync"))
     }
+
+    /// A primary whose agent died while its server kept running, and that wrote after a
+    /// replica had promoted, once came back stuck: demoted to a replica on its old timeline,
+    /// it could never stream ("new timeline 2 forked off current database system timeline 1
+    /// before current recovery point"). Demoted, it now rejoins as a former primary does:
+    /// rewound (use_pg_rewind), then streaming from the new leader with its rows.
+    @Test(.timeLimit(.minutes(4)))
+    func aDemotedPrimaryThatDivergedIsRewound() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "safe7", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        // wal_keep_size: pg_rewind reads the old primary's WAL back to the fork.
+        let pg0 = cluster.addMember("pg0", postgresqlYAML: "use_pg_rewind: true",
+                                    dcsYAML: "postgresql:\n  parameters:\n    wal_keep_size: 256MB")
+        try pg0.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        let pg1 = cluster.addMember("pg1")
+        try pg1.start()
+        #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
+        #expect(pg0.sql("CREATE TABLE t (i int, origin text); INSERT INTO t VALUES (1, 'both')") != nil)
+        #expect(await waitCaughtUp(pg1, pg0))
+
+        pg0.crash()  // the agent only: its PostgreSQL goes on as a primary
+        #expect(await TestSupport.waitUntil(timeout: 60) { pg1.sql("SELECT NOT pg_is_in_recovery()") == "t" }, "\(pg1.log)")
+        #expect(pg1.sql("INSERT INTO t VALUES (2, 'new leader'); CHECKPOINT") != nil)
+        // The old primary writes on its own timeline: the histories fork.
+        #expect(pg0.sql("INSERT INTO t VALUES (3, 'lost'); SELECT pg_switch_wal()") != nil)
+
+        try pg0.start()
+        #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.lastStreamingState)\n\(pg0.log)")
+        #expect(pg0.log.contains("rewinding it with pg_rewind"), "\(pg0.log)")
+        #expect(pg0.sql("SELECT string_agg(i::text, ',' ORDER BY i) FROM t") == "1,2")
+    }
 }
