@@ -109,6 +109,10 @@ public enum Decision: Sendable, Equatable {
     case rejoin(leader: String)
     /// A running primary holding the leader key.
     case holdLeader
+    /// The leader finds a `failover` key it will never act on (it names another member as
+    /// the leader, or this one as the candidate): hold the key and delete the stale request,
+    /// which would otherwise let its candidate skip the checks of a later race.
+    case holdLeaderClearingFailover(reason: String)
     /// A running primary (by pg_control) that does not answer the agent, holding the key for
     /// less than `retry_timeout` since it stopped answering: keep the key while it may recover.
     case holdUnreadablePrimary(error: String)
@@ -193,7 +197,11 @@ public func decide(_ s: Snapshot) -> Decision {
     if local.inRecovery == false {
         if s.iAmLeader {
             // A switchover or failover asked for through the REST API: hand the key over.
-            if let f = cluster.failover, f.leader == nil || f.leader == s.me, f.candidate != s.me {
+            if let f = cluster.failover {
+                if let named = f.leader, named != s.me {
+                    return .holdLeaderClearingFailover(reason: "it names \(named) as the leader, and \(s.me) leads")
+                }
+                if f.candidate == s.me { return .holdLeaderClearingFailover(reason: "it names \(s.me), the leader, as the candidate") }
                 return .stepDown(candidate: f.candidate)
             }
             return .holdLeader

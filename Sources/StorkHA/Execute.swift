@@ -102,6 +102,18 @@ extension Agent {
                 await agent.restartAsReplica(demoted: true)
             }
 
+        case .holdLeaderClearingFailover(let reason):
+            if await refreshLeaderKey() {
+                do {
+                    try await dcs.setFailover(nil)
+                    logger.warning("removed the failover key: \(reason)")
+                } catch { logger.error("could not remove the stale failover key (\(reason)): \(error)") }
+                return "no action. I am (\(me)), the leader with the lock"
+            }
+            return launch("demoting", state: "stopping", "demoting self because failed to update leader lock") { agent in
+                await agent.restartAsReplica(demoted: true)
+            }
+
         case .holdUnreadablePrimary(let error):
             guard await refreshLeaderKey() else {
                 return launch("stopping", state: "stopping", "stopping PostgreSQL: it runs as a primary that does not answer (\(error)) and the leader key could not be kept") { agent in

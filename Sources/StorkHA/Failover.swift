@@ -59,6 +59,11 @@ extension Agent {
         } catch {
             logger.error("promotion failed: \(error); giving the leader key back")
             await releaseLeaderKey()
+            if lastView.failover?.candidate == config.name {
+                // This candidacy failed: left in place, the request would let this member skip
+                // the checks of every later race.
+                do { try await dcs.setFailover(nil) } catch { logger.error("could not remove the failover key naming me: \(error)") }
+            }
         }
     }
 }

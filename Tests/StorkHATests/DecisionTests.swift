@@ -63,6 +63,10 @@ private let demotedReplica: LocalSnapshot = {
 }()
 
 private let cases: [DecisionCase] = [
+    .init(label: "the leader, a failover key naming another member as the leader: clear it, keep leading",
+          snapshot: Snapshot(me: "pg0", cluster: ClusterView(initialize: "7001", leader: "pg0", members: [member("pg0", role: "primary")],
+                                                             failover: ManualFailover(leader: "pg9", candidate: "pg2")), local: runningPrimary),
+          expected: .holdLeaderClearingFailover(reason: "it names pg9 as the leader, and pg0 leads")),
     .init(label: "a replica demoted from primary before any leader was known: rejoin the leader, checking for a fork",
           snapshot: Snapshot(me: "pg1", cluster: leaderView, local: demotedReplica), expected: .rejoinAfterDemotion(leader: "pg0")),
     .init(label: "a data directory half re-synced in place: sync it again from the leader, never start it",

@@ -304,4 +304,26 @@ struct SafetyTests {
         #expect(pg0.log.contains("rewinding it with pg_rewind"), "\(pg0.log)")
         #expect(pg0.sql("SELECT string_agg(i::text, ',' ORDER BY i) FROM t") == "1,2")
     }
+
+    /// A `failover` key the leader will never act on (it names another leader) once stayed
+    /// for good, and its candidate skipped the lag and peer checks in every later race. The
+    /// leader removes it and says why.
+    @Test(.timeLimit(.minutes(3)))
+    func theLeaderRemovesAStaleFailoverKey() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "safe8", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        let pg0 = try await cluster.startPrimary("pg0")
+        let pg1 = cluster.addMember("pg1")
+        try pg1.start()
+        #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
+        _ = try runEtcdctl(etcd, ["put", "/service/safe8/failover", "{\"leader\": \"pg9\", \"member\": \"pg1\"}"])
+        #expect(await TestSupport.waitUntil(timeout: 10) {
+            ((try? runEtcdctl(etcd, ["get", "--print-value-only", "/service/safe8/failover"])) ?? "x").isEmpty
+        }, "the stale failover key stays:\n\(pg0.log)")
+        #expect(pg0.log.contains("removed the failover key: it names pg9 as the leader, and pg0 leads"), "\(pg0.log)")
+        #expect(try runEtcdctl(etcd, ["get", "--print-value-only", "/service/safe8/leader"]) == "pg0")
+        #expect(await cluster.waitAllStreaming(timeout: 10))
+    }
 }
