@@ -97,6 +97,7 @@ struct RsyncMethod: ReplicaMethod {
         defer { Task { await session.close() } }
         var backupStarted = false
         do {
+            try await Self.requireDataDirectory(fromDirectory, section: attempt.spec.section, node: node, timeout: attempt.spec.timeout)
             let tablespaces = try await session.query("SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')")
             if tablespaces.first?.first ?? "0" != "0" {
                 return .failed("\(source.name) has tablespaces, which the rsync method does not copy yet; use basebackup")
@@ -233,6 +234,22 @@ struct RsyncMethod: ReplicaMethod {
         let result = try await node.run(command)
         guard result.exitStatus == 0 || result.exitStatus == 24 else { throw PostgresNode.failure("rsync --list-only", result) }
         return files.withLock { $0 }
+    }
+
+    /// Refuses a source that is no data directory (an empty module, a wrong path) before
+    /// anything touches the target: a re-sync from it would delete every local file.
+    static func requireDataDirectory(_ from: String, section: [String: JSONValue], node: PostgresNode, timeout: Double?) async throws {
+        let only = ["--include=/PG_VERSION", "--include=/global/", "--include=/global/pg_control", "--exclude=*"]
+        var command = Command("rsync", ["--list-only", "--recursive", "--no-human-readable"] + only + sourceOptions(section, from: from) + [from])
+        command.timeout = timeout
+        let result = try await node.run(command)
+        guard result.exitStatus == 0 else { throw PostgresNode.failure("rsync --list-only", result) }
+        let listed = Set(result.output.split(whereSeparator: \.isNewline).compactMap { SourceFile(listing: String($0)) }
+                             .filter { !$0.isDirectory }.map(\.path))
+        guard listed.isSuperset(of: ["PG_VERSION", "global/pg_control"]) else {
+            throw PostgresError("rsync source \(from) has no PG_VERSION and global/pg_control: not a PostgreSQL data directory; "
+                + "check postgresql.rsync.source (its module or path). Nothing was copied or deleted")
+        }
     }
 
     /// The WAL from the backup's start to its end, as pg_basebackup -X does: the copy becomes

@@ -326,4 +326,45 @@ struct SafetyTests {
         #expect(try runEtcdctl(etcd, ["get", "--print-value-only", "/service/safe8/leader"]) == "pg0")
         #expect(await cluster.waitAllStreaming(timeout: 10))
     }
+
+    /// An rsync source that lists no data directory (an empty module, a wrong path) once made
+    /// the re-sync delete every local file. Such a listing is refused before anything is
+    /// copied or deleted.
+    @Test(.timeLimit(.minutes(3)))
+    func anRsyncSourceThatIsNoDataDirectoryIsRefused() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "safe9", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        let pg0 = try await cluster.startPrimary("pg0")
+        let empty = TestSupport.makeTempDir("stork-empty-module")
+        defer { TestSupport.removeTree(empty) }
+        let daemon = try RsyncDaemon(modules: [("pg0", pg0.dataDir), ("empty", empty)])
+        defer { daemon.stop() }
+        let pg1 = cluster.addMember("pg1", postgresqlYAML: "create_replica_methods: [rsync]\nrsync:\n  source: \(daemon.source)")
+        try pg1.start()
+        #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
+        let before = PostgresFiles.count(pg1.dataDir)
+
+        pg1.stop()
+        let config = try String(contentsOfFile: pg1.configPath, encoding: .utf8)
+        try config.replacingOccurrences(of: daemon.source, with: "rsync://127.0.0.1:\(daemon.port)/empty")
+            .write(toFile: pg1.configPath, atomically: false, encoding: .utf8)
+        try pg1.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        let answer = try await reinitialize(pg1)
+        #expect(answer.status == 200, "\(answer.text)")
+        #expect(await TestSupport.waitUntil(timeout: 30) { pg1.log.contains("has no PG_VERSION and global/pg_control: not a PostgreSQL data directory") }, "\(pg1.log)")
+        try await Task.sleep(for: .seconds(2))
+        let after = PostgresFiles.count(pg1.dataDir)
+        #expect(after >= before - 5 && FileManager.default.fileExists(atPath: pg1.dataDir + "/global/pg_control"),
+                "files before \(before), after \(after)")
+    }
+}
+
+/// Counting a data directory's files, for tests that must see nothing deleted.
+enum PostgresFiles {
+    static func count(_ directory: String) -> Int {
+        (FileManager.default.enumerator(atPath: directory)?.allObjects.count) ?? 0
+    }
 }
