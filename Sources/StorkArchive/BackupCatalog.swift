@@ -195,7 +195,17 @@ public struct BackupCatalog: Sendable {
 
     /// The backup to restore for `target`; an error naming the oldest backup when the target
     /// is older than every backup.
+    /// The backup to restore for `target`; never one of another cluster, even under this
+    /// scope's prefix (copied there by hand): its WAL is not in this archive.
     public func choose(_ target: Target) throws -> BackupManifest {
+        let chosen = try chooseAnyScope(target)
+        guard chosen.scope == scope else {
+            throw ArchiveError("backup \(chosen.name) under \(scope)/backups/ was taken of cluster \(chosen.scope) (system identifier \(chosen.systemIdentifier)), not \(scope): refusing to restore it; name \(chosen.scope) as the scope to restore from if that cluster is the one wanted")
+        }
+        return chosen
+    }
+
+    func chooseAnyScope(_ target: Target) throws -> BackupManifest {
         if case .named(let name) = target { return try manifest(named: name) }
         let all = try list()
         guard let newest = all.last else {

@@ -125,6 +125,23 @@ struct ArchiveBackupTests {
         let status = await e0.waitForExit(timeout: 60)
         #expect(status != nil && status != 0, "\(e0.log)")
         #expect(e0.log.contains("the recovery target is older than every backup of src: the oldest,"), "\(e0.log)")
+
+        // Another cluster's backup copied under this scope's prefix: refused before anything is
+        // restored (it was restored, then failed at start and the foreign copy moved aside).
+        let backups = source.root + "/archive/src/backups"
+        let name = try #require(try FileManager.default.contentsOfDirectory(atPath: backups).first)
+        try runAsPostgres("/bin/mkdir", ["-p", source.root + "/archive/foreign/backups"])
+        try runAsPostgres("/bin/cp", ["-a", backups + "/" + name, source.root + "/archive/foreign/backups/"])
+        let foreignDCS = TestSupport.makeTempDir("stork-dcs")
+        let foreign = TestCluster(scope: "foreign", dcs: .local(foreignDCS))
+        defer { foreign.destroy(); TestSupport.removeTree(foreignDCS) }
+        let f0 = foreign.addMember("f0", extraYAML: yaml.extra, bootstrapYAML: "method: archive\narchive:\n  scope: foreign\n")
+        try f0.start()
+        let refused = await f0.waitForExit(timeout: 60)
+        #expect(refused != nil && refused != 0, "\(f0.log)")
+        #expect(f0.log.contains("backup \(name) under foreign/backups/ was taken of cluster src"), "\(f0.log)")
+        let aside = ((try? FileManager.default.contentsOfDirectory(atPath: f0.base)) ?? []).filter { $0.hasPrefix("data_") }
+        #expect(aside.isEmpty && !FileManager.default.fileExists(atPath: f0.dataDir + "/PG_VERSION"), "restored anyway: \(aside)")
     }
 
     /// `stork restore` by hand: into a non-empty directory it refuses; an interrupted restore
