@@ -53,6 +53,8 @@ public actor Agent {
     var highestTimeline: Int?
     /// Demoted from primary before a leader was known: see `LocalSnapshot.divergenceUnchecked`.
     var divergenceUnchecked = false
+    /// Since when this leader's server has been down (for `primary_start_timeout`).
+    var primaryDownSince: Date?
     /// Since when the running server has not answered the agent's queries.
     var unreadableSince: Date?
     /// When the leader key was last refreshed: a primary that cannot reach the DCS for

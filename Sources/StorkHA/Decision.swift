@@ -22,6 +22,9 @@ public struct LocalSnapshot: Sendable, Equatable {
     /// This server was demoted from primary without a leader to compare histories with: the
     /// first leader it follows is checked for a fork first.
     public var divergenceUnchecked = false
+    /// This member holds the leader key and its server has been down for longer than
+    /// `primary_start_timeout` (Patroni's; 0: at once) while the agent tried to start it.
+    public var primaryStartOverdue = false
     /// `server_version_num` of the running server (0 when unknown): 13 and later reread
     /// `primary_conninfo` on reload.
     public var serverVersion: Int
@@ -102,6 +105,9 @@ public enum Decision: Sendable, Equatable {
     case unusableDataDirectory(String)
     /// PostgreSQL is stopped: start it as primary (this node holds the leader key).
     case startPrimary
+    /// The leader's server has not come up within `primary_start_timeout` and another member
+    /// may take over: give the key back (the server stays stopped and rejoins later).
+    case giveUpPrimaryStart
     /// PostgreSQL is stopped: start it as a replica of `leader` (nil: no leader known).
     case startReplica(leader: String?)
     /// PostgreSQL is stopped, it last ran as a primary and `leader` holds the key: rejoin as
@@ -183,7 +189,12 @@ public func decide(_ s: Snapshot) -> Decision {
     }
 
     if !local.running {
-        if s.iAmLeader { return s.standbyCluster ? .startStandbyLeader : .startPrimary }
+        if s.iAmLeader {
+            if s.standbyCluster { return .startStandbyLeader }
+            // Patroni's is_failover_possible, roughly: another running member that may lead.
+            let successor = cluster.members.contains { $0.name != s.me && $0.state == "running" && $0.tags["nofailover"]?.isTruthy != true }
+            return local.primaryStartOverdue && successor ? .giveUpPrimaryStart : .startPrimary
+        }
         // Without the key, never straight to primary, even a former one: it starts read-only
         // and races like any replica (it may lack what a newer timeline committed).
         if let leader = cluster.leader, local.wasPrimary { return .rejoin(leader: leader) }

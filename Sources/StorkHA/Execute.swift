@@ -102,6 +102,11 @@ extension Agent {
                 await agent.restartAsReplica(demoted: true)
             }
 
+        case .giveUpPrimaryStart:
+            primaryDownSince = nil
+            await releaseLeaderKey()
+            return "giving the leader key back: PostgreSQL has not started as primary within primary_start_timeout (\(primaryStartTimeout) s) and another member can take over"
+
         case .holdLeaderClearingFailover(let reason):
             if await refreshLeaderKey() {
                 do {

@@ -77,6 +77,14 @@ extension Agent {
             followedLeader = .some(leader)
         }
         local.followed = followedLeader
+        // The leader's server down (not counting a long task: a start in progress is counted).
+        if view.leader == config.name, local.dataDirectory == .initialized, !local.running || longTasks.running != nil,
+           local.inRecovery != false {
+            primaryDownSince = primaryDownSince ?? Date()
+            local.primaryStartOverdue = Date().timeIntervalSince(primaryDownSince!) >= Double(primaryStartTimeout)
+        } else {
+            primaryDownSince = nil
+        }
         var snapshot = Snapshot(me: config.name, cluster: view, local: local,
                                 mayBootstrap: true, mayLead: !config.noFailover, runningTask: longTasks.running,
                                 mayCloneWithoutLeader: config.postgresql.replicaMethods.contains(where: \.noLeader))

@@ -63,6 +63,14 @@ func clusterTiming(config: Config, dynamic: JSONValue?) -> (timing: ClusterTimin
     return given.adjusted(source: "the DCS config key")
 }
 
+extension Agent {
+    /// `primary_start_timeout` (Patroni's alias `master_start_timeout`), seconds, default 300.
+    var primaryStartTimeout: Int {
+        let cluster = clusterConfig(config, lastView.config)
+        return cluster["primary_start_timeout"]?.intValue ?? cluster["master_start_timeout"]?.intValue ?? 300
+    }
+}
+
 /// `postgresql.use_slots` of the cluster-wide configuration (Patroni's default: true): each
 /// replica streams through a physical slot named after it, which the primary keeps.
 public func useSlots(config: Config, dynamic: JSONValue?) -> Bool {

@@ -62,7 +62,18 @@ private let demotedReplica: LocalSnapshot = {
     return local
 }()
 
+private let overdueLeader: LocalSnapshot = {
+    var local = stoppedPrimary
+    local.primaryStartOverdue = true
+    return local
+}()
+private let leaderAndReplica = ClusterView(initialize: "7001", leader: "pg0", members: [member("pg0", role: "primary"), member("pg1")])
+
 private let cases: [DecisionCase] = [
+    .init(label: "the leader's server has not started within primary_start_timeout, a replica runs: give the key back",
+          snapshot: Snapshot(me: "pg0", cluster: leaderAndReplica, local: overdueLeader), expected: .giveUpPrimaryStart),
+    .init(label: "the leader's server overdue, nobody else to take over: keep trying",
+          snapshot: Snapshot(me: "pg0", cluster: leaderView, local: overdueLeader), expected: .startPrimary),
     .init(label: "the leader, a failover key naming another member as the leader: clear it, keep leading",
           snapshot: Snapshot(me: "pg0", cluster: ClusterView(initialize: "7001", leader: "pg0", members: [member("pg0", role: "primary")],
                                                              failover: ManualFailover(leader: "pg9", candidate: "pg2")), local: runningPrimary),

@@ -360,6 +360,37 @@ struct SafetyTests {
         #expect(after >= before - 5 && FileManager.default.fileExists(atPath: pg1.dataDir + "/global/pg_control"),
                 "files before \(before), after \(after)")
     }
+
+    /// A leader whose PostgreSQL will not start once renewed its lease forever, and the
+    /// cluster had no primary. With `primary_start_timeout` (Patroni's, default 300 s) past and
+    /// a replica to take over, it gives the key back and the replica promotes.
+    @Test(.timeLimit(.minutes(3)))
+    func aLeaderThatCannotStartGivesTheKeyBack() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "safe10", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        let pg0 = cluster.addMember("pg0", dcsYAML: "primary_start_timeout: 5")
+        try pg0.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        let pg1 = cluster.addMember("pg1")
+        try pg1.start()
+        #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
+        // postgresql.auto.conf wins over the agent's postgresql.conf, and is not replicated.
+        #expect(pg0.sql("ALTER SYSTEM SET shared_preload_libraries = 'stork_no_such_library'") != nil)
+        // The agent and its server die; the agent comes back while its key still lives.
+        let pid = try #require(FailoverTests.postmasterPID(pg0))
+        pg0.crash()
+        kill(pid, SIGKILL)
+        #expect(await TestSupport.waitUntil(timeout: 10) { kill(pid, 0) != 0 })
+        try pg0.start()
+        let killed = Date()
+        #expect(await TestSupport.waitUntil(timeout: 60) { pg1.sql("SELECT NOT pg_is_in_recovery()") == "t" }, "\(cluster.logs())")
+        let took = Date().timeIntervalSince(killed)
+        #expect(took < 5 + 20, "a new primary after \(Int(took)) s")
+        #expect(pg0.log.contains("giving the leader key back: PostgreSQL has not started as primary within primary_start_timeout (5 s)"), "\(pg0.log)")
+        #expect(pg0.isAgentRunning)
+    }
 }
 
 /// Counting a data directory's files, for tests that must see nothing deleted.
