@@ -30,9 +30,12 @@ extension Agent {
                 let standby = FileManager.default.fileExists(atPath: config.postgresql.dataDir + "/standby.signal")
                 local.wasPrimary = !standby && ["shut down", "in production"].contains(control.clusterState)
                 status.update { $0.systemIdentifier = control.systemIdentifier }
+            } catch where local.running {
+                // The server runs, so the directory serves: going hands-off here would stop
+                // refreshing the leader key while the primary keeps accepting writes.
+                logger.warning("pg_controldata fails while PostgreSQL runs (\(oneLine(String(describing: error)))); going on with what the running server tells")
             } catch {
                 local.dataDirectory = .unusable("pg_controldata cannot read it: \(error)")
-                local.running = false
                 return local
             }
         }

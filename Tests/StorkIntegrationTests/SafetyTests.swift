@@ -391,6 +391,45 @@ struct SafetyTests {
         #expect(pg0.log.contains("giving the leader key back: PostgreSQL has not started as primary within primary_start_timeout (5 s)"), "\(pg0.log)")
         #expect(pg0.isAgentRunning)
     }
+
+    /// `pg_controldata` failing while PostgreSQL runs once made the agent hands-off: the data
+    /// directory "unusable", no key refresh, no demotion, while the primary kept accepting
+    /// writes; a replica promoted once the key expired. The running server is used instead.
+    @Test(.timeLimit(.minutes(3)))
+    func pgControldataFailingWhilePostgresRunsKeepsTheLeader() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "safe11", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        // A bin_dir of links to PostgreSQL's programs, so one of them can be broken.
+        let bin = cluster.root + "/bin"
+        mkdir(bin, 0o755)
+        for program in try FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql/15/bin") {
+            #expect(symlink("/usr/lib/postgresql/15/bin/" + program, bin + "/" + program) == 0)
+        }
+        let pg0 = cluster.addMember("pg0", postgresqlYAML: "bin_dir: \(bin)")
+        try pg0.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        let pg1 = cluster.addMember("pg1")
+        try pg1.start()
+        #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
+
+        pg0.crash()
+        unlink(bin + "/pg_controldata")
+        try "#!/bin/sh\necho 'pg_controldata: broken for the test' >&2\nexit 1\n".write(toFile: bin + "/pg_controldata", atomically: true, encoding: .utf8)
+        chmod(bin + "/pg_controldata", 0o755)
+        try pg0.start()
+        // Past the key's ttl (20 s): pg0 still leads, and pg1 never became writable.
+        let deadline = Date().addingTimeInterval(30)
+        var seen: Set<String> = []
+        while Date() < deadline {
+            if pg1.sql("SELECT NOT pg_is_in_recovery()") == "t" { seen.insert("pg1 writable") }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        #expect(seen.isEmpty, "\(seen)\n\(cluster.logs())")
+        #expect(try runEtcdctl(etcd, ["get", "--print-value-only", "/service/safe11/leader"]) == "pg0", "\(pg0.log)")
+        #expect(pg0.log.contains("pg_controldata fails while PostgreSQL runs"), "\(pg0.log)")
+    }
 }
 
 /// Counting a data directory's files, for tests that must see nothing deleted.
