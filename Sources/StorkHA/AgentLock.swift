@@ -15,8 +15,6 @@ public final class AgentLock: Sendable {
     /// - Throws: ``AgentLockError`` naming the agent that holds it, or why the file cannot be used.
     public init(dataDir: String) throws {
         let parent = (dataDir as NSString).deletingLastPathComponent
-        let name = (dataDir as NSString).lastPathComponent
-        path = (parent.isEmpty ? "." : parent) + "/." + name + ".stork-agent.lock"
         if !parent.isEmpty && !FileManager.default.fileExists(atPath: parent) {
             do {
                 try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true,
@@ -25,6 +23,9 @@ public final class AgentLock: Sendable {
                 throw AgentLockError("cannot create \(parent), the parent of postgresql.data_dir: \(error.localizedDescription)")
             }
         }
+        // Beside the directory the path resolves to: a link and its target are one directory.
+        let real = Self.resolved(dataDir) ?? Self.resolved(parent.isEmpty ? "." : parent).map { $0 + "/" + (dataDir as NSString).lastPathComponent } ?? dataDir
+        path = (real as NSString).deletingLastPathComponent + "/." + (real as NSString).lastPathComponent + ".stork-agent.lock"
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
             throw AgentLockError("cannot open the agent lock \(path): \(String(cString: strerror(errno))); the agent needs write access to \(parent)")
@@ -47,6 +48,12 @@ public final class AgentLock: Sendable {
     }
 
     deinit { close(descriptor) }
+
+    static func resolved(_ path: String) -> String? {
+        guard let pointer = realpath(path, nil) else { return nil }
+        defer { free(pointer) }
+        return String(cString: pointer)
+    }
 }
 
 public struct AgentLockError: Error, CustomStringConvertible, Sendable {

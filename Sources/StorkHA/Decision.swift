@@ -106,7 +106,7 @@ public enum Decision: Sendable, Equatable {
     /// PostgreSQL is stopped: start it as primary (this node holds the leader key).
     case startPrimary
     /// The leader's server has not come up within `primary_start_timeout` and another member
-    /// may take over: give the key back (the server stays stopped and rejoins later).
+    /// may take over: give the key back (the next cycle starts it read-only, as a former primary).
     case giveUpPrimaryStart
     /// PostgreSQL is stopped: start it as a replica of `leader` (nil: no leader known).
     case startReplica(leader: String?)
@@ -119,8 +119,8 @@ public enum Decision: Sendable, Equatable {
     /// the leader, or this one as the candidate): hold the key and delete the stale request,
     /// which would otherwise let its candidate skip the checks of a later race.
     case holdLeaderClearingFailover(reason: String)
-    /// A running primary (by pg_control) that does not answer the agent, holding the key for
-    /// less than `retry_timeout` since it stopped answering: keep the key while it may recover.
+    /// A running server that does not answer the agent while this member holds the key, for
+    /// less than `retry_timeout` (`primary_start_timeout` in crash recovery): keep the key.
     case holdUnreadablePrimary(error: String)
     /// A running primary that does not answer the agent, past `retry_timeout` or without the
     /// key: the agent cannot prove it healthy, so it must not accept writes. Stop it.
@@ -175,7 +175,7 @@ public func decide(_ s: Snapshot) -> Decision {
         if s.mayCloneWithoutLeader && cluster.initialize != "" { return .clone(from: nil, isLeader: false) }
         return .waitForLeader
     case .initialized:
-        if local.halfSynced {
+        if local.halfSynced && !local.running {
             if let source = cloneSource(me: s.me, cluster: cluster) { return .clone(from: source.name, isLeader: source.name == cluster.leader) }
             return .waitForLeader
         }
@@ -201,7 +201,10 @@ public func decide(_ s: Snapshot) -> Decision {
         return .startReplica(leader: cluster.leader)
     }
 
-    if local.inRecovery == nil, let error = local.queryError, local.wasPrimary {
+    // A running server that does not answer: the leader keeps the key only for a while (it
+    // cannot prove itself healthy), and a primary without the key stops. Never a promotion or
+    // a race on it: it may be a primary in crash recovery.
+    if local.inRecovery == nil, let error = local.queryError, !s.standbyCluster, local.wasPrimary || s.iAmLeader {
         if s.iAmLeader && !local.unreadableTooLong { return .holdUnreadablePrimary(error: error) }
         return .stopUnreadablePrimary(error: error)
     }

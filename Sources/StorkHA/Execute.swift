@@ -87,6 +87,8 @@ extension Agent {
             }
 
         case .startReplica:
+            // A former primary started read-only: the first leader it follows is checked for a fork.
+            if local.wasPrimary { divergenceUnchecked = true }
             return launch("starting replica", state: "starting", "starting as a secondary") { agent in
                 await agent.startServer(role: agent.replicaRole())
             }
@@ -128,7 +130,7 @@ extension Agent {
             return "PostgreSQL runs as the primary but does not answer: \(error); keeping the leader key for up to retry_timeout (\(timing.retryTimeout) s), then stopping it"
 
         case .stopUnreadablePrimary(let error):
-            return launch("stopping", state: "stopping", "stopping PostgreSQL: it runs as a primary the agent cannot check (\(error)), and such a primary must not accept writes; fix what the error names (postgresql.authentication.superuser for a password): it then starts read-only and races like any replica") { agent in
+            return launch("stopping", state: "stopping", "stopping PostgreSQL: it runs as a primary the agent cannot check (\(error)), and such a primary must not accept writes; fix what the error names (for a password: postgresql.authentication.superuser, then restart the agent, as a reload keeps the users): it then starts read-only and races like any replica") { agent in
                 await agent.stopUnreadablePrimary()
             }
 
@@ -151,6 +153,13 @@ extension Agent {
             }
 
         case .acquireLeader:
+            // A primary without the key races like a replica: another member may have led on a
+            // newer timeline while this one's agent was away.
+            if let reason = await reasonNotToLead(view: view) {
+                return launch("demoting", state: "stopping", "demoting self: not the healthiest to lead (\(reason))") { agent in
+                    await agent.restartAsReplica(demoted: true)
+                }
+            }
             if await takeLeaderKey() { return "acquired session lock as a leader" }
             return "failed to acquire the leader lock"
 

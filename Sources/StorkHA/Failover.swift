@@ -10,12 +10,13 @@ extension Agent {
     /// Why this member must not take the leader key now, or nil when it is the healthiest
     /// (`lagObjection` and `peerObjection` in Healthiest.swift decide; this asks): PostgreSQL answers, and
     /// every other member that may lead reports through its REST API, one at a time, so the
-    /// first objection ends the asking. A member named by a manual failover does not ask.
+    /// first objection ends the asking. A member named by a manual failover does not ask, but
+    /// even it never leads from behind the cluster's timeline.
     func reasonNotToLead(view: ClusterView) async -> String? {
-        if view.failoverCandidate == config.name { return nil }
         guard let server = try? await node.serverState() else { return "PostgreSQL does not answer" }
         let mine = WALStanding(wal: server.walPosition, replayed: server.replayLSN ?? server.walPosition, paused: server.replayPaused)
         if let behind = timelineObjection(mine: max(server.timeline, highestTimeline ?? 0), cluster: view.timeline) { return behind }
+        if view.failoverCandidate == config.name { return nil }
         let maxLag = clusterConfig(config, view.config)["maximum_lag_on_failover"]?.intValue ?? 1_048_576
         if let lag = lagObjection(mine: mine, leaderOptime: view.leaderOptime, maxLag: maxLag) { return lag }
         let client = MemberAPIClient(config: config, timeout: 2)

@@ -40,6 +40,7 @@ extension Agent {
             }
         }
         var server: ServerState?
+        if !local.running { unreadableSince = nil }
         if local.running {
             do {
                 server = try await node.serverState()
@@ -72,12 +73,16 @@ extension Agent {
         let since = unreadableSince ?? Date()
         unreadableSince = since
         local.queryError = "\(error)".split(whereSeparator: \.isNewline).joined(separator: "; ")
-        local.unreadableTooLong = Date().timeIntervalSince(since) > Double(timing.retryTimeout)
+        var limit = Double(timing.retryTimeout)
         if let control = try? await node.controlData() {
             let standby = FileManager.default.fileExists(atPath: config.postgresql.dataDir + "/standby.signal")
-            local.wasPrimary = !standby && control.clusterState == "in production"
+            local.wasPrimary = !standby && ["in production", "in crash recovery"].contains(control.clusterState)
+            // A primary replaying its WAL after a crash does not answer yet: Patroni gives it
+            // primary_start_timeout.
+            if local.wasPrimary && control.clusterState == "in crash recovery" { limit = max(limit, Double(primaryStartTimeout)) }
         } else {
             local.wasPrimary = status.snapshot.role == "primary"
         }
+        local.unreadableTooLong = Date().timeIntervalSince(since) > limit
     }
 }

@@ -68,13 +68,14 @@ extension Agent {
     /// stays in place until the new copy is checked and renamed over it, when the disk has room
     /// for both; otherwise it is removed first (and the log says so). A method that keeps data
     /// (rsync) re-syncs it in place.
-    func rebuild(from name: String, description: String) async {
+    @discardableResult
+    func rebuild(from name: String, description: String) async -> Bool {
         // Immediate, as Patroni does: the directory is about to be replaced or re-synced, and
         // a shutdown checkpoint would only write what is thrown away. Kept, it recovers as after a crash.
         await stopPostgresUncancelled(mode: "immediate")
         guard !node.isRunning() else {
             logger.error("reinitialize: PostgreSQL does not stop; nothing was changed")
-            return
+            return false
         }
         status.update { $0.server = nil; $0.role = "uninitialized" }
         do {
@@ -93,12 +94,17 @@ extension Agent {
         } catch {
             logger.error("reinitialize: \(error)")
             status.update { $0.state = "stopped" }
-            return
+            return false
         }
         if await buildReplica(from: name) {
             logger.info("reinitialize: rebuilt from \(description)")
+            return true
+        }
+        if node.isHalfSynced {
+            logger.warning("reinitialize did not complete; the data directory is kept, marked half re-synced (\(node.resyncMarker)): it is synced again on the next cycle, never started as it is")
         } else if node.dataDirectoryState() == .initialized {
             logger.warning("reinitialize did not complete; the old data directory is unchanged and starts again")
         }
+        return false
     }
 }

@@ -26,9 +26,8 @@ extension Agent {
     }
 
     func rejoin(leader: String) async {
-        divergenceUnchecked = false
         guard let url = lastView.member(named: leader)?.connURL else {
-            await startServer(role: replicaRole())
+            logger.warning("cannot compare histories with \(leader): its member key has no conn_url; staying stopped until it has one")
             return
         }
         let useRewind = config.postgresql.useRewind || clusterConfig(config, lastView.config)["postgresql"]?["use_pg_rewind"]?.isTruthy == true
@@ -37,9 +36,17 @@ extension Agent {
                 logger.info("running crash recovery in single-user mode: pg_rewind needs a cleanly shut down data directory")
                 try await node.singleUserCrashRecovery()
             }
-            switch try await node.rewind(fromConnURL: url, dryRun: true) {
+            let verdict: PostgresNode.RewindCheck
+            do { verdict = try await node.rewind(fromConnURL: url, dryRun: true) } catch {
+                // Nothing is known yet: the data stays as it is (it may be the best copy), and the
+                // next cycle asks again.
+                logger.error("cannot compare this former primary's history with \(leader)'s: \(oneLine(String(describing: error))); keeping the data directory as it is and trying again")
+                return
+            }
+            switch verdict {
             case .notNeeded:
                 logger.info("this former primary's history has not diverged from \(leader)'s: starting as its replica")
+                divergenceUnchecked = false
                 await startServer(role: replicaRole())
                 return
             case .sameTimeline:
@@ -52,6 +59,7 @@ extension Agent {
                 logger.info("this former primary's history diverged from \(leader)'s: rewinding it with pg_rewind (use_pg_rewind)")
                 _ = try await node.rewind(fromConnURL: url, dryRun: false)
                 logger.info("pg_rewind done: starting as a replica of \(leader)")
+                divergenceUnchecked = false
                 await startServer(role: replicaRole())
                 return
             }
@@ -59,6 +67,6 @@ extension Agent {
         } catch {
             logger.error("cannot rejoin by rewind: \(oneLine(String(describing: error))); rebuilding through create_replica_methods")
         }
-        await rebuild(from: leader, description: CloneSource.describe(leader, isLeader: true))
+        if await rebuild(from: leader, description: CloneSource.describe(leader, isLeader: true)) { divergenceUnchecked = false }
     }
 }

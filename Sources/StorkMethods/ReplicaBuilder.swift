@@ -104,7 +104,15 @@ public final class ReplicaBuilder: Sendable {
     /// One attempt: a clean target, the method, the checks, and for a staged copy the swap.
     func attempt(_ spec: ReplicaMethodSpec, number: Int, of attempts: Int, target: String, inPlace: Bool,
                  request: ReplicaBuildRequest) async -> AttemptResult {
+        let method = MethodRegistry.method(for: spec)
+        var run = MethodAttempt(spec: spec, target: target, source: request.source, conninfo: request.conninfo,
+                                scope: request.scope, slot: request.slot, number: number)
+        run.archive = request.archive
+        run.expectedSystemIdentifier = request.expectedSystemIdentifier
         do {
+            // What the method can check before it touches the target (rsync: that the source
+            // is a data directory), so a refused source changes nothing here.
+            try await method.preflight(run, node: node)
             if inPlace && spec.keepData {
                 // Re-synced in place: the old files are the method's base, so a failure keeps
                 // them (never started as they are, never wiped), and the next build syncs again.
@@ -154,11 +162,6 @@ public final class ReplicaBuilder: Sendable {
                 }
             }
         }
-        let method = MethodRegistry.method(for: spec)
-        var run = MethodAttempt(spec: spec, target: target, source: request.source, conninfo: request.conninfo,
-                                scope: request.scope, slot: request.slot, number: number)
-        run.archive = request.archive
-        run.expectedSystemIdentifier = request.expectedSystemIdentifier
         run.reportProgress = { done, total in meter.withLock { $0 = (done, total) } }
         var result = await method.run(run, node: node)
         watcher.cancel()

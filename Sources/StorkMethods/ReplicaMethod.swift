@@ -56,7 +56,14 @@ public enum AttemptResult: Sendable, Equatable {
 
 /// A way to build a replica: `basebackup`, `rsync`, or a user's command.
 protocol ReplicaMethod: Sendable {
+    /// Checks that need no change to the target; a throw fails the attempt before the target
+    /// is marked, wiped or written.
+    func preflight(_ attempt: MethodAttempt, node: PostgresNode) async throws
     func run(_ attempt: MethodAttempt, node: PostgresNode) async -> AttemptResult
+}
+
+extension ReplicaMethod {
+    func preflight(_ attempt: MethodAttempt, node: PostgresNode) async throws {}
 }
 
 enum MethodRegistry {

@@ -86,6 +86,12 @@ struct RsyncMethod: ReplicaMethod {
         return ReplicaMethodSpec.fill(sourceTemplate, ["host": host, "port": port, "name": source.name, "scope": scope])
     }
 
+    func preflight(_ attempt: MethodAttempt, node: PostgresNode) async throws {
+        guard let source = attempt.source else { return }
+        try await Self.requireDataDirectory(Self.directory(sourceURL(source, scope: attempt.scope)), section: attempt.spec.section,
+                                            node: node, timeout: attempt.spec.timeout)
+    }
+
     func run(_ attempt: MethodAttempt, node: PostgresNode) async -> AttemptResult {
         guard let source = attempt.source else { return .failed("rsync needs a running member to copy from") }
         let from = sourceURL(source, scope: attempt.scope)
@@ -97,7 +103,6 @@ struct RsyncMethod: ReplicaMethod {
         defer { Task { await session.close() } }
         var backupStarted = false
         do {
-            try await Self.requireDataDirectory(fromDirectory, section: attempt.spec.section, node: node, timeout: attempt.spec.timeout)
             let tablespaces = try await session.query("SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')")
             if tablespaces.first?.first ?? "0" != "0" {
                 return .failed("\(source.name) has tablespaces, which the rsync method does not copy yet; use basebackup")

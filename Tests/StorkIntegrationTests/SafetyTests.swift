@@ -232,8 +232,9 @@ struct SafetyTests {
 
     /// `POST /reinitialize` with an rsync source nothing answers on once emptied the data
     /// directory 0.2 s after the request ("Leaving data directory uncleaned", then the listing
-    /// failed and the chain wiped the directory). A method that re-syncs in place keeps the
-    /// files when it fails, never starts them as they are, and syncs again once it can.
+    /// failed and the chain wiped the directory). The source is checked before anything
+    /// touches the directory: it stays as it was and starts again; once the source is back, the
+    /// re-sync runs and the replica streams.
     @Test(.timeLimit(.minutes(4)))
     func aFailedResyncKeepsTheDataDirectory() async throws {
         let etcd = try await EtcdServer.startSingle()
@@ -256,8 +257,8 @@ struct SafetyTests {
         try await Task.sleep(for: .seconds(3))
         let files = (try? FileManager.default.contentsOfDirectory(atPath: pg1.dataDir)) ?? []
         #expect(files.contains("PG_VERSION") && files.contains("base") && files.contains("global"), "the data directory was emptied: \(files)")
-        #expect(FileManager.default.fileExists(atPath: pg1.dataDir + ".stork-resync"))
-        #expect(pg1.sql("SELECT 1") == nil, "the half re-synced directory was started")
+        #expect(!FileManager.default.fileExists(atPath: pg1.dataDir + ".stork-resync"), "marked though nothing touched it")
+        #expect(await TestSupport.waitUntil(timeout: 30) { pg1.sql("SELECT count(*) FROM kept") == "1000" }, "\(pg1.log)")
 
         // The source is back: the next cycle syncs again, and the replica streams.
         daemon = try RsyncDaemon(modules: [("pg0", pg0.dataDir)])
@@ -266,6 +267,9 @@ struct SafetyTests {
         try pg1Config.replacingOccurrences(of: "rsync://127.0.0.1:\(oldPort)/", with: "rsync://127.0.0.1:\(daemon.port)/")
             .write(toFile: pg1.configPath, atomically: false, encoding: .utf8)
         kill(try #require(pg1.process?.processIdentifier), SIGHUP)
+        #expect(await TestSupport.waitUntil(timeout: 10) { pg1.log.contains("reloaded the configuration") }, "\(pg1.log)")
+        #expect(try await reinitialize(pg1).status == 200)
+        #expect(await TestSupport.waitUntil(timeout: 60) { pg1.log.contains("replica has been created using rsync") && pg1.log.contains("reinitialize: rebuilt") }, "\(pg1.log)")
         #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
         #expect(pg1.sql("SELECT count(*) FROM kept") == "1000")
         #expect(!FileManager.default.fileExists(atPath: pg1.dataDir + ".stork-resync"))
