@@ -91,8 +91,13 @@ struct BasebackupMethod: ReplicaMethod {
                                           createSlot: true, timeout: attempt.spec.timeout, progress: attempt.reportProgress)
             } catch where attempt.slot != nil && "\(error)".contains("already exists") {
                 // The slot is there already (made by the leader, or by an earlier attempt): use it.
-                if attempt.target == node.stagingDirectory { try node.removeStagedCopy() }
-                try node.prepareEmptyDirectory(attempt.target)
+                // Emptied, not replaced: an in-place target may be a mount point or a link.
+                if attempt.target == node.stagingDirectory {
+                    try node.removeStagedCopy()
+                    try node.prepareEmptyDirectory(attempt.target)
+                } else {
+                    try node.wipe(directory: attempt.target)
+                }
                 try await node.basebackup(into: attempt.target, from: attempt.conninfo, options: options, slot: attempt.slot,
                                           timeout: attempt.spec.timeout, progress: attempt.reportProgress)
             }

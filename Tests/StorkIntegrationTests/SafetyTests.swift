@@ -118,7 +118,10 @@ struct SafetyTests {
         defer { etcd.destroy() }
         let cluster = TestCluster(scope: "safe3", dcs: .etcd([etcd.clientURL]))
         defer { cluster.destroy() }
-        _ = try await cluster.startPrimary("pg0")
+        let pg0 = try await cluster.startPrimary("pg0")
+        // The leader makes a member's slot once it sees its key; made first here, pg2's
+        // pg_basebackup finds it and retries into an emptied target (which once replaced the link).
+        #expect(pg0.sql("SELECT pg_create_physical_replication_slot('pg2')") != nil)
         let slash = cluster.addMember("pg1")
         let config = try String(contentsOfFile: slash.configPath, encoding: .utf8)
         try config.replacingOccurrences(of: "data_dir: \(slash.dataDir)\n", with: "data_dir: \(slash.dataDir)/\n")
