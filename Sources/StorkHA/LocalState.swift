@@ -27,8 +27,7 @@ extension Agent {
             do {
                 let control = try await node.controlData()
                 local.systemIdentifier = control.systemIdentifier
-                let standby = FileManager.default.fileExists(atPath: config.postgresql.dataDir + "/standby.signal")
-                local.wasPrimary = !standby && ["shut down", "in production"].contains(control.clusterState)
+                local.wasPrimary = ranAsPrimary(control, states: ["shut down", "in production"])
                 status.update { $0.systemIdentifier = control.systemIdentifier }
             } catch where local.running {
                 // The server runs, so the directory serves: going hands-off here would stop
@@ -67,6 +66,11 @@ extension Agent {
         return local
     }
 
+    /// pg_control in one of `states`, and no standby.signal: the server runs (or last ran) as a primary.
+    private func ranAsPrimary(_ control: ControlData, states: Set<String>) -> Bool {
+        states.contains(control.clusterState) && !FileManager.default.fileExists(atPath: config.postgresql.dataDir + "/standby.signal")
+    }
+
     /// A running server that does not answer: since when, and whether pg_control (which needs
     /// no connection) says it is a primary, so the decision can keep it or stop it on purpose.
     private func noteUnreadable(_ error: any Error, in local: inout LocalSnapshot) async {
@@ -75,8 +79,7 @@ extension Agent {
         local.queryError = "\(error)".split(whereSeparator: \.isNewline).joined(separator: "; ")
         var limit = Double(timing.retryTimeout)
         if let control = try? await node.controlData() {
-            let standby = FileManager.default.fileExists(atPath: config.postgresql.dataDir + "/standby.signal")
-            local.wasPrimary = !standby && ["in production", "in crash recovery"].contains(control.clusterState)
+            local.wasPrimary = ranAsPrimary(control, states: ["in production", "in crash recovery"])
             // A primary replaying its WAL after a crash does not answer yet: Patroni gives it
             // primary_start_timeout.
             if local.wasPrimary && control.clusterState == "in crash recovery" { limit = max(limit, Double(primaryStartTimeout)) }

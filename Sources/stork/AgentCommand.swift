@@ -122,16 +122,13 @@ struct ReloadOnHangup: Service {
         try await cancelWhenGracefulShutdown {
             for await _ in hangups {
                 logger.info("received SIGHUP: reloading the configuration")
-                var issues: [ConfigIssue] = []
-                var loaded: LoadedConfig?
-                do { loaded = try ConfigLoader.load(path: configFile) } catch let error as ConfigError { issues = error.issues }
-                if let loaded { issues = TLSIdentity.issues(loaded.config) }
-                guard let loaded, issues.isEmpty else {
-                    for issue in issues { logger.error("configuration not reloaded: \(issue)") }
+                switch loadConfig(configFile) {
+                case .success(let loaded):
+                    await agent.reload(loaded.config)
+                case .failure(let error):
+                    for issue in error.issues { logger.error("configuration not reloaded: \(issue)") }
                     logger.error("the running configuration stays; fix \(configFile ?? "the PATRONI_* variables") and send SIGHUP again")
-                    continue
                 }
-                await agent.reload(loaded.config)
             }
         }
     }

@@ -22,20 +22,23 @@ struct Stork: AsyncParsableCommand {
                       BackupCommand.self, RestoreCommand.self])
 }
 
-/// Loads the configuration or prints every problem, one line each, and exits with status 2.
-/// Certificate/key pairs are loaded too, so a key that does not match is found here.
-func loadConfigOrExit(_ path: String?) throws -> LoadedConfig {
+/// The configuration, or every problem with it. Certificate/key pairs are loaded too, so a
+/// key that does not match is found here.
+func loadConfig(_ path: String?) -> Result<LoadedConfig, ConfigError> {
     let loaded: LoadedConfig
-    do {
-        loaded = try ConfigLoader.load(path: path)
-    } catch {
+    do { loaded = try ConfigLoader.load(path: path) } catch { return .failure(error) }
+    let pairIssues = TLSIdentity.issues(loaded.config)
+    return pairIssues.isEmpty ? .success(loaded) : .failure(ConfigError(issues: pairIssues))
+}
+
+/// ``loadConfig``, or every problem printed, one line each, and exit status 2.
+func loadConfigOrExit(_ path: String?) throws -> LoadedConfig {
+    switch loadConfig(path) {
+    case .success(let loaded): return loaded
+    case .failure(let error):
         for issue in error.issues { FileHandle.standardError.write(Data("\(issue)\n".utf8)) }
         throw ExitCode(2)
     }
-    let pairIssues = TLSIdentity.issues(loaded.config)
-    for issue in pairIssues { FileHandle.standardError.write(Data("\(issue)\n".utf8)) }
-    if !pairIssues.isEmpty { throw ExitCode(2) }
-    return loaded
 }
 
 /// The configuration for a command that reads the cluster and prints an answer (`list`,
