@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .executable(name: "stork", targets: ["stork"]),
         .executable(name: "stork-wal-fetch", targets: ["stork-wal-fetch"]),
+        .executable(name: "stork-fence", targets: ["stork-fence"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
@@ -55,13 +56,16 @@ let package = Package(
         // The spool of prefetched WAL: the C library only, for the lean stork-wal-fetch.
         .target(name: "StorkSpool", swiftSettings: strict),
         .executableTarget(name: "stork-wal-fetch", dependencies: ["StorkSpool"], swiftSettings: strict),
+        // The self-fence beside a primary: the C library only, so that it keeps working when
+        // the agent does not.
+        .executableTarget(name: "stork-fence", swiftSettings: strict),
         .target(name: "StorkArchive", dependencies: [
             "StorkConfig", "StorkProcess", "StorkPostgres", "StorkSpool", "StorkNet", "CArchive",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .target(name: "StorkHA", dependencies: [
-            "StorkConfig", "StorkDCS", "StorkPostgres", "StorkMethods",
+            "StorkConfig", "StorkProcess", "StorkDCS", "StorkPostgres", "StorkMethods",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .target(name: "StorkAPI", dependencies: [

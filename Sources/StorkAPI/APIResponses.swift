@@ -35,6 +35,7 @@ public enum APIResponses {
         if let sysid = s.systemIdentifier { doc["database_system_identifier"] = .string(sysid) }
         if let seen = s.dcsLastSeen { doc["dcs_last_seen"] = .int(Int(seen.timeIntervalSince1970)) }
         if let task = s.task { doc["task"] = .string(task) }
+        if s.watchdogFailed { doc["watchdog_failed"] = .bool(true) }
         if let progress = s.replicaCreation { doc["replica_creation"] = ProgressJSON.replicaCreation(progress, now: now) }
         if let progress = s.recoveryProgress { doc["recovery_progress"] = ProgressJSON.recoveryProgress(progress, now: now) }
         if !config.tags.isEmpty { doc["tags"] = .object(config.tags) }

@@ -25,6 +25,8 @@ public struct Config: Sendable, Equatable {
     public var tags: [String: JSONValue] = [:]
     /// Stork's `archive` section: where `stork wal-push` and `wal-fetch` keep the WAL.
     public var archive: ArchiveSettings? = nil
+    /// `watchdog`: how a primary whose agent hangs or dies is stopped before its key expires.
+    public var watchdog = WatchdogSettings()
     /// The absolute path of the file this configuration was read from, when there was one
     /// (the agent names it in the `archive_command` it sets).
     public var configFile: String? = nil
@@ -48,6 +50,31 @@ public struct Config: Sendable, Equatable {
 
     public var noFailover: Bool { tags["nofailover"]?.isTruthy ?? false }
     public var cloneFrom: Bool { tags["clonefrom"]?.isTruthy ?? false }
+}
+
+/// `watchdog`, as Patroni has it, plus Stork's `self_fence`.
+public struct WatchdogSettings: Sendable, Equatable {
+    public enum Mode: String, Sendable { case off, automatic, required }
+    /// `watchdog.mode`: Patroni's default is automatic (use the device when it can be opened).
+    public var mode: Mode = .automatic
+    /// `watchdog.device`: a Linux watchdog device.
+    public var device: String = "/dev/watchdog"
+    /// `watchdog.safety_margin`: the device fires this many seconds before the leader key
+    /// expires (-1: at half the ttl).
+    public var safetyMargin: Int = 5
+    /// `watchdog.driver`: `default`, or Patroni's `testing` (a named pipe gets the timeout as
+    /// text instead of an ioctl).
+    public var driver: String = "default"
+    /// `watchdog.self_fence` (Stork): a companion process stops a primary whose agent stopped
+    /// sending heartbeats, for machines without a watchdog device. Off by default.
+    public var selfFence: Bool = false
+    public init() {}
+
+    /// Seconds after a leader key refresh by which a primary must be stopped when its agent
+    /// does not refresh again: the watchdog's timeout and the self-fence's deadline.
+    public func fenceTimeout(ttl: Int) -> Int {
+        safetyMargin == -1 ? ttl / 2 : ttl - safetyMargin
+    }
 }
 
 public struct LogSettings: Sendable, Equatable {

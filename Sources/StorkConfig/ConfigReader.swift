@@ -137,7 +137,7 @@ struct ConfigReader {
 
     mutating func read(_ root: [String: JSONValue]) -> Config? {
         unknownKeys(root, known: ["scope", "namespace", "name", "log", "restapi", "ctl", "etcd3", "etcd", "local",
-                                  "bootstrap", "postgresql", "tags", "archive"], prefix: "")
+                                  "bootstrap", "postgresql", "tags", "archive", "watchdog"], prefix: "")
 
         let scope = required(root["scope"], "scope")
         let name = required(root["name"], "name")
@@ -151,6 +151,7 @@ struct ConfigReader {
         var tags: [String: JSONValue] = [:]
         if let t = map(root["tags"], "tags") { tags = t }
         let archive = readArchive(root["archive"])
+        let watchdog = readWatchdog(root["watchdog"])
 
         if archive == nil, let methods = postgresql?.replicaMethods, methods.contains(where: { if case .archive = $0.kind { true } else { false } }) {
             issue("postgresql.create_replica_methods", "\"archive\" restores from Stork's archive: add an archive section (url: file:///path or s3://bucket/prefix)")
@@ -164,6 +165,7 @@ struct ConfigReader {
         config.bootstrap = bootstrap
         config.tags = tags
         config.archive = archive
+        config.watchdog = watchdog
         config.unimplementedKeys = unimplemented.sorted()
         return config
     }

@@ -110,6 +110,13 @@ extension Config {
             w.value(name, Self.masked(pg.methodSections[name]!), depth: 1)
         }
 
+        w.section("watchdog")
+        w.scalar("mode", .string(watchdog.mode.rawValue), depth: 1)
+        w.scalar("device", .string(watchdog.device), depth: 1)
+        w.scalar("safety_margin", .int(watchdog.safetyMargin), depth: 1)
+        if watchdog.driver != "default" { w.scalar("driver", .string(watchdog.driver), depth: 1) }
+        w.scalar("self_fence", .bool(watchdog.selfFence), depth: 1)
+
         w.value("tags", Self.masked(.object(tags)), depth: 0)
         if !unimplementedKeys.isEmpty {
             w.lines.append("# accepted but not implemented by Stork yet: \(unimplementedKeys.joined(separator: ", "))")

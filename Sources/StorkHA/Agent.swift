@@ -22,8 +22,8 @@ public struct AgentFatalError: Error, CustomStringConvertible, Sendable {
 /// (`LeaderLock`), the member key (`MemberKey`), the leader race and promotion (`Failover`,
 /// with the healthiest-member choice in `Healthiest`), following and slots (`Replication`),
 /// a former primary's return (`Rejoin`), switchover (`Switchover`), bootstrap (`Bootstrap`),
-/// a dead agent's leftovers (`IncompleteWork`), clone and reinitialize (`Reinitialize`), and
-/// shutdown (`Shutdown`).
+/// a dead agent's leftovers (`IncompleteWork`), clone and reinitialize (`Reinitialize`),
+/// the watchdog and self-fence (`Fencing`), and shutdown (`Shutdown`).
 public actor Agent {
     /// Replaced by a reload (`Reload`), except what the process is built around.
     var config: Config
@@ -63,6 +63,9 @@ public actor Agent {
     /// Slot names of members this agent has seen; only these are ever dropped, never a slot
     /// the user or another tool made (Patroni drops every slot it does not know).
     var memberSlots: Set<String> = []
+    /// Patroni's watchdog device, and Stork's self-fence (`Fencing`).
+    let watchdog: Watchdog
+    let selfFence: SelfFence
 
     public init(config: Config, dcs: any DCS, node: PostgresNode, status: StatusBoard = StatusBoard(), logger: Logger) {
         self.config = config
@@ -72,5 +75,7 @@ public actor Agent {
         self.status = status
         self.logger = logger
         self.timing = clusterTiming(config: config, dynamic: nil).timing
+        self.watchdog = Watchdog(settings: config.watchdog, logger: logger)
+        self.selfFence = SelfFence(dataDir: config.postgresql.dataDir, logger: logger)
     }
 }

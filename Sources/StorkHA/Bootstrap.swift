@@ -50,10 +50,17 @@ extension Agent {
         // identifier is in `initialize`, which the agent starts and leads again.
         node.clearWork()
         _ = try await dcs.writeConfig(.object(config.bootstrap.dcs), createOnly: true)
+        let sent = Date()
         guard try await dcs.acquireLeader(ttl: timing.ttl) else {
             throw AgentFatalError("another member took the leader key during bootstrap")
         }
+        lastLeaderRefresh = sent
         status.update { $0.holdsLeaderKey = true; $0.state = "running"; $0.role = role }
+        if !armFences(refreshedAt: sent) {
+            // The next cycle finds a primary without the key that may not lead, and demotes it.
+            logger.error("Demoting self because watchdog could not be activated")
+            await releaseLeaderKey()
+        }
     }
 
     /// The first member of a standby cluster: a copy of the remote primary through

@@ -17,6 +17,7 @@ extension Agent {
             return "\(name) in progress"
 
         case .bootstrap:
+            if let watchdog = watchdogObjection { return "not bootstrapping: \(watchdog)" }
             do {
                 guard try await dcs.createInitialize("") else { return "failed to acquire initialize lock" }
             } catch {

@@ -13,6 +13,7 @@ extension Agent {
     /// first objection ends the asking. A member named by a manual failover does not ask, but
     /// even it never leads from behind the cluster's timeline.
     func reasonNotToLead(view: ClusterView) async -> String? {
+        if let watchdog = watchdogObjection { return watchdog }
         guard let server = try? await node.serverState() else { return "PostgreSQL does not answer" }
         let mine = WALStanding(wal: server.walPosition, replayed: server.replayLSN ?? server.walPosition, paused: server.replayPaused)
         if let behind = timelineObjection(mine: max(server.timeline, highestTimeline ?? 0), cluster: view.timeline) { return behind }
@@ -29,6 +30,8 @@ extension Agent {
                 logger.warning("Request failed to \(member.name): GET \(url); leaving it out of the race")
                 continue
             }
+            // Patroni: a member whose required watchdog fails cannot lead, so it is no rival.
+            if doc["watchdog_failed"]?.isTruthy == true { continue }
             if let objection = peerObjection(member.name, PeerReport(status: doc), mine: mine) { return objection }
         }
         return nil

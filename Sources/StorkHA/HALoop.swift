@@ -58,6 +58,7 @@ extension Agent {
             status.update { $0.dcsLastSeen = Date() }
         } catch {
             logger.error("Error communicating with DCS: \(error)")
+            defer { releaseFencesWhenReadOnly() }
             return demoteIfLeaderKeyLapsed()
         }
         lastView = view
@@ -68,7 +69,8 @@ extension Agent {
             timingWarnings = adjustments
         }
         timing = newTiming
-        status.update { $0.ttl = timing.ttl }
+        let watchdogFailed = watchdogObjection != nil
+        status.update { $0.ttl = timing.ttl; $0.watchdogFailed = watchdogFailed }
 
         var local = await localSnapshot()
         if longTasks.running == nil, local.running, local.inRecovery == true, followedLeader == nil,
@@ -93,6 +95,7 @@ extension Agent {
             logger.info("Lock owner: \(view.leader ?? "None"); I am \(config.name)")
         }
         let message = await execute(decide(snapshot), view: view, local: local)
+        releaseFencesWhenReadOnly()
         await touchMember(local: local)
         status.update { $0.lastCycle = Date() }
         return message

@@ -37,20 +37,33 @@ extension Agent {
 
     /// Takes the leader key (create-only): whether this member holds it now.
     func takeLeaderKey() async -> Bool {
-        await writeLeaderKey { dcs, ttl in try await dcs.acquireLeader(ttl: ttl) }
+        await writeLeaderKey(unfenced: "Not promoting self because watchdog could not be activated") { dcs, ttl in
+            try await dcs.acquireLeader(ttl: ttl)
+        }
     }
 
     /// Refreshes the leader key this member holds: whether it still does.
     func refreshLeaderKey() async -> Bool {
-        await writeLeaderKey { dcs, ttl in try await dcs.refreshLeader(ttl: ttl) }
+        await writeLeaderKey(unfenced: "Demoting self because watchdog could not be activated") { dcs, ttl in
+            try await dcs.refreshLeader(ttl: ttl)
+        }
     }
 
-    private func writeLeaderKey(_ write: (any DCS, Int) async throws -> Bool) async -> Bool {
+    /// A write that succeeds re-arms the fences from when it was sent (the lease may have
+    /// started then); a required watchdog that cannot be had gives the key back at once.
+    private func writeLeaderKey(unfenced: String, _ write: (any DCS, Int) async throws -> Bool) async -> Bool {
+        let sent = Date()
         do {
             let ok = try await write(dcs, timing.ttl)
             status.update { $0.holdsLeaderKey = ok }
-            if ok { lastLeaderRefresh = Date() }
-            return ok
+            guard ok else { return false }
+            lastLeaderRefresh = sent
+            if !armFences(refreshedAt: sent) {
+                logger.error("\(unfenced)")
+                await releaseLeaderKey()
+                return false
+            }
+            return true
         } catch {
             logger.error("Error communicating with DCS: \(error)")
             return false

@@ -47,9 +47,11 @@ extension Agent {
         note("bootstrap", \.bootstrap)
         note("archive", \.archive)
         note("ctl", \.ctl)
+        note("watchdog", \.watchdog)
         if merged != old && taken.isEmpty { taken.append("other settings") }
 
         config = merged
+        applyWatchdogSettings(merged.watchdog, old: old.watchdog)
         let file = old.configFile ?? "the environment"
         if taken.isEmpty && kept.isEmpty {
             logger.info("reloaded the configuration from \(file): nothing changed")

@@ -22,6 +22,7 @@ extension Agent {
         await longTasks.cancelAndWait()
         if node.isRunning() { logger.info("stopping PostgreSQL") }
         await stopPostgresUncancelled()
+        releaseFencesOnShutdown()
         if status.snapshot.holdsLeaderKey { try? await dcs.deleteLeader() }
         try? await dcs.deleteMember()
         logger.info("Stork agent stopped")

@@ -20,6 +20,8 @@ public struct MemberStatus: Sendable, Equatable {
     /// When the HA loop last completed a cycle (liveness).
     public var lastCycle: Date?
     public var ttl: Int = 30
+    /// A required watchdog cannot be used: this member does not lead (`watchdog_failed`).
+    public var watchdogFailed: Bool = false
     /// The long task running now, if any.
     public var task: String?
     /// The replica method running now, while a replica is built.

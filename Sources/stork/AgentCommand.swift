@@ -36,6 +36,9 @@ struct AgentCommand: AsyncParsableCommand {
         // SIGHUP reloads the configuration (Patroni's systemd unit sends it on reload); until
         // the handler below runs, it must not end the agent either.
         signal(SIGHUP, SIG_IGN)
+        // A watchdog pipe or a self-fence whose reader is gone is an error to log, not the end
+        // of the agent.
+        signal(SIGPIPE, SIG_IGN)
         let (loaded, logger) = try loadConfigAndLog(configFile)
         let config = loaded.config
         // libpq prefers PGPASSWORD to the pgpass file Stork writes: an inherited one would send

@@ -60,12 +60,32 @@ struct ConfigLoaderTests {
         #expect(c.noFailover == false && c.cloneFrom == false)
     }
 
+    @Test func watchdogAsPatroniWritesIt() throws {
+        // Patroni's default with no section: automatic, /dev/watchdog, 5 s before the key expires.
+        let none = try ConfigLoader.parse(yaml: minimalYAML, checkFiles: false).config.watchdog
+        #expect(none == WatchdogSettings())
+        #expect(none.mode == .automatic && none.fenceTimeout(ttl: 30) == 25)
+        let given = try ConfigLoader.parse(yaml: minimalYAML + """
+
+            watchdog: {mode: require, device: /dev/watchdog1, safety_margin: -1, driver: testing, self_fence: true}
+            """, checkFiles: false).config.watchdog
+        #expect(given.mode == .required && given.device == "/dev/watchdog1" && given.driver == "testing" && given.selfFence)
+        #expect(given.fenceTimeout(ttl: 30) == 15)
+        for (bad, line) in [
+            ("{mode: requird}", "watchdog.mode: \"requird\": expected off, automatic or required"),
+            ("{device: watchdog}", "watchdog.device: \"watchdog\": expected an absolute path such as /dev/watchdog"),
+            ("{safety_margin: -3}", "watchdog.safety_margin: -3: expected seconds (0 or more), or -1 for half the ttl"),
+        ] {
+            #expect(issueLines(minimalYAML + "\nwatchdog: \(bad)\n") == [line])
+        }
+    }
+
     @Test func unimplementedKeysAreListedNotRefused() throws {
         let c = try ConfigLoader.parse(yaml: postgres0YAML, checkFiles: false).config
         #expect(c.unimplementedKeys == [
             "log.dir", "postgresql.callbacks", "postgresql.remove_data_directory_on_rewind_failure",
-            "watchdog",
         ])
+        #expect(c.watchdog.mode == .off)
         let more = minimalYAML + """
 
         citus: {group: 0, database: citus}

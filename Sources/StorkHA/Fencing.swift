@@ -1,0 +1,62 @@
+import Foundation
+import Logging
+import StorkConfig
+import StorkPostgres
+
+// Fencing: a primary whose agent hangs or dies must stop accepting writes before its leader
+// key can expire. Every leader key write that succeeds re-arms the watchdog device and the
+// self-fence for `ttl - safety_margin` from when the write was sent; they are let go only once
+// the server accepts no writes.
+extension Agent {
+    /// Re-arms the fences after a leader key write sent at `sent` succeeded. False when the
+    /// watchdog is required and cannot be activated: this member must not lead.
+    func armFences(refreshedAt sent: Date) -> Bool {
+        if watchdog.isRunning {
+            watchdog.keepalive(ttl: timing.ttl)
+        } else if !watchdog.activate(ttl: timing.ttl, loopWait: timing.loopWait) {
+            return false
+        }
+        if config.watchdog.selfFence {
+            selfFence.arm(until: sent.addingTimeInterval(Double(config.watchdog.fenceTimeout(ttl: timing.ttl))))
+        }
+        return true
+    }
+
+    /// A server that is stopped or read-only needs no fence; a writable one keeps it while the
+    /// agent demotes it (the last deadline stands).
+    func releaseFencesWhenReadOnly() {
+        guard !status.snapshot.holdsLeaderKey, !serverMayAcceptWrites else { return }
+        watchdog.disable()
+        selfFence.disarm()
+    }
+
+    /// On shutdown, once PostgreSQL is stopped: a primary that did not stop keeps its fences,
+    /// which stop it (or reset the machine) at the last deadline.
+    func releaseFencesOnShutdown() {
+        if serverMayAcceptWrites {
+            logger.warning("PostgreSQL still runs as a primary: the watchdog and the self-fence stay armed")
+            return
+        }
+        watchdog.disable()
+        selfFence.stop()
+    }
+
+    /// Running and not told to recover (the signal files the fence also looks at).
+    private var serverMayAcceptWrites: Bool {
+        let dir = config.postgresql.dataDir
+        return node.isRunning() && !["standby.signal", "recovery.signal"].contains { FileManager.default.fileExists(atPath: dir + "/" + $0) }
+    }
+
+    /// A reload's watchdog section: a device turned off or replaced is closed now (the next
+    /// leader key refresh opens the new one); a new timeout takes effect at the next refresh.
+    func applyWatchdogSettings(_ new: WatchdogSettings, old: WatchdogSettings) {
+        if new.mode == .off || new.device != old.device || new.driver != old.driver { watchdog.disable() }
+        watchdog.settings = new
+        if !new.selfFence { selfFence.stop() }
+    }
+
+    /// Why this member may not lead because of its watchdog (Patroni: "Watchdog device is not usable").
+    var watchdogObjection: String? {
+        watchdog.unusableReason(ttl: timing.ttl, loopWait: timing.loopWait)
+    }
+}

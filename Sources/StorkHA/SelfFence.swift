@@ -1,0 +1,85 @@
+import Foundation
+import Logging
+import StorkPostgres
+import StorkProcess
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The agent's end of `stork-fence` (`watchdog.self_fence`): the companion starts on first
+/// use, in a session of its own so that it outlives the agent, and gets a deadline on every
+/// leader key refresh. Past the deadline it stops a primary PostgreSQL in immediate mode.
+final class SelfFence {
+    private let dataDir: String
+    private let logger: Logger
+    private var companion: Companion?
+    private(set) var armed = false
+
+    init(dataDir: String, logger: Logger) {
+        self.dataDir = dataDir
+        self.logger = logger
+    }
+
+    /// `stork-fence` beside this `stork`.
+    static var program: String {
+        (WALArchiveCommands.executable as NSString).deletingLastPathComponent + "/stork-fence"
+    }
+
+    /// The primary must be stopped unless the agent arms again before `deadline`.
+    func arm(until deadline: Date) {
+        let left = deadline.timeIntervalSinceNow
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let due = Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000 + Int64(left * 1000)
+        let wasArmed = armed
+        armed = send("arm \(due)\n")
+        if armed && !wasArmed {
+            logger.info("self-fence armed: PostgreSQL is stopped if the leader key is not refreshed within \(String(format: "%.1f", left)) s")
+        }
+    }
+
+    func disarm() {
+        guard armed else { return }
+        if send("disarm\n") { logger.info("self-fence disarmed: this server no longer accepts writes") }
+        armed = false
+    }
+
+    /// Disarms and lets the companion go (it exits when the socket closes while disarmed).
+    func stop() {
+        disarm()
+        companion?.close()
+        companion = nil
+    }
+
+    /// Sends one line, starting the companion when it is not running (or died); false, logged,
+    /// when it cannot be started.
+    private func send(_ line: String) -> Bool {
+        for _ in 0..<2 {
+            guard let running = companion ?? start() else { return false }
+            if running.send(line) { return true }
+            logger.error("self-fence companion (pid \(running.pid)) does not answer: \(String(cString: strerror(errno))); starting it again")
+            running.close(kill: true)
+            companion = nil
+        }
+        return false
+    }
+
+    private func start() -> Companion? {
+        let program = Self.program
+        guard access(program, X_OK) == 0 else {
+            logger.critical("watchdog.self_fence is on but \(program) is missing: build it beside stork (swift build --product stork-fence); until then a primary whose agent dies is not fenced")
+            return nil
+        }
+        // No secrets in its environment: it needs the time zone for its log lines, nothing else.
+        let timeZone = ProcessInfo.processInfo.environment["TZ"].map { ["TZ=" + $0] } ?? []
+        do {
+            let started = try Companion.start([program, dataDir], environment: timeZone)
+            logger.info("self-fence companion started (pid \(started.pid))")
+            companion = started
+            return started
+        } catch {
+            logger.critical("self-fence: \(error); a primary whose agent dies is not fenced")
+            return nil
+        }
+    }
+}
