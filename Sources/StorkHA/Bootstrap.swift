@@ -50,16 +50,11 @@ extension Agent {
         // identifier is in `initialize`, which the agent starts and leads again.
         node.clearWork()
         _ = try await dcs.writeConfig(.object(config.bootstrap.dcs), createOnly: true)
-        let sent = Date()
-        guard try await dcs.acquireLeader(ttl: timing.ttl) else {
-            throw AgentFatalError("another member took the leader key during bootstrap")
-        }
-        lastLeaderRefresh = sent
-        status.update { $0.holdsLeaderKey = true; $0.state = "running"; $0.role = role }
-        if !armFences(refreshedAt: sent) {
-            // The next cycle finds a primary without the key that may not lead, and demotes it.
-            logger.error("Demoting self because watchdog could not be activated")
-            await releaseLeaderKey()
+        let taken = await takeLeaderKey()
+        status.update { $0.state = "running"; $0.role = role }
+        // Taken but not fenced, the key stays while the next cycle demotes the server.
+        if !taken && !status.snapshot.holdsLeaderKey {
+            throw AgentFatalError("could not take the leader key after the bootstrap: another member holds it, or the DCS refused (the error above says which)")
         }
     }
 

@@ -78,6 +78,9 @@ extension Agent {
             return nil
 
         case .startPrimary:
+            // Refreshed (and the fences armed) before the start: a self-fence that fired while
+            // the agent did not answer would stop the new server at the old deadline.
+            guard await refreshLeaderKey() else { return "failed to update leader lock" }
             return launch("starting primary", state: "starting", "starting primary after failure") { agent in
                 await agent.startServer(role: .primary)
             }
@@ -162,6 +165,12 @@ extension Agent {
                 }
             }
             if await takeLeaderKey() { return "acquired session lock as a leader" }
+            // Taken but not fenced: kept while the server is demoted (writeLeaderKey).
+            if status.snapshot.holdsLeaderKey {
+                return launch("demoting", state: "stopping", "demoting self because watchdog could not be activated") { agent in
+                    await agent.restartAsReplica(demoted: true)
+                }
+            }
             return "failed to acquire the leader lock"
 
         case .stepDown(let candidate):

@@ -9,7 +9,8 @@ import StorkPostgres
 // the server accepts no writes.
 extension Agent {
     /// Re-arms the fences after a leader key write sent at `sent` succeeded. False when the
-    /// watchdog is required and cannot be activated: this member must not lead.
+    /// watchdog is required and cannot be activated, or the self-fence is on and cannot work:
+    /// this member must not lead.
     func armFences(refreshedAt sent: Date) -> Bool {
         if watchdog.isRunning {
             watchdog.keepalive(ttl: timing.ttl)
@@ -17,9 +18,20 @@ extension Agent {
             return false
         }
         if config.watchdog.selfFence {
+            if let objection = selfFenceObjection {
+                logger.error("\(objection)")
+                return false
+            }
             selfFence.arm(until: sent.addingTimeInterval(Double(config.watchdog.fenceTimeout(ttl: timing.ttl))))
         }
         return true
+    }
+
+    /// A self-fence whose deadline comes before the next refresh would stop a healthy primary.
+    private var selfFenceObjection: String? {
+        let timeout = config.watchdog.fenceTimeout(ttl: timing.ttl)
+        guard config.watchdog.selfFence, timeout < timing.loopWait else { return nil }
+        return "watchdog.self_fence is on but ttl - safety_margin (\(timeout) s) is below loop_wait (\(timing.loopWait) s): the fence would stop a healthy primary between two refreshes; lower watchdog.safety_margin or loop_wait"
     }
 
     /// A server that is stopped or read-only needs no fence; a writable one keeps it while the
@@ -31,18 +43,19 @@ extension Agent {
     }
 
     /// On shutdown, once PostgreSQL is stopped: a primary that did not stop keeps its fences,
-    /// which stop it (or reset the machine) at the last deadline.
-    func releaseFencesOnShutdown() {
+    /// which stop it (or reset the machine) at the last deadline. False then.
+    func releaseFencesOnShutdown() -> Bool {
         if serverMayAcceptWrites {
             logger.warning("PostgreSQL still runs as a primary: the watchdog and the self-fence stay armed")
-            return
+            return false
         }
         watchdog.disable()
         selfFence.stop()
+        return true
     }
 
     /// Running and not told to recover (the signal files the fence also looks at).
-    private var serverMayAcceptWrites: Bool {
+    var serverMayAcceptWrites: Bool {
         let dir = config.postgresql.dataDir
         return node.isRunning() && !["standby.signal", "recovery.signal"].contains { FileManager.default.fileExists(atPath: dir + "/" + $0) }
     }
@@ -57,6 +70,6 @@ extension Agent {
 
     /// Why this member may not lead because of its watchdog (Patroni: "Watchdog device is not usable").
     var watchdogObjection: String? {
-        watchdog.unusableReason(ttl: timing.ttl, loopWait: timing.loopWait)
+        watchdog.unusableReason(ttl: timing.ttl, loopWait: timing.loopWait) ?? selfFenceObjection
     }
 }

@@ -11,6 +11,7 @@ extension Agent {
     /// Runs cycles until cancelled (then stops PostgreSQL and gives up the leader key, as
     /// Patroni does on shutdown) or until a fatal condition, which it throws.
     public func run() async throws {
+        selfFence.endStaleCompanion()
         for key in config.unimplementedKeys {
             logger.warning("configuration key \(key) is accepted but not implemented by Stork yet; it has no effect")
         }

@@ -22,7 +22,8 @@ extension Agent {
     }
 
     /// A primary the agent cannot query: stopped (pg_ctl needs no connection), and the key
-    /// given back so a member that can prove itself healthy may lead.
+    /// given back so a member that can prove itself healthy may lead; kept while the server
+    /// did not stop (the next cycle tries again).
     func stopUnreadablePrimary() async {
         do {
             try await node.stop(timeout: config.postgresql.pgCtlTimeout)
@@ -32,7 +33,7 @@ extension Agent {
                 logger.critical("failed to stop PostgreSQL in immediate mode: \(error); it may still accept writes")
             }
         }
-        if status.snapshot.holdsLeaderKey { await releaseLeaderKey() }
+        if status.snapshot.holdsLeaderKey && !serverMayAcceptWrites { await releaseLeaderKey() }
     }
 
     /// Takes the leader key (create-only): whether this member holds it now.
@@ -50,7 +51,10 @@ extension Agent {
     }
 
     /// A write that succeeds re-arms the fences from when it was sent (the lease may have
-    /// started then); a required watchdog that cannot be had gives the key back at once.
+    /// started then). When they cannot be armed the member must not lead: false. A read-only
+    /// server gives the key back at once; a writable one keeps it (Patroni's order: demoted
+    /// first, released after) so no other member promotes while it accepts writes; the caller
+    /// demotes it, and the first write once it is read-only gives the key back.
     private func writeLeaderKey(unfenced: String, _ write: (any DCS, Int) async throws -> Bool) async -> Bool {
         let sent = Date()
         do {
@@ -59,8 +63,12 @@ extension Agent {
             guard ok else { return false }
             lastLeaderRefresh = sent
             if !armFences(refreshedAt: sent) {
-                logger.error("\(unfenced)")
-                await releaseLeaderKey()
+                if serverMayAcceptWrites {
+                    logger.error("\(unfenced); keeping the leader key until PostgreSQL accepts no writes")
+                } else {
+                    logger.error("\(unfenced)")
+                    await releaseLeaderKey()
+                }
                 return false
             }
             return true

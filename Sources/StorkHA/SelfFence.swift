@@ -20,9 +20,29 @@ final class SelfFence {
         self.logger = logger
     }
 
-    /// `stork-fence` beside this `stork`.
-    static var program: String {
-        (WALArchiveCommands.executable as NSString).deletingLastPathComponent + "/stork-fence"
+    static var program: String { WALArchiveCommands.beside("stork-fence") }
+
+    /// The running companion's PID, beside the agent lock: an agent started again after a
+    /// crash finds the one its predecessor left.
+    private var pidFile: String { AgentLock.beside(dataDir, suffix: "stork-fence.pid") }
+
+    /// Ends the companion an earlier agent of this data directory left running (it crashed):
+    /// its deadline would stop a primary this agent keeps healthy. This agent guards the
+    /// server from its own first leader key refresh. Called once, with the agent lock held.
+    func endStaleCompanion() {
+        let file = pidFile
+        defer { unlink(file) }
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8),
+              let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0,
+              let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return }
+        // Only that data directory's stork-fence: the PID may belong to anything by now.
+        let argv = cmdline.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+        guard argv.count >= 2, (argv[0] as NSString).lastPathComponent == "stork-fence", argv[1] == dataDir else { return }
+        // SIGKILL: it has nothing to clean up, and one started before its signals were reset
+        // at spawn ignores SIGTERM as the agent does.
+        if kill(pid, SIGKILL) == 0 {
+            logger.warning("ended the self-fence companion (pid \(pid)) of an earlier agent of this data directory: its deadline would stop a primary this agent keeps; this agent's own fence is armed on its first leader key refresh")
+        }
     }
 
     /// The primary must be stopped unless the agent arms again before `deadline`.
@@ -47,8 +67,10 @@ final class SelfFence {
     /// Disarms and lets the companion go (it exits when the socket closes while disarmed).
     func stop() {
         disarm()
-        companion?.close()
+        guard let running = companion else { return }
+        running.close()
         companion = nil
+        unlink(pidFile)
     }
 
     /// Sends one line, starting the companion when it is not running (or died); false, logged,
@@ -76,6 +98,10 @@ final class SelfFence {
             let started = try Companion.start([program, dataDir], environment: timeZone)
             logger.info("self-fence companion started (pid \(started.pid))")
             companion = started
+            let pid = Array("\(started.pid)\n".utf8)
+            if !FileManager.default.createFile(atPath: pidFile, contents: Data(pid), attributes: [.posixPermissions: 0o600]) {
+                logger.warning("could not write \(pidFile): an agent started after a crash of this one will not find this companion")
+            }
             return started
         } catch {
             logger.critical("self-fence: \(error); a primary whose agent dies is not fenced")

@@ -22,8 +22,13 @@ extension Agent {
         await longTasks.cancelAndWait()
         if node.isRunning() { logger.info("stopping PostgreSQL") }
         await stopPostgresUncancelled()
-        releaseFencesOnShutdown()
-        if status.snapshot.holdsLeaderKey { try? await dcs.deleteLeader() }
+        // A primary that would not stop keeps the key until it expires: given back now, another
+        // member could promote while this server still accepts writes.
+        if releaseFencesOnShutdown() {
+            if status.snapshot.holdsLeaderKey { try? await dcs.deleteLeader() }
+        } else if status.snapshot.holdsLeaderKey {
+            logger.critical("PostgreSQL did not stop and may accept writes: the leader key is not given back (it expires after ttl); stop PostgreSQL before any other member may promote")
+        }
         try? await dcs.deleteMember()
         logger.info("Stork agent stopped")
     }

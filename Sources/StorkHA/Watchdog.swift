@@ -10,12 +10,15 @@ import Glibc
 /// or dies is reset before its key can expire and another member promotes. The `testing`
 /// driver is Patroni's test harness: a named pipe gets `Ctimeout=N` instead of the ioctl.
 final class Watchdog {
-    var settings: WatchdogSettings
+    var settings: WatchdogSettings { didSet { if settings != oldValue { lastFailure = nil } } }
     private let logger: Logger
     private var fd: Int32 = -1
     /// The timeout the device runs with, as set or read back.
     private var timeout: Int?
     private var supportsMagicClose = true
+    /// The last activation that failed in required mode, and when: the member does not race
+    /// for the key again (only to give it back) until a ttl has passed or the settings change.
+    private var lastFailure: (reason: String, at: Date)?
 
     init(settings: WatchdogSettings, logger: Logger) {
         self.settings = settings
@@ -25,14 +28,19 @@ final class Watchdog {
     var isRunning: Bool { fd >= 0 }
 
     /// Patroni's `is_healthy`: a member whose required watchdog cannot work does not lead.
-    func isHealthy(ttl: Int, loopWait: Int) -> Bool {
-        guard settings.mode == .required else { return true }
-        return settings.fenceTimeout(ttl: ttl) >= loopWait && access(settings.device, W_OK) == 0
-    }
+    func isHealthy(ttl: Int, loopWait: Int) -> Bool { unusableReason(ttl: ttl, loopWait: loopWait) == nil }
 
     /// Why a required watchdog is not usable, for the log; nil when it is.
     func unusableReason(ttl: Int, loopWait: Int) -> String? {
-        isHealthy(ttl: ttl, loopWait: loopWait) ? nil : "watchdog.mode is required but \(settings.device) cannot be opened for writing (or ttl - safety_margin is below loop_wait)"
+        guard settings.mode == .required else { return nil }
+        if settings.fenceTimeout(ttl: ttl) < loopWait {
+            return "watchdog.mode is required but ttl - safety_margin (\(settings.fenceTimeout(ttl: ttl)) s) is below loop_wait (\(loopWait) s)"
+        }
+        if access(settings.device, W_OK) != 0 { return "watchdog.mode is required but \(settings.device) cannot be opened for writing" }
+        if let failure = lastFailure, Date().timeIntervalSince(failure.at) < Double(ttl) {
+            return "watchdog.mode is required but \(settings.device) could not be activated \(Int(Date().timeIntervalSince(failure.at))) s ago: \(failure.reason)"
+        }
+        return nil
     }
 
     private var describe: String {
@@ -48,30 +56,30 @@ final class Watchdog {
         let wanted = settings.fenceTimeout(ttl: ttl)
         if wanted < loopWait {
             logger.warning("Watchdog not supported because leader TTL \(ttl) minus safety_margin is less than loop_wait \(loopWait)")
-            return refuse(required, "Configuration requires watchdog, but watchdog could not be configured.")
+            return refuse(required, "Configuration requires watchdog, but watchdog could not be configured.", reason: "ttl - safety_margin is below loop_wait")
         }
         // Non-blocking: a named pipe with no reader fails at once instead of hanging the cycle.
         fd = open(settings.device, O_WRONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else {
-            let message = "Could not activate \(describe): Can't open watchdog device: \(String(cString: strerror(errno)))"
-            if required { logger.warning("\(message)") } else { logger.debug("\(message)") }
-            return refuse(required, "Configuration requires watchdog, but watchdog could not be configured.")
+            let failure = "Can't open watchdog device: \(String(cString: strerror(errno)))"
+            if required { logger.warning("Could not activate \(describe): \(failure)") } else { logger.debug("Could not activate \(describe): \(failure)") }
+            return refuse(required, "Configuration requires watchdog, but watchdog could not be configured.", reason: failure)
         }
         guard let actual = setTimeout(wanted) else {
             close()
-            return refuse(required, "Configuration requires watchdog, but watchdog could not be configured.")
+            return refuse(required, "Configuration requires watchdog, but watchdog could not be configured.", reason: "its timeout could not be set")
         }
         if actual < loopWait {
             logger.error("loop_wait of \(loopWait) seconds is too long for watchdog \(actual) second timeout")
             logger.info("Disabling watchdog due to unsafe timeout.")
             close()
-            return refuse(required, "Configuration requires watchdog, but watchdog could not be activated")
+            return refuse(required, "Configuration requires watchdog, but watchdog could not be activated", reason: "its \(actual) second timeout is below loop_wait")
         }
         if actual > wanted {
             if required {
-                logger.error("Configuration requires watchdog, but a safe watchdog timeout \(wanted) could not be configured. Watchdog timeout is \(actual).")
                 close()
-                return false
+                return refuse(true, "Configuration requires watchdog, but a safe watchdog timeout \(wanted) could not be configured. Watchdog timeout is \(actual).",
+                              reason: "it runs with a \(actual) second timeout, not \(wanted)")
             }
             logger.warning("Watchdog timeout \(actual) seconds does not ensure safe termination within \(wanted) seconds")
         }
@@ -79,12 +87,15 @@ final class Watchdog {
             logger.warning("Watchdog implementation can't be disabled. Watchdog will trigger after Stork loses leader key.")
         }
         logger.info("\(describe) activated with \(actual) second timeout, timing slack \(actual - loopWait) seconds")
+        lastFailure = nil
         return true
     }
 
-    private func refuse(_ required: Bool, _ message: String) -> Bool {
-        if required { logger.error("\(message)") }
-        return !required
+    private func refuse(_ required: Bool, _ message: String, reason: String) -> Bool {
+        guard required else { return true }
+        logger.error("\(message)")
+        lastFailure = (reason, Date())
+        return false
     }
 
     /// Resets the device's timer (on every leader key refresh); a changed ttl or safety margin
@@ -131,7 +142,7 @@ final class Watchdog {
     /// Sets the timeout where the device can and reads back the one in effect; nil (logged)
     /// when the device does not answer.
     private func setTimeout(_ seconds: Int) -> Int? {
-        guard (1..<0xFFFF).contains(seconds) else {
+        guard (1...0xFFFF).contains(seconds) else {
             logger.error("Invalid watchdog timeout \(seconds). Supported values are between 1 and 65535")
             return nil
         }

@@ -8,6 +8,11 @@ public enum WALArchiveCommands {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     }()
 
+    /// A program installed beside this one (`stork-wal-fetch`, `stork-fence`).
+    public static func beside(_ name: String) -> String {
+        (executable as NSString).deletingLastPathComponent + "/" + name
+    }
+
     // PostgreSQL replaces %-sequences before the shell sees the line: a literal % is %%.
     static func escaped(_ word: String) -> String { shellQuoted(word).replacingOccurrences(of: "%", with: "%%") }
 
@@ -19,7 +24,7 @@ public enum WALArchiveCommands {
     /// counts for a command run once per segment. With `bootstrapSource`, from the archive and
     /// scope `bootstrap.archive` names.
     public static func restoreCommand(configFile: String, bootstrapSource: Bool = false) -> String {
-        let lean = (executable as NSString).deletingLastPathComponent + "/stork-wal-fetch"
+        let lean = beside("stork-wal-fetch")
         let program = access(lean, X_OK) == 0 ? escaped(lean) : escaped(executable) + " wal-fetch"
         return "\(program) \(bootstrapSource ? "--bootstrap-source " : "")\(escaped(configFile)) %f %p"
     }

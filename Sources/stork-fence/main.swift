@@ -6,8 +6,11 @@
 // the postmaster, what `pg_ctl stop -m immediate` sends) before the leader key can expire, so
 // no other member promotes while it still accepts writes. It never stops a replica (a
 // standby.signal or recovery.signal in the data directory) nor a process that is not the
-// data directory's postmaster. It links nothing but the C library: it must keep working when
-// the agent does not.
+// data directory's postmaster. It fires once per deadline: a server started after it fired
+// (by the agent once it answers again, which arms first, or by the operator) is left alone
+// until the next `arm`. With the agent gone it keeps looking for `gracePeriod` past the
+// deadline (a promotion under way completes late), then exits. It links nothing but the C
+// library: it must keep working when the agent does not.
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -66,27 +69,32 @@ for fd in 3..<Int32(1024) { close(fd) }
 
 var deadline: Int64?
 var agentGone = false
-var stoppedPID: pid_t?
 var pending: [UInt8] = []
+/// How long past the deadline it keeps looking once the agent is gone.
+let gracePeriod: Int64 = 30_000
 
-/// Stops the data directory's PostgreSQL when it runs as a primary; says so once per server.
-@MainActor func fence() {
-    guard let pid = postmaster(dataDir) else { return }
-    if exists(dataDir + "/standby.signal") || exists(dataDir + "/recovery.signal") { return }
-    guard stoppedPID != pid else { return }
-    if kill(pid, SIGQUIT) == 0 {
-        stoppedPID = pid
-        log("CRITICAL", "the agent did not refresh the leader key in time (\(agentGone ? "it is gone" : "it does not answer")): stopped PostgreSQL (postmaster \(pid)) in immediate mode so that it accepts no writes when another member takes over")
-    } else {
+/// Stops the data directory's PostgreSQL when it runs as a primary: whether it did.
+@MainActor func fence() -> Bool {
+    guard let pid = postmaster(dataDir) else { return false }
+    if exists(dataDir + "/standby.signal") || exists(dataDir + "/recovery.signal") { return false }
+    guard kill(pid, SIGQUIT) == 0 else {
         log("ERROR", "could not stop PostgreSQL (postmaster \(pid)): \(String(cString: strerror(errno)))")
+        return false
     }
+    log("CRITICAL", "the agent did not refresh the leader key in time (\(agentGone ? "it is gone" : "it does not answer")): stopped PostgreSQL (postmaster \(pid)) in immediate mode so that it accepts no writes when another member takes over")
+    return true
 }
 
 while true {
     let now = monotonicMilliseconds()
     if let due = deadline, now >= due {
-        fence()
-        if agentGone { exit(0) }
+        if fence() {
+            if agentGone { exit(0) }
+            deadline = nil
+        } else if agentGone && now >= due + gracePeriod {
+            log("WARNING", "the agent is gone and no primary PostgreSQL ran in \(dataDir) within \(gracePeriod / 1000) s of the deadline; exiting")
+            exit(0)
+        }
     }
     // Past the deadline, it looks again every 100 ms (a promotion already under way, say).
     let wait: Int32 = deadline.map { $0 <= now ? 100 : Int32(min($0 - now, 60_000)) } ?? -1
@@ -118,6 +126,5 @@ while true {
         } else {
             log("ERROR", "ignored a line it does not understand: \(line)")
         }
-        stoppedPID = nil
     }
 }

@@ -129,8 +129,8 @@ final class TestMember: @unchecked Sendable {
         env.merge(environment) { _, new in new }
         env.merge(extra) { _, new in new }
         p.environment = env
-        let log = FileHandle(forWritingAtPath: logPath)
-        log?.seekToEndOfFile()
+        // Appending: a self-fence an earlier agent left behind writes to the same file.
+        let log = FileHandle(fileDescriptor: open(logPath, O_WRONLY | O_APPEND), closeOnDealloc: true)
         p.standardOutput = log
         p.standardError = log
         try p.run()
