@@ -28,7 +28,8 @@ public struct BackupWriter: Sendable {
     }
 
     public func take(node: PostgresNode, logger: Logger, progress: @escaping @Sendable (_ done: Int, _ total: Int) -> Void = { _, _ in }) async throws -> BackupManifest {
-        let session = try await node.localConnection()
+        // pg_backup_stop waits for the last segment to be archived: no statement timeout.
+        let session = try await node.localConnection(statementTimeout: 0)
         defer { Task { await session.close() } }
         let info = try await session.query("""
             SELECT pg_is_in_recovery()::text, current_setting('archive_mode'), current_setting('server_version_num'),

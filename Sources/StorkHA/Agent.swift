@@ -44,6 +44,8 @@ public actor Agent {
     var timing: ClusterTiming
     /// The adjustments of the DCS's timing last logged.
     var timingWarnings: [String] = []
+    /// The pg_controldata failure last logged while the server runs (said once, not every cycle).
+    var controlDataWarning: String?
     /// Whom the running replica follows, as this agent last configured it (a member name, nil
     /// for nobody, `remote primary host:port` for a standby leader); nil when it does not know.
     var followedLeader: String??

@@ -49,7 +49,7 @@ extension Agent {
             try await node.reload()
             // pg_control names the new timeline only after a checkpoint; a former primary's
             // pg_rewind reads it there.
-            _ = try? await node.localQuery("CHECKPOINT")
+            _ = try? await node.localQuery("CHECKPOINT", statementTimeout: 0)
             followedLeader = nil
             divergenceUnchecked = false  // its history is the cluster's now
             let after = try? await node.serverState()

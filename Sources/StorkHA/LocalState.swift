@@ -29,10 +29,16 @@ extension Agent {
                 local.systemIdentifier = control.systemIdentifier
                 local.wasPrimary = ranAsPrimary(control, states: ["shut down", "in production"])
                 status.update { $0.systemIdentifier = control.systemIdentifier }
+                if controlDataWarning != nil { logger.info("pg_controldata works again") }
+                controlDataWarning = nil
             } catch where local.running {
                 // The server runs, so the directory serves: going hands-off here would stop
                 // refreshing the leader key while the primary keeps accepting writes.
-                logger.warning("pg_controldata fails while PostgreSQL runs (\(oneLine(String(describing: error)))); going on with what the running server tells")
+                let failure = oneLine(String(describing: error))
+                if failure != controlDataWarning {
+                    logger.warning("pg_controldata fails while PostgreSQL runs (\(failure)); going on with what the running server tells")
+                    controlDataWarning = failure
+                }
             } catch {
                 local.dataDirectory = .unusable("pg_controldata cannot read it: \(error)")
                 return local

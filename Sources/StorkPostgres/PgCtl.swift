@@ -59,8 +59,8 @@ extension PostgresNode {
     }
 
     /// The first row of `sql` over a local superuser connection (empty when none).
-    public func localQuery(_ sql: String) async throws -> [String?] {
-        let connection = try await localConnection()
+    public func localQuery(_ sql: String, statementTimeout: Int = PostgresNode.agentStatementTimeout) async throws -> [String?] {
+        let connection = try await localConnection(statementTimeout: statementTimeout)
         defer { Task { await connection.close() } }
         return try await connection.query(sql).first ?? []
     }

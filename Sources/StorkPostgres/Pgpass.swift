@@ -105,11 +105,13 @@ extension PostgresNode {
         }
     }
 
-    /// The superuser's conninfo to this node; no password (it is in the pgpass file).
-    func localConninfo(passfile: Bool) -> String {
+    /// The superuser's conninfo to this node; no password (it is in the pgpass file). With
+    /// `statementTimeout` (milliseconds, 0 for none), the session's `statement_timeout`.
+    func localConninfo(passfile: Bool, statementTimeout: Int? = nil) -> String {
         var pairs: [(String, String)] = [("host", localHost), ("port", String(settings.port)),
                                          ("user", settings.superuser.username), ("dbname", "postgres")]
         if passfile { pairs += [("passfile", settings.pgpass), ("connect_timeout", "3"), ("application_name", "stork")] }
+        if let statementTimeout { pairs.append(("options", "-c statement_timeout=\(statementTimeout)")) }
         for key in settings.superuser.sslOptions.keys.sorted() { pairs.append((key, settings.superuser.sslOptions[key]!)) }
         return ConnInfo.format(pairs)
     }
@@ -133,10 +135,17 @@ extension PostgresNode {
     }
 
     /// A new connection to this node as the superuser.
-    public func localConnection() async throws -> Connection {
+    ///
+    /// The agent's queries run with Patroni's `statement_timeout` of 2 s: one that hangs (a lock
+    /// it waits for) must fail, not stall the cycle past the ttl while the primary keeps its
+    /// key. Work that may take long (a checkpoint, a base backup) asks for 0.
+    public func localConnection(statementTimeout: Int = PostgresNode.agentStatementTimeout) async throws -> Connection {
         try writePgpass()
-        return try await Connection.connect(conninfo: localConninfo(passfile: true), timeout: 3)
+        return try await Connection.connect(conninfo: localConninfo(passfile: true, statementTimeout: statementTimeout), timeout: 3)
     }
+
+    /// Milliseconds; Patroni's default for its own connection.
+    public static let agentStatementTimeout = 2000
 
     /// Creates or updates the replication role and `bootstrap.users`, and sets the
     /// superuser's password, on a freshly bootstrapped primary.

@@ -45,6 +45,11 @@ struct ClusterTests {
 
             // Roles: the superuser's password works over TCP (scram), the others exist as asked.
             let connection = try await t.node.localConnection()
+            // The agent's own queries give up after Patroni's 2 s; long work asks for none.
+            #expect(try await connection.query("SHOW statement_timeout") == [["2s"]])
+            let unbounded = try await t.node.localConnection(statementTimeout: 0)
+            #expect(try await unbounded.query("SHOW statement_timeout") == [["0"]])
+            await unbounded.close()
             let roles = try await connection.query("""
                 SELECT rolname, rolsuper, rolreplication, rolcreatedb, rolcanlogin, left(rolpassword, 13)
                 FROM pg_authid WHERE rolname = ANY($1) ORDER BY rolname
