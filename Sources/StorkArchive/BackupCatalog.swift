@@ -157,7 +157,8 @@ public struct BackupCatalog: Sendable {
     /// names of the removed backups and the number of WAL files removed.
     public func delete(retain: Int) throws -> (backups: [String], walFiles: Int) {
         precondition(retain >= 1)
-        let all = try list()
+        // Another cluster's backups under this prefix are neither counted nor removed.
+        let all = try list().filter { $0.scope == scope }
         guard all.count > retain else { return ([], 0) }
         let removed = all.dropLast(retain)
         for backup in removed {
@@ -194,20 +195,26 @@ public struct BackupCatalog: Sendable {
     }
 
     /// The backup to restore for `target`; an error naming the oldest backup when the target
-    /// is older than every backup.
-    /// The backup to restore for `target`; never one of another cluster, even under this
-    /// scope's prefix (copied there by hand): its WAL is not in this archive.
+    /// is older than every backup. Never one of another cluster, even under this scope's
+    /// prefix (copied there by hand): its WAL is not in this archive.
     public func choose(_ target: Target) throws -> BackupManifest {
-        let chosen = try chooseAnyScope(target)
-        guard chosen.scope == scope else {
-            throw ArchiveError("backup \(chosen.name) under \(scope)/backups/ was taken of cluster \(chosen.scope) (system identifier \(chosen.systemIdentifier)), not \(scope): refusing to restore it; name \(chosen.scope) as the scope to restore from if that cluster is the one wanted")
+        if case .named(let name) = target {
+            let named = try manifest(named: name)
+            guard named.scope == scope else { throw foreign(named) }
+            return named
         }
-        return chosen
+        // Another cluster's backup copied under this prefix is passed over, not chosen.
+        let all = try list()
+        let own = all.filter { $0.scope == scope }
+        if own.isEmpty, let other = all.last { throw foreign(other) }
+        return try choose(target, from: own)
     }
 
-    func chooseAnyScope(_ target: Target) throws -> BackupManifest {
-        if case .named(let name) = target { return try manifest(named: name) }
-        let all = try list()
+    private func foreign(_ backup: BackupManifest) -> ArchiveError {
+        ArchiveError("backup \(backup.name) under \(scope)/backups/ was taken of cluster \(backup.scope) (system identifier \(backup.systemIdentifier)), not \(scope): refusing to restore it; name \(backup.scope) as the scope to restore from if that cluster is the one wanted")
+    }
+
+    private func choose(_ target: Target, from all: [BackupManifest]) throws -> BackupManifest {
         guard let newest = all.last else {
             throw ArchiveError("the archive holds no finished backup of \(scope) (take one with stork backup)")
         }

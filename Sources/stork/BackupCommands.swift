@@ -128,7 +128,7 @@ struct BackupListCommand: AsyncParsableCommand {
 struct BackupDeleteCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "delete",
-        abstract: "Keep the newest N base backups; remove the others and the WAL only they needed.")
+        abstract: "Keep the newest N base backups of this cluster; remove its others and the WAL only they needed (another cluster's backups under its prefix are left alone).")
 
     @Argument(help: "Patroni YAML configuration file with an archive section.")
     var configFile: String?

@@ -73,6 +73,29 @@ struct BackupCatalogTests {
         #expect(try catalog.list().count == 3)
     }
 
+    /// Another cluster's backup copied under this scope's prefix, newer than every own one:
+    /// passed over by every target, refused by name, neither counted nor removed by delete.
+    @Test func anotherClustersBackupIsNeverChosenNorCounted() throws {
+        let root = TestSupport.makeTempDir("stork-catalog")
+        defer { TestSupport.removeTree(root) }
+        let (catalog, b) = try catalog(root)
+        var other = Self.manifest("z", stop: b[2].stopTime.addingTimeInterval(3600), stopLSN: "0/F000100", snapshot: "400:400:",
+                                  startWAL: "00000001000000000000000E")
+        other.scope = "other"
+        other.systemIdentifier = "7"
+        try makeDirectory(root + "/main/backups/z")
+        try other.encoded().write(to: URL(fileURLWithPath: root + "/main/backups/z/manifest.json"))
+        #expect(try catalog.choose(.newest).name == "c")
+        #expect(try catalog.choose(.time(other.stopTime.addingTimeInterval(1))).name == "c")
+        let named = #expect(throws: ArchiveError.self) { try catalog.choose(.named("z")) }
+        #expect(named?.description.hasPrefix("backup z under main/backups/ was taken of cluster other (system identifier 7), not main") == true,
+                "\(named?.description ?? "")")
+        let (removed, _) = try catalog.delete(retain: 1)
+        #expect(removed == ["a", "b"], "\(removed)")
+        #expect(FileManager.default.fileExists(atPath: root + "/main/backups/z/manifest.json"))
+        #expect(try catalog.list().map(\.name) == ["c", "z"])
+    }
+
     @Test func deleteKeepsTheNewestAndTheWALTheyNeed() throws {
         let root = TestSupport.makeTempDir("stork-catalog")
         defer { TestSupport.removeTree(root) }
