@@ -147,8 +147,14 @@ extension Agent {
             do { try await dcs.deleteInitialize() } catch { logger.error("could not remove the initialize key: \(error)") }
         }
         var kept = ""
+        // A shutdown is no failure: what was restored (perhaps paused at its target for the
+        // operator to look at) is moved aside and kept, whatever keep_failed_data_dirs says.
+        let interrupted = Task.isCancelled
         if node.isRunning() {
             logger.error("PostgreSQL still runs in \(pg.dataDir): the data directory stays where it is; stop the server, then move or remove the directory")
+        } else if interrupted {
+            kept = moveDataDirectoryAside(pruning: false) ?? ""
+            if !kept.isEmpty { logger.warning("the interrupted bootstrap's data directory is kept at \(kept), whatever bootstrap.keep_failed_data_dirs says: look at it, then remove it yourself") }
         } else if config.bootstrap.keepFailedDataDirs == 0 {
             do {
                 try node.removeFailedBootstrap()
@@ -164,16 +170,17 @@ extension Agent {
     /// Renames a non-empty data directory (with PostgreSQL stopped) to `<data_dir>_<timestamp>`,
     /// its WAL and tablespace directories outside it too (their links follow), so that a new
     /// bootstrap finds them free; then removes the oldest such directories beyond
-    /// `bootstrap.keep_failed_data_dirs`. The new path, or nil when there was nothing to move
-    /// or the rename failed (logged).
-    func moveDataDirectoryAside() -> String? {
+    /// `bootstrap.keep_failed_data_dirs` (unless not `pruning`: an interrupted bootstrap is no
+    /// failed one). The new path, or nil when there was nothing to move or the rename failed
+    /// (logged).
+    func moveDataDirectoryAside(pruning: Bool = true) -> String? {
         let dataDir = config.postgresql.dataDir
         guard node.dataDirectoryState() != .empty else { return nil }
         let stamp = DateText.format(Date(), "yyyy-MM-dd'T'HHmmss", timeZone: .current)
         do {
             let target = try node.moveAside(suffix: "_" + stamp)
             logger.info("moved the data directory \(dataDir) aside to \(target)")
-            for old in node.movedAsideDirectories().dropLast(config.bootstrap.keepFailedDataDirs) {
+            for old in pruning ? Array(node.movedAsideDirectories().dropLast(config.bootstrap.keepFailedDataDirs)) : [] {
                 try node.removeMovedAside(old)
                 logger.info("removed \(old), an older failed bootstrap's data directory (bootstrap.keep_failed_data_dirs: \(config.bootstrap.keepFailedDataDirs))")
             }

@@ -32,8 +32,8 @@ extension Agent {
             logger.warning("the data directory \(dataDir) holds an unfinished clone of this agent: removing it")
             try node.wipeDataDirectory()
         case .bootstrap:
-            logger.warning("the data directory \(dataDir) holds an unfinished bootstrap of this agent: moving it aside")
-            guard moveDataDirectoryAside() != nil || node.dataDirectoryState() == .empty else {
+            logger.warning("the data directory \(dataDir) holds an unfinished bootstrap of this agent: moving it aside (kept, whatever bootstrap.keep_failed_data_dirs says)")
+            guard moveDataDirectoryAside(pruning: false) != nil || node.dataDirectoryState() == .empty else {
                 throw AgentFatalError("could not move the unfinished bootstrap aside")
             }
             if view.initialize == "" { try await dcs.deleteInitialize() }

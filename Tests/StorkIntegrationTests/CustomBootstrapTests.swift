@@ -274,3 +274,50 @@ struct StandbyClusterTests {
         #expect(await pg1.api("/patroni").1["role"] as? String == "replica")
     }
 }
+
+extension CustomBootstrapTests {
+    /// The log of a bootstrap paused at its target tells the operator to stop the agent to
+    /// look first; a SIGTERM then once moved the restore aside and, with
+    /// `keep_failed_data_dirs: 0`, removed it. A shutdown is no failure: the restore is kept
+    /// (moved aside, named in the log), whatever keep_failed_data_dirs says.
+    @Test(.timeLimit(.minutes(3)))
+    func aShutdownWhileRecoveryIsPausedKeepsTheRestore() async throws {
+        let dcsDir = TestSupport.makeTempDir("stork-dcs")
+        let cluster = TestCluster(scope: "pitr-stop", dcs: .local(dcsDir))
+        let source = try ArchivingServer(root: cluster.root + "/other")
+        defer { cluster.destroy(); source.stop(); TestSupport.removeTree(dcsDir) }
+        try await source.start()
+        #expect(source.sql("CREATE TABLE t (v text)") != nil)
+        let backup = cluster.root + "/other/backup"
+        let taken = try runAsPostgres(source.bin + "pg_basebackup", ["-D", backup, "-X", "none", "-c", "fast",
+                                                                     "-h", "127.0.0.1", "-p", String(source.port), "-U", "postgres"])
+        try #require(taken.status == 0, "\(taken.output)")
+        #expect(source.sql("INSERT INTO t VALUES ('first')") != nil)
+        let last = try #require(source.sql("SELECT pg_walfile_name(pg_switch_wal())"))
+        #expect(await TestSupport.waitUntil(timeout: 30) { source.sql("SELECT last_archived_wal >= '\(last)' FROM pg_stat_archiver") == "t" })
+        let restore = cluster.root + "/restore.sh"
+        try writeScript(restore, """
+            for a in "$@"; do case $a in --datadir=*) d=${a#--datadir=};; --backup=*) b=${a#--backup=};; esac; done
+            cp -a "$b"/. "$d"/
+            """)
+        let pg0 = cluster.addMember("pg0", bootstrapYAML: """
+            method: pitr
+            keep_failed_data_dirs: 0
+            pitr:
+              command: /bin/sh \(restore)
+              backup: \(backup)
+              recovery_conf:
+                restore_command: cp \(source.archive)/%f %p
+                recovery_target: immediate
+                recovery_target_action: pause
+            """)
+        try pg0.start()
+        #expect(await TestSupport.waitUntil(timeout: 60) { pg0.log.contains("recovery is paused") }, "\(pg0.log)")
+        pg0.stop()
+        let kept = ((try? FileManager.default.contentsOfDirectory(atPath: pg0.base)) ?? []).filter { $0.hasPrefix("data_") }
+        #expect(kept.count == 1, "\(kept)\n\(pg0.log)")
+        #expect(kept.allSatisfy { FileManager.default.fileExists(atPath: pg0.base + "/" + $0 + "/PG_VERSION") }, "\(pg0.log)")
+        #expect(pg0.log.contains("is kept at \(pg0.base)/data_"), "\(pg0.log)")
+        #expect(!pg0.log.contains("removed the failed bootstrap"), "\(pg0.log)")
+    }
+}
