@@ -41,6 +41,17 @@ final class ArchivingServer: @unchecked Sendable {
         try #require(result.succeeded, "pg_ctl start: \(result.output)")
     }
 
+    /// Starts it with a table `t` and takes a base backup (no WAL) into `<root>/backup`: its path.
+    func startWithBackup() async throws -> String {
+        try await start()
+        #expect(sql("CREATE TABLE t (v text)") != nil)
+        let backup = root + "/backup"
+        let taken = try runAsPostgres(bin + "pg_basebackup", ["-D", backup, "-X", "none", "-c", "fast",
+                                                              "-h", "127.0.0.1", "-p", String(port), "-U", "postgres"])
+        try #require(taken.status == 0, "\(taken.output)")
+        return backup
+    }
+
     func sql(_ query: String) -> String? {
         let r = try? runAsPostgres(bin + "psql", ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-d", "postgres", "-Atc", query])
         guard let r, r.status == 0 else { return nil }
@@ -68,12 +79,7 @@ struct CustomBootstrapTests {
         let cluster = TestCluster(scope: "pitr", dcs: .local(dcsDir))
         let source = try ArchivingServer(root: cluster.root + "/other")
         defer { cluster.destroy(); source.stop(); TestSupport.removeTree(dcsDir) }
-        try await source.start()
-        #expect(source.sql("CREATE TABLE t (v text)") != nil)
-        let backup = cluster.root + "/other/backup"
-        let taken = try runAsPostgres(source.bin + "pg_basebackup", ["-D", backup, "-X", "none", "-c", "fast",
-                                                                     "-h", "127.0.0.1", "-p", String(source.port), "-U", "postgres"])
-        try #require(taken.status == 0, "\(taken.output)")
+        let backup = try await source.startWithBackup()
         #expect(source.sql("INSERT INTO t VALUES ('first')") != nil)
         try await Task.sleep(for: .seconds(1.1))
         let target = try #require(source.sql("SELECT now()"))
@@ -286,12 +292,7 @@ extension CustomBootstrapTests {
         let cluster = TestCluster(scope: "pitr-stop", dcs: .local(dcsDir))
         let source = try ArchivingServer(root: cluster.root + "/other")
         defer { cluster.destroy(); source.stop(); TestSupport.removeTree(dcsDir) }
-        try await source.start()
-        #expect(source.sql("CREATE TABLE t (v text)") != nil)
-        let backup = cluster.root + "/other/backup"
-        let taken = try runAsPostgres(source.bin + "pg_basebackup", ["-D", backup, "-X", "none", "-c", "fast",
-                                                                     "-h", "127.0.0.1", "-p", String(source.port), "-U", "postgres"])
-        try #require(taken.status == 0, "\(taken.output)")
+        let backup = try await source.startWithBackup()
         #expect(source.sql("INSERT INTO t VALUES ('first')") != nil)
         let last = try #require(source.sql("SELECT pg_walfile_name(pg_switch_wal())"))
         #expect(await TestSupport.waitUntil(timeout: 30) { source.sql("SELECT last_archived_wal >= '\(last)' FROM pg_stat_archiver") == "t" })
