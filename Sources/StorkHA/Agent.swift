@@ -60,8 +60,9 @@ public actor Agent {
     /// Since when the running server has not answered the agent's queries.
     var unreadableSince: Date?
     /// When the leader key was last refreshed: a primary that cannot reach the DCS for
-    /// `retry_timeout` past it demotes.
+    /// `retry_timeout` past it (or past the agent's start, when it never did) demotes.
     var lastLeaderRefresh: Date?
+    let startedAt = Date()
     /// Slot names of members this agent has seen; only these are ever dropped, never a slot
     /// the user or another tool made (Patroni drops every slot it does not know).
     var memberSlots: Set<String> = []

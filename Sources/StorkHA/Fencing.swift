@@ -40,6 +40,7 @@ extension Agent {
         guard !status.snapshot.holdsLeaderKey, !serverMayAcceptWrites else { return }
         watchdog.disable()
         selfFence.disarm()
+        selfFence.endStaleCompanion()
     }
 
     /// On shutdown, once PostgreSQL is stopped: a primary that did not stop keeps its fences,

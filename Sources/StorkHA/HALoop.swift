@@ -11,7 +11,9 @@ extension Agent {
     /// Runs cycles until cancelled (then stops PostgreSQL and gives up the leader key, as
     /// Patroni does on shutdown) or until a fatal condition, which it throws.
     public func run() async throws {
-        selfFence.endStaleCompanion()
+        selfFence.findStaleCompanion()
+        // Without a fence of its own, the old deadline would stop a primary nobody asked to fence.
+        if !config.watchdog.selfFence { selfFence.endStaleCompanion() }
         for key in config.unimplementedKeys {
             logger.warning("configuration key \(key) is accepted but not implemented by Stork yet; it has no effect")
         }

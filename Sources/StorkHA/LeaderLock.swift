@@ -9,10 +9,12 @@ import StorkPostgres
 extension Agent {
     /// With the DCS out of reach: a primary whose key was last refreshed more than
     /// `retry_timeout` ago may have lost it to another member by now, so it stops accepting
-    /// writes (restarts read-only, following nobody) rather than risk two primaries.
+    /// writes (restarts read-only, following nobody) rather than risk two primaries. So does
+    /// a primary this agent found running and could never refresh a key for (Patroni demotes
+    /// any running primary without the DCS), `retry_timeout` after the agent started.
     func demoteIfLeaderKeyLapsed() -> String? {
-        guard status.snapshot.holdsLeaderKey, longTasks.running == nil, let last = lastLeaderRefresh,
-              Date().timeIntervalSince(last) > Double(timing.retryTimeout) else { return nil }
+        guard longTasks.running == nil, status.snapshot.holdsLeaderKey || serverMayAcceptWrites,
+              Date().timeIntervalSince(lastLeaderRefresh ?? startedAt) > Double(timing.retryTimeout) else { return nil }
         status.update { $0.holdsLeaderKey = false }
         lastLeaderRefresh = nil
         if let running = startLongTask("demoting", state: "stopping", { agent in await agent.restartAsReplica(demoted: true) }) {

@@ -26,23 +26,38 @@ final class SelfFence {
     /// crash finds the one its predecessor left.
     private var pidFile: String { AgentLock.beside(dataDir, suffix: "stork-fence.pid") }
 
-    /// Ends the companion an earlier agent of this data directory left running (it crashed):
-    /// its deadline would stop a primary this agent keeps healthy. This agent guards the
-    /// server from its own first leader key refresh. Called once, with the agent lock held.
-    func endStaleCompanion() {
+    /// The companion an earlier agent of this data directory left running (it crashed), found
+    /// at start: its deadline would stop a primary this agent keeps healthy, so it is ended
+    /// once this agent's own fence is armed, or once the server accepts no writes. Until
+    /// then its deadline stands (this agent may not reach the DCS at all).
+    private var stale: pid_t?
+
+    /// Looks for that companion; called once, with the agent lock held.
+    func findStaleCompanion() {
         let file = pidFile
-        defer { unlink(file) }
         guard let text = try? String(contentsOfFile: file, encoding: .utf8),
-              let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0,
-              let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return }
-        // Only that data directory's stork-fence: the PID may belong to anything by now.
-        let argv = cmdline.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
-        guard argv.count >= 2, (argv[0] as NSString).lastPathComponent == "stork-fence", argv[1] == dataDir else { return }
+              let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0, isCompanion(pid) else { return }
+        stale = pid
+        logger.info("found the self-fence companion (pid \(pid)) of an earlier agent of this data directory: it is ended once this agent's own fence is armed or the server accepts no writes")
+    }
+
+    /// Ends the earlier agent's companion, if it still is one (the PID may belong to anything by now).
+    func endStaleCompanion() {
+        guard let pid = stale else { return }
+        stale = nil
         // SIGKILL: it has nothing to clean up, and one started before its signals were reset
         // at spawn ignores SIGTERM as the agent does.
-        if kill(pid, SIGKILL) == 0 {
-            logger.warning("ended the self-fence companion (pid \(pid)) of an earlier agent of this data directory: its deadline would stop a primary this agent keeps; this agent's own fence is armed on its first leader key refresh")
+        if isCompanion(pid), kill(pid, SIGKILL) == 0 {
+            logger.info("ended the self-fence companion (pid \(pid)) of an earlier agent of this data directory")
         }
+    }
+
+    /// Whether `pid` runs stork-fence for this data directory (however its path is written).
+    private func isCompanion(_ pid: pid_t) -> Bool {
+        guard let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+        let argv = cmdline.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+        guard argv.count >= 2, (argv[0] as NSString).lastPathComponent == "stork-fence" else { return false }
+        return argv[1] == dataDir || (AgentLock.resolved(argv[1]).map { $0 == AgentLock.resolved(dataDir) } ?? false)
     }
 
     /// The primary must be stopped unless the agent arms again before `deadline`.
@@ -56,6 +71,7 @@ final class SelfFence {
         if armed && !wasArmed {
             logger.info("self-fence armed: PostgreSQL is stopped if the leader key is not refreshed within \(String(format: "%.1f", left)) s")
         }
+        if armed { endStaleCompanion() }
     }
 
     func disarm() {

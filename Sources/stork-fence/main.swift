@@ -63,6 +63,8 @@ guard arguments.count == 2 else {
     exit(2)
 }
 let dataDir = arguments[1]
+// A log line to a standard error that is gone (journald restarted) must not end the fence.
+signal(SIGPIPE, SIG_IGN)
 // Nothing of the agent's but the socket and standard error: an inherited descriptor (the
 // agent's lock, a client socket) would outlive the agent.
 for fd in 3..<Int32(1024) { close(fd) }

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Testing
 import StorkProcess
 import StorkTestSupport
@@ -178,7 +179,7 @@ extension FencingTests {
         pg0.crash()
         defer { pg0.stopPostgresIfRunning() }
         let startServer = {
-            try FenceProcess.startPostgres(pg0)
+            try await FenceProcess.startPostgres(pg0)
             return await TestSupport.waitUntil(timeout: 20) { Self.writable(pg0) }
         }
 
@@ -235,6 +236,26 @@ extension FencingTests {
         #expect(Self.writable(pg0))
         #expect(!pg0.log.contains("did not refresh the leader key in time"), "\(pg0.log)")
         #expect(pg0.log.contains("ended the self-fence companion"), "\(pg0.log)")
+    }
+
+    /// An agent started beside a running primary while the DCS is out of reach could never
+    /// refresh a key, so it once left the server accepting writes for as long as the DCS was
+    /// gone (a replica may have the key by then). Patroni demotes any running primary without
+    /// the DCS; Stork does so `retry_timeout` (4 s) after the agent started.
+    @Test(.timeLimit(.minutes(3)))
+    func aPrimaryWhoseAgentStartsWithoutTheDCSStopsAcceptingWrites() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "fence9", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        let pg0 = try await cluster.startPrimary("pg0")
+        pg0.crash()
+        etcd.stop()
+        try pg0.start()
+        #expect(await TestSupport.waitUntil(timeout: 20) { !Self.writable(pg0) }, "the primary kept accepting writes: \(pg0.log)")
+        #expect(pg0.log.contains("demoting self because DCS is not accessible"), "\(pg0.log)")
+        try await Task.sleep(for: .seconds(3))
+        #expect(!Self.writable(pg0), "\(pg0.log)")
     }
 }
 
@@ -355,17 +376,14 @@ final class FenceProcess: @unchecked Sendable {
         companion = try Companion.start(["/bin/sh", "-c", "exec \"$0\" \"$1\" 2>>\"$2\"", program, dataDir, log], environment: [])
     }
 
-    /// `pg_ctl start` as postgres, also spawned without Foundation: its monitor's descriptor
-    /// would stay open in the postmaster, and the test would wait for pg_ctl until it stops.
-    static func startPostgres(_ m: TestMember) throws {
-        let user = try #require(TestSupport.postgresUser)
-        let pgCtl = try Companion.start(["/usr/bin/setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--init-groups",
-                                         "/usr/lib/postgresql/15/bin/pg_ctl", "start", "-D", m.dataDir, "-w", "-l", m.base + "/manual.log"],
-                                        environment: ["PATH=/usr/bin:/bin"])
-        var status: Int32 = 0
-        _ = waitpid(pgCtl.pid, &status, 0)
-        pgCtl.close()
-        #expect(status == 0, "pg_ctl start: \(m.base)/manual.log")
+    /// `pg_ctl start` as postgres through Stork's process runner (as `ArchivingServer` does):
+    /// Foundation's descriptor would stay open in the postmaster, and the wait would never end.
+    static func startPostgres(_ m: TestMember) async throws {
+        var command = Command("/usr/lib/postgresql/15/bin/pg_ctl", ["start", "-D", m.dataDir, "-w", "-l", m.base + "/manual.log"])
+        command.runAs = TestSupport.postgresUser
+        command.timeout = 60
+        let result = try await ProcessRunner.run(command, logger: Logger(label: "test"))
+        #expect(result.succeeded, "pg_ctl start: \(result.output)")
     }
 
     static func monotonicMilliseconds() -> Int64 {
