@@ -1,5 +1,4 @@
 import Foundation
-import Logging
 import Testing
 import StorkProcess
 import StorkTestSupport
@@ -179,7 +178,7 @@ extension FencingTests {
         pg0.crash()
         defer { pg0.stopPostgresIfRunning() }
         let startServer = {
-            try await FenceProcess.startPostgres(pg0)
+            try await pg0.startPostgresByHand()
             return await TestSupport.waitUntil(timeout: 20) { Self.writable(pg0) }
         }
 
@@ -295,7 +294,7 @@ extension FencingTests {
         let pg1 = cluster.addMember("pg1")
         try pg1.start()
         #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
-        let postmaster = try #require(SafetyTests.postmasterIdentity(pg0).flatMap { pid_t($0.split(separator: " ")[0]) })
+        let postmaster = try #require(FailoverTests.postmasterPID(pg0))
         kill(postmaster, SIGSTOP)
         pg0.stop(timeout: 40)
         #expect(!pg0.isAgentRunning)
@@ -333,7 +332,7 @@ extension FencingTests {
         // The device has no reader now: opening it fails (ENXIO), as a missing driver would.
         pg0.crash()
         pipe.close()
-        let postmaster = try #require(SafetyTests.postmasterIdentity(pg0).flatMap { pid_t($0.split(separator: " ")[0]) })
+        let postmaster = try #require(FailoverTests.postmasterPID(pg0))
         kill(postmaster, SIGSTOP)
         try pg0.start()
         var samples = 0, notPg0: [String] = []
@@ -374,16 +373,6 @@ final class FenceProcess: @unchecked Sendable {
         FileManager.default.createFile(atPath: log, contents: nil)
         let program = (storkBinary as NSString).deletingLastPathComponent + "/stork-fence"
         companion = try Companion.start(["/bin/sh", "-c", "exec \"$0\" \"$1\" 2>>\"$2\"", program, dataDir, log], environment: [])
-    }
-
-    /// `pg_ctl start` as postgres through Stork's process runner (as `ArchivingServer` does):
-    /// Foundation's descriptor would stay open in the postmaster, and the wait would never end.
-    static func startPostgres(_ m: TestMember) async throws {
-        var command = Command("/usr/lib/postgresql/15/bin/pg_ctl", ["start", "-D", m.dataDir, "-w", "-l", m.base + "/manual.log"])
-        command.runAs = TestSupport.postgresUser
-        command.timeout = 60
-        let result = try await ProcessRunner.run(command, logger: Logger(label: "test"))
-        #expect(result.succeeded, "pg_ctl start: \(result.output)")
     }
 
     static func monotonicMilliseconds() -> Int64 {

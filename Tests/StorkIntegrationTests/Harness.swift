@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Testing
 import StorkConfig
 import StorkDCS
@@ -163,6 +164,17 @@ final class TestMember: @unchecked Sendable {
     }
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// `pg_ctl start` as postgres, without the agent, its output in `manual.log`; through
+    /// Stork's process runner (as `ArchivingServer` does): Foundation's Process leaves its
+    /// descriptor open in the postmaster, and the wait would never end.
+    func startPostgresByHand() async throws {
+        var command = Command("/usr/lib/postgresql/15/bin/pg_ctl", ["start", "-D", dataDir, "-w", "-l", base + "/manual.log"])
+        command.runAs = TestSupport.postgresUser
+        command.timeout = 60
+        let result = try await ProcessRunner.run(command, logger: Logger(label: "test"))
+        #expect(result.succeeded, "pg_ctl start: \(result.output)")
+    }
 
     /// Stops a PostgreSQL that an agent left behind (after SIGKILL of the agent, say).
     func stopPostgresIfRunning() {
