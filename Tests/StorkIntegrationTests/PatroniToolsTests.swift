@@ -140,8 +140,11 @@ struct PatroniToolsTests {
         var rows: [[String: Any]] = []
         let settled = try await TestSupport.waitUntil(timeout: 20, interval: 0.5) {
             rows = try ctl.listJSON(scope) ?? []
+            // The replicas' member keys caught up with the leader's optime too: a clone's last
+            // segment switch moves the optime a segment on before their next cycle reports it.
             return rows.count == 3 && rows.filter { $0["State"] as? String == "streaming" }.count == 2
                 && rows.contains { $0["Role"] as? String == "Leader" && $0["State"] as? String == "running" }
+                && rows.filter { $0["Role"] as? String == "Replica" }.allSatisfy { $0["Receive Lag"] as? Int == 0 && $0["Replay Lag"] as? Int == 0 }
         }
         #expect(settled, "patronictl list -f json: \(rows)\n\((try? ctl.run(["list", scope]))?.output ?? "")\n\(cluster.logs())")
 
