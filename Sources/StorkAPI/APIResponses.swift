@@ -53,16 +53,16 @@ public enum APIResponses {
             return isPrimary ? 200 : 503
         case "/replica":
             let noLoadBalance = config.tags["noloadbalance"]?.isTruthy ?? false
-            return running && s.role == "replica" && !noLoadBalance ? 200 : 503
+            return running && s.role == "replica" && s.cannotFollow == nil && !noLoadBalance ? 200 : 503
         case "/read-only":
-            return running && (s.role == "replica" || isPrimary) ? 200 : 503
+            return running && ((s.role == "replica" && s.cannotFollow == nil) || isPrimary) ? 200 : 503
         case "/health":
             return running ? 200 : 503
         case "/liveness":
             guard let last = s.lastCycle else { return 503 }
             return now.timeIntervalSince(last) <= Double(s.ttl) ? 200 : 503
         case "/readiness":
-            return isPrimary || (running && s.role == "replica") ? 200 : 503
+            return isPrimary || (running && s.role == "replica" && s.cannotFollow == nil) ? 200 : 503
         default:
             return nil
         }

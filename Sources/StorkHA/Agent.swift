@@ -55,6 +55,9 @@ public actor Agent {
     var highestTimeline: Int?
     /// Demoted from primary before a leader was known: see `LocalSnapshot.divergenceUnchecked`.
     var divergenceUnchecked = false
+    /// The last fork check of this replica against the leader's history: what it was asked
+    /// about (leader, its timeline, the replay position) and its answer.
+    var lastForkCheck: (question: String, answer: String?)?
     /// Since when this leader's server has been down (for `primary_start_timeout`).
     var primaryDownSince: Date?
     /// Since when the running server has not answered the agent's queries.

@@ -37,6 +37,10 @@ public struct LocalSnapshot: Sendable, Equatable {
     public var queryError: String?
     /// It has not answered for longer than `retry_timeout`.
     public var unreadableTooLong = false
+    /// Why this running replica can never stream from the leader: its replayed WAL went past
+    /// the point where the leader's timeline forked off its own. Nil when it can, or when
+    /// that cannot be told.
+    public var forkedFromLeader: String?
 
     public init(dataDirectory: DataDirectoryState, systemIdentifier: String? = nil, wasPrimary: Bool = false,
                 running: Bool = false, inRecovery: Bool? = nil, incompleteWork: Bool = false,
@@ -132,6 +136,9 @@ public enum Decision: Sendable, Equatable {
     /// A running replica demoted from primary earlier, before any leader was known: stop it
     /// and rejoin `leader` as a former primary (rewound or rebuilt if the histories forked).
     case rejoinAfterDemotion(leader: String)
+    /// A running replica that can never stream from `leader` (`LocalSnapshot.forkedFromLeader`):
+    /// stop it and rejoin as a former primary does (rewound or rebuilt).
+    case rejoinForked(leader: String, reason: String)
     /// A running replica and nobody holds the leader key: when this member is the healthiest
     /// (no member that may lead has more WAL), take the key (create-only) and promote.
     case leaderRace
@@ -234,6 +241,9 @@ public func decide(_ s: Snapshot) -> Decision {
             if let candidate = cluster.failoverCandidate, candidate != s.me { return follow(nil, s) }
         }
         return s.iAmLeader ? .promoteHoldingKey : .leaderRace
+    }
+    if let reason = local.forkedFromLeader, let leader = cluster.leader, leader != s.me, !s.standbyCluster {
+        return .rejoinForked(leader: leader, reason: reason)
     }
     if local.divergenceUnchecked, let leader = cluster.leader, leader != s.me, !s.standbyCluster {
         return .rejoinAfterDemotion(leader: leader)

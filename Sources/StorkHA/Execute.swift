@@ -198,6 +198,11 @@ extension Agent {
                 await agent.demoteAndRejoin(leader: leader)
             }
 
+        case .rejoinForked(let leader, let reason):
+            return launch("rejoining", state: "starting", "rejoining \(leader): this replica cannot follow it (\(reason))") { agent in
+                await agent.demoteAndRejoin(leader: leader)
+            }
+
         case .retarget(let leader, let byReload):
             if byReload {
                 return launch("following a new leader", state: "running", "changing primary_conninfo and reloading in progress") { agent in

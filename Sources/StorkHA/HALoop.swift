@@ -82,6 +82,8 @@ extension Agent {
             followedLeader = .some(leader)
         }
         local.followed = followedLeader
+        local.forkedFromLeader = await forkFromLeader(view: view, local: local)
+        status.update { $0.cannotFollow = local.forkedFromLeader }
         // The leader's server down (not counting a long task: a start in progress is counted).
         if view.leader == config.name, local.dataDirectory == .initialized, !local.running || longTasks.running != nil,
            local.inRecovery != false {

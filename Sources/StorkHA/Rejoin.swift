@@ -25,6 +25,36 @@ extension Agent {
         await rejoin(leader: leader)
     }
 
+    /// Why this running replica can never stream from the leader (Patroni's divergence check
+    /// for a replica): it does not stream, it replays a timeline older than the leader's, and
+    /// its replayed WAL went past the point where the leader's timeline forked off that one.
+    /// Nil when it can follow, or when it cannot be told (asked again next cycle).
+    func forkFromLeader(view: ClusterView, local: LocalSnapshot) async -> String? {
+        guard longTasks.running == nil, local.running, local.inRecovery == true, standbyCluster == nil,
+              let name = view.leader, name != config.name, local.followed == .some(name),
+              let leader = view.member(named: name), let url = leader.connURL, let leaderTimeline = leader.timeline,
+              let server = status.snapshot.server, !server.streaming, server.timeline < leaderTimeline,
+              let replayed = server.replayLSN else { return nil }
+        let question = "\(name) \(leaderTimeline) \(replayed)"
+        if let last = lastForkCheck, last.question == question { return last.answer }
+        do {
+            let timeline = try await node.currentTimeline()
+            var answer: String?
+            if timeline < leaderTimeline {
+                let history = try await node.timelineHistory(fromConnURL: url, timeline: leaderTimeline)
+                if let fork = TimelineSwitch.forkPassed(history, timeline: timeline, replayed: replayed) {
+                    answer = "it replayed timeline \(timeline) up to \(LSN.format(replayed)), and \(name)'s timeline \(leaderTimeline) left timeline \(fork.parent) at \(LSN.format(fork.switchpoint))"
+                    logger.warning("this replica cannot follow \(name): \(answer!)")
+                }
+            }
+            lastForkCheck = (question, answer)
+            return answer
+        } catch {
+            logger.info("cannot compare this replica's timeline with \(name)'s yet: \(oneLine(String(describing: error)))")
+            return nil
+        }
+    }
+
     func rejoin(leader: String) async {
         guard let url = lastView.member(named: leader)?.connURL else {
             logger.warning("cannot compare histories with \(leader): its member key has no conn_url; staying stopped until it has one")

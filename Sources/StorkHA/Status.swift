@@ -22,6 +22,9 @@ public struct MemberStatus: Sendable, Equatable {
     public var ttl: Int = 30
     /// A required watchdog cannot be used: this member does not lead (`watchdog_failed`).
     public var watchdogFailed: Bool = false
+    /// Why this replica can never stream from the leader (a forked timeline): `GET /replica`
+    /// answers 503 until it rejoins.
+    public var cannotFollow: String?
     /// The long task running now, if any.
     public var task: String?
     /// The replica method running now, while a replica is built.

@@ -120,7 +120,9 @@ public final class Connection: Sendable {
     private func blockingQuery(_ sql: String, params: [String?]) -> Result<[[String?]], PostgresError> {
         handle.withLock { conn -> Result<[[String?]], PostgresError> in
             guard let conn else { return .failure(PostgresError("connection is closed")) }
-            let result = Connection.withCStrings(params) { pointers in
+            // Without parameters, the simple protocol: a replication connection
+            // (`IDENTIFY_SYSTEM`) accepts nothing else.
+            let result = params.isEmpty ? PQexec(conn, sql) : Connection.withCStrings(params) { pointers in
                 PQexecParams(conn, sql, Int32(params.count), nil, pointers, nil, nil, 0)
             }
             guard let result else {

@@ -52,6 +52,13 @@ struct APITests {
         }
         #expect(APIResponses.statusCode(path: "/nope", primary, config: c) == nil)
         #expect(APIResponses.statusCode(path: "/replica", replica, config: config(tags: ["noloadbalance": .bool(true)])) == 503)
+        // A replica forked off the leader's timeline never catches up: not offered for reads.
+        var forked = replica
+        forked.cannotFollow = "it replayed timeline 1 past the fork"
+        for path in ["/replica", "/read-only", "/readiness"] {
+            #expect(APIResponses.statusCode(path: path, forked, config: c) == 503, "\(path)")
+        }
+        #expect(APIResponses.statusCode(path: "/health", forked, config: c) == 200)
     }
 
     @Test func patroniDocumentFields() {

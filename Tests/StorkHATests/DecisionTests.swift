@@ -62,6 +62,12 @@ private let demotedReplica: LocalSnapshot = {
     return local
 }()
 
+private let forkedReplica: LocalSnapshot = {
+    var local = replica(following: "pg0")
+    local.forkedFromLeader = "forked"
+    return local
+}()
+
 private let overdueLeader: LocalSnapshot = {
     var local = stoppedPrimary
     local.primaryStartOverdue = true
@@ -80,6 +86,8 @@ private let cases: [DecisionCase] = [
           expected: .holdLeaderClearingFailover(reason: "it names pg9 as the leader, and pg0 leads")),
     .init(label: "a replica demoted from primary before any leader was known: rejoin the leader, checking for a fork",
           snapshot: Snapshot(me: "pg1", cluster: leaderView, local: demotedReplica), expected: .rejoinAfterDemotion(leader: "pg0")),
+    .init(label: "a replica that replayed past where the leader's timeline forked off its own: rejoin, never just follow",
+          snapshot: Snapshot(me: "pg1", cluster: leaderView, local: forkedReplica), expected: .rejoinForked(leader: "pg0", reason: "forked")),
     .init(label: "a data directory half re-synced in place: sync it again from the leader, never start it",
           snapshot: Snapshot(me: "pg1", cluster: leaderView, local: halfSynced), expected: .clone(from: "pg0", isLeader: true)),
     .init(label: "a data directory half re-synced, no leader: wait, never start it",

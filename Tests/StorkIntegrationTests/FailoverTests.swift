@@ -95,6 +95,50 @@ struct FailoverTests {
         #expect(pg1.log.contains("rebuilding it through create_replica_methods") || pg1.log.contains("has not diverged"), "\(pg1.log)")
     }
 
+    /// A replica that replayed WAL the new leader never received once followed it forever
+    /// without streaming ("new timeline 2 forked off current database system timeline 1")
+    /// while `GET /replica` said 200. It now sees the fork from the leader's timeline history,
+    /// answers 503, and rejoins as a former primary does (rebuilt, without use_pg_rewind).
+    @Test(.timeLimit(.minutes(4)))
+    func aReplicaForkedByTheFailoverRejoins() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "fork", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        let pg0 = try await cluster.startPrimary("pg0")
+        let pg1 = cluster.addMember("pg1", extraYAML: "tags:\n  nofailover: true\n")
+        let pg2 = cluster.addMember("pg2")
+        try pg1.start()
+        try pg2.start()
+        #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
+        #expect(pg0.sql("CREATE TABLE t (i int); INSERT INTO t VALUES (1)") != nil)
+        #expect(await TestSupport.waitUntil(timeout: 20) { pg2.sql("SELECT count(*) FROM t") == "1" })
+        // pg0's WAL sender to pg2 stopped (on the sending side, so that no byte waits in a
+        // socket): pg1 replays rows pg2 never receives, then pg0 dies.
+        let sender = try #require(pg0.sql("SELECT pid FROM pg_stat_replication WHERE application_name = 'pg2'").flatMap { Int32($0) })
+        kill(sender, SIGSTOP)
+        #expect(pg0.sql("INSERT INTO t SELECT generate_series(2, 100)") != nil)
+        #expect(await TestSupport.waitUntil(timeout: 20) { pg1.sql("SELECT count(*) FROM t") == "100" })
+        await Self.killMachine(pg0)
+        kill(sender, SIGKILL)
+        #expect(await TestSupport.waitUntil(timeout: 45) { Self.primary(of: [pg2]) != nil }, "\(cluster.logs())")
+        #expect(pg2.sql("SELECT count(*) FROM t") == "1")
+
+        // pg1 can never stream from pg2: it says so, is not offered for reads, and is rebuilt.
+        var replicaAnswers: [Int] = []
+        let rejoined = await TestSupport.waitUntil(timeout: 90, interval: 0.3) {
+            if pg1.log.contains("this replica cannot follow pg2") { replicaAnswers.append(await pg1.api("/replica").0) }
+            return pg1.sql("SELECT status FROM pg_stat_wal_receiver") == "streaming"
+        }
+        #expect(rejoined, "\(pg1.log)")
+        #expect(pg1.log.contains("this replica cannot follow pg2: it replayed timeline 1 up to"), "\(pg1.log)")
+        #expect(pg1.log.contains("rebuilding it through create_replica_methods"), "\(pg1.log)")
+        #expect(replicaAnswers.first == 503, "GET /replica once the fork was seen: \(replicaAnswers)")
+        #expect(pg1.sql("SELECT count(*) FROM t") == "1", "pg1 keeps rows the cluster's timeline 2 never had")
+        #expect(pg2.sql("INSERT INTO t VALUES (200)") != nil)
+        #expect(await TestSupport.waitUntil(timeout: 20) { pg1.sql("SELECT max(i) FROM t") == "200" }, "\(pg1.log)")
+    }
+
     /// `POST /switchover` with Patroni's checks and answers: the candidate leads, the old
     /// leader follows it, the `failover` key is gone; wrong requests are refused with 412/400.
     @Test(.timeLimit(.minutes(2)))

@@ -30,6 +30,20 @@ Mock authentication nonce:            fdd345edcf026155df7c67dbce081b3c22bfde3672
 
 @Suite("Text formats")
 struct TextTests {
+    /// Patroni's rule for a replica: forked when it replayed past the switchpoint where the
+    /// newer timeline left its own, or when its timeline is not an ancestor at all.
+    @Test func timelineHistoryForks() {
+        let history = TimelineSwitch.parse(history: "1\t0/3000160\tno recovery target specified\n\n# comment\n2\t0/5000000\tno recovery target specified\n4\t0/7000000\tx\n")
+        #expect(history == [TimelineSwitch(parent: 1, switchpoint: 0x300_0160), TimelineSwitch(parent: 2, switchpoint: 0x500_0000),
+                            TimelineSwitch(parent: 4, switchpoint: 0x700_0000)])
+        #expect(TimelineSwitch.forkPassed(history, timeline: 1, replayed: 0x300_0160) == nil)
+        #expect(TimelineSwitch.forkPassed(history, timeline: 1, replayed: 0x300_0161) == history[0])
+        #expect(TimelineSwitch.forkPassed(history, timeline: 2, replayed: 0x400_0000) == nil)
+        // Timeline 3 is not in timeline 5's history: it branched off timeline 2 elsewhere.
+        #expect(TimelineSwitch.forkPassed(history, timeline: 3, replayed: 0x100_0000) == history[1])
+        #expect(TimelineSwitch.forkPassed([], timeline: 1, replayed: 1) == nil)
+    }
+
     @Test func lsnRoundTrip() {
         #expect(LSN.parse("16/B374D848") == 0x16_B374_D848)
         #expect(LSN.parse("0/0") == 0)
