@@ -292,6 +292,13 @@ public struct PostgresSettings: Sendable, Equatable {
     /// `postgresql.use_pg_rewind`: a former primary whose history diverged from the new
     /// leader's is rewound with pg_rewind; without it, it is rebuilt through the replica methods.
     public var useRewind = false
+    /// `postgresql.remove_data_directory_on_rewind_failure` and
+    /// `remove_data_directory_on_diverged_timelines` (Patroni's): a former primary's rebuild
+    /// that cannot keep the old directory until the new copy is in place (short of space, or a
+    /// mount point built in place) may remove it first. Off, the directory is kept: it may hold
+    /// the only copy of what this member wrote.
+    public var removeOnRewindFailure = false
+    public var removeOnDivergedTimelines = false
     public init(listen: String, connectAddress: String, dataDir: String, pgpass: String,
                 superuser: PostgresUser, replication: PostgresUser) {
         self.listen = listen

@@ -82,10 +82,13 @@ extension ConfigReader {
         }
         let timeout = int(m["pg_ctl_timeout"], "postgresql.pg_ctl_timeout")
         let useRewind = m["use_pg_rewind"].map(\.isTruthy)
+        let removeOnRewindFailure = m["remove_data_directory_on_rewind_failure"].map(\.isTruthy)
+        let removeOnDivergedTimelines = m["remove_data_directory_on_diverged_timelines"].map(\.isTruthy)
         if let timeout, timeout < 0 { issue("postgresql.pg_ctl_timeout", "\(timeout): must not be negative") }
 
         var known: Set<String> = ["listen", "connect_address", "data_dir", "bin_dir", "pgpass", "authentication",
-                                  "parameters", "pg_hba", "create_replica_methods", "basebackup", "pg_ctl_timeout", "use_pg_rewind"]
+                                  "parameters", "pg_hba", "create_replica_methods", "basebackup", "pg_ctl_timeout", "use_pg_rewind",
+                                  "remove_data_directory_on_rewind_failure", "remove_data_directory_on_diverged_timelines"]
         var sections: [String: JSONValue] = [:]
         for (key, section) in m where !known.contains(key) {
             if methods.contains(key) || standbyMethodNames?.contains(key) == true {
@@ -114,6 +117,8 @@ extension ConfigReader {
         pg.standbyReplicaMethods = standbyChain
         if let timeout { pg.pgCtlTimeout = timeout }
         if let useRewind { pg.useRewind = useRewind }
+        if let removeOnRewindFailure { pg.removeOnRewindFailure = removeOnRewindFailure }
+        if let removeOnDivergedTimelines { pg.removeOnDivergedTimelines = removeOnDivergedTimelines }
         return pg
     }
 

@@ -90,6 +90,8 @@ extension Config {
         w.scalar("pgpass", .string(pg.pgpass), depth: 1)
         w.scalar("pg_ctl_timeout", .int(pg.pgCtlTimeout), depth: 1)
         w.scalar("use_pg_rewind", .bool(pg.useRewind), depth: 1)
+        w.scalar("remove_data_directory_on_rewind_failure", .bool(pg.removeOnRewindFailure), depth: 1)
+        w.scalar("remove_data_directory_on_diverged_timelines", .bool(pg.removeOnDivergedTimelines), depth: 1)
         w.section("authentication", depth: 1)
         for (role, user) in [("superuser", pg.superuser), ("replication", pg.replication), ("rewind", pg.rewind)] {
             guard let user else { continue }

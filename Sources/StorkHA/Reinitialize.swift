@@ -66,10 +66,11 @@ extension Agent {
 
     /// Stops PostgreSQL and builds the member again through the chain. The old data directory
     /// stays in place until the new copy is checked and renamed over it, when the disk has room
-    /// for both; otherwise it is removed first (and the log says so). A method that keeps data
-    /// (rsync) re-syncs it in place.
+    /// for both; otherwise (or on a mount point, built in place) it is removed first and the
+    /// log says so, unless `removalRefusal` says why not: then nothing changes. A method that
+    /// keeps data (rsync) re-syncs it in place.
     @discardableResult
-    func rebuild(from name: String, description: String) async -> Bool {
+    func rebuild(from name: String, description: String, removalRefusal: String? = nil) async -> Bool {
         // Immediate, as Patroni does: the directory is about to be replaced or re-synced, and
         // a shutdown checkpoint would only write what is thrown away. Kept, it recovers as after a crash.
         await stopPostgresUncancelled(mode: "immediate")
@@ -81,12 +82,21 @@ extension Agent {
         do {
             if node.workInProgress() != nil { _ = try await finishOrUndoIncompleteWork(view: lastView) }
             let dataDir = config.postgresql.dataDir
-            let staged = !(config.postgresql.replicaMethods.first?.keepData ?? false) && !node.dataDirectoryStaysInPlace
-            if staged && node.dataDirectoryState() != .empty {
+            let keepsData = config.postgresql.replicaMethods.first?.keepData ?? false
+            if !keepsData && node.dataDirectoryState() != .empty {
                 let size = PostgresNode.treeSize(dataDir), free = PostgresNode.freeBytes(near: dataDir)
-                if free < size + size / 10 {
-                    logger.warning("reinitialize: \(free >> 20) MiB free, the copy needs about \(size >> 20) MiB: removing the old data directory \(dataDir) first")
-                    try node.wipeDataDirectory()
+                let inPlace = node.dataDirectoryStaysInPlace
+                let removedFirst = inPlace ? "it is a mount point or a symbolic link, so the copy is built in its place"
+                    : free < size + size / 10 ? "\(free >> 20) MiB free, the copy needs about \(size >> 20) MiB" : nil
+                if let removedFirst, let removalRefusal {
+                    logger.error("reinitialize: keeping the data directory \(dataDir) as it is: the rebuild would remove it before the new copy is complete (\(removedFirst)) and \(removalRefusal); turn it on, free space, or POST /reinitialize to rebuild anyway")
+                    waitBeforeNextCycle = true
+                    status.update { $0.state = "stopped" }
+                    return false
+                }
+                if let removedFirst {
+                    logger.warning("reinitialize: \(removedFirst): removing the old data directory \(dataDir) first")
+                    if !inPlace { try node.wipeDataDirectory() }
                 } else {
                     logger.info("reinitialize: the old data directory stays until the new copy is complete (\(size >> 20) MiB, \(free >> 20) MiB free)")
                 }

@@ -60,7 +60,10 @@ extension Agent {
             logger.warning("cannot compare histories with \(leader): its member key has no conn_url; staying stopped until it has one")
             return
         }
-        let useRewind = config.postgresql.useRewind || clusterConfig(config, lastView.config)["postgresql"]?["use_pg_rewind"]?.isTruthy == true
+        let useRewind = postgresqlSetting("use_pg_rewind", local: config.postgresql.useRewind)
+        let removeOnDiverged = postgresqlSetting("remove_data_directory_on_diverged_timelines", local: config.postgresql.removeOnDivergedTimelines)
+        let removeOnRewindFailure = removeOnDiverged
+            || postgresqlSetting("remove_data_directory_on_rewind_failure", local: config.postgresql.removeOnRewindFailure)
         do {
             if (try? await node.controlData())?.clusterState == "in production" {
                 logger.info("running crash recovery in single-user mode: pg_rewind needs a cleanly shut down data directory")
@@ -71,6 +74,7 @@ extension Agent {
                 // Nothing is known yet: the data stays as it is (it may be the best copy), and the
                 // next cycle asks again.
                 logger.error("cannot compare this former primary's history with \(leader)'s: \(oneLine(String(describing: error))); keeping the data directory as it is and trying again")
+                waitBeforeNextCycle = true
                 return
             }
             switch verdict {
@@ -84,6 +88,11 @@ extension Agent {
                 return
             case .needed:
                 break
+            case .neededButImpossible(let why):
+                logger.warning("this former primary's history diverged from \(leader)'s and pg_rewind cannot rewind it (\(why)): rebuilding it through create_replica_methods")
+                await rebuildDiverged(from: leader, removalAllowed: useRewind ? removeOnRewindFailure : removeOnDiverged,
+                                      setting: useRewind ? "remove_data_directory_on_rewind_failure" : "remove_data_directory_on_diverged_timelines")
+                return
             }
             if useRewind {
                 logger.info("this former primary's history diverged from \(leader)'s: rewinding it with pg_rewind (use_pg_rewind)")
@@ -94,9 +103,26 @@ extension Agent {
                 return
             }
             logger.warning("this former primary's history diverged from \(leader)'s and use_pg_rewind is off: rebuilding it through create_replica_methods")
+            await rebuildDiverged(from: leader, removalAllowed: removeOnDiverged, setting: "remove_data_directory_on_diverged_timelines")
+            return
         } catch {
             logger.error("cannot rejoin by rewind: \(oneLine(String(describing: error))); rebuilding through create_replica_methods")
         }
-        if await rebuild(from: leader, description: CloneSource.describe(leader, isLeader: true)) { divergenceUnchecked = false }
+        await rebuildDiverged(from: leader, removalAllowed: removeOnRewindFailure, setting: "remove_data_directory_on_rewind_failure")
+    }
+
+    /// A diverged former primary rebuilt from `leader`; its directory is removed before the
+    /// new copy is in place only when `setting` (Patroni's) allows it: it may hold the only
+    /// copy of what this member wrote after the fork.
+    private func rebuildDiverged(from leader: String, removalAllowed: Bool, setting: String) async {
+        let refusal = removalAllowed ? nil : "postgresql.\(setting) is off"
+        if await rebuild(from: leader, description: CloneSource.describe(leader, isLeader: true), removalRefusal: refusal) {
+            divergenceUnchecked = false
+        }
+    }
+
+    /// A `postgresql` setting that the local file or the dynamic configuration turns on.
+    private func postgresqlSetting(_ key: String, local: Bool) -> Bool {
+        local || clusterConfig(config, lastView.config)["postgresql"]?[key]?.isTruthy == true
     }
 }

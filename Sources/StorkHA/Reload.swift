@@ -43,6 +43,8 @@ extension Agent {
         note("postgresql.pg_hba", \.postgresql.pgHBA)
         note("postgresql.create_replica_methods", \.postgresql.replicaMethods)
         note("postgresql.use_pg_rewind", \.postgresql.useRewind)
+        note("postgresql.remove_data_directory_on_rewind_failure", \.postgresql.removeOnRewindFailure)
+        note("postgresql.remove_data_directory_on_diverged_timelines", \.postgresql.removeOnDivergedTimelines)
         note("postgresql.pg_ctl_timeout", \.postgresql.pgCtlTimeout)
         note("bootstrap", \.bootstrap)
         note("archive", \.archive)

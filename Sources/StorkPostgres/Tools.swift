@@ -209,6 +209,9 @@ extension PostgresNode {
         /// The source's pg_control still names the target's timeline: it has not checkpointed
         /// since it promoted, and pg_rewind cannot tell yet.
         case sameTimeline
+        /// The histories diverged and pg_rewind cannot rewind this one (the WAL it needs is
+        /// gone, say): its last error line.
+        case neededButImpossible(String)
     }
 
     /// pg_rewind from the member at `url` as `user` (the rewind user, else the superuser):
@@ -220,6 +223,10 @@ extension PostgresNode {
         command.timeout = 3600
         command.withoutInherited = ["PATRONI_"]
         let result = try await run(command)
+        if dryRun, !result.succeeded, result.output.contains("servers diverged at WAL location") {
+            let error = result.output.split(separator: "\n").last { $0.contains("error:") } ?? "exit status \(result.exitStatus)"
+            return .neededButImpossible(String(error).trimmingCharacters(in: .whitespaces))
+        }
         guard result.succeeded else { throw PostgresNode.failure("pg_rewind" + (dryRun ? " --dry-run" : ""), result) }
         if result.output.contains("on the same timeline") { return .sameTimeline }
         return result.output.contains("no rewind required") ? .notNeeded : .needed

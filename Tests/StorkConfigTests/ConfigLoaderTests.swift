@@ -42,6 +42,7 @@ struct ConfigLoaderTests {
         #expect(pg.binDir == "/usr/lib/postgresql/15/bin")
         #expect(pg.pgpass == "/tmp/pgpass0")
         #expect(pg.pgCtlTimeout == 60)
+        #expect(pg.removeOnRewindFailure && !pg.removeOnDivergedTimelines)
         var replication = PostgresUser(username: "replicator", password: "rep-pw-3333")
         replication.sslOptions = ["sslmode": "verify-full"]
         #expect(pg.replication == replication)
@@ -83,7 +84,7 @@ struct ConfigLoaderTests {
     @Test func unimplementedKeysAreListedNotRefused() throws {
         let c = try ConfigLoader.parse(yaml: postgres0YAML, checkFiles: false).config
         #expect(c.unimplementedKeys == [
-            "log.dir", "postgresql.callbacks", "postgresql.remove_data_directory_on_rewind_failure",
+            "log.dir", "postgresql.callbacks",
         ])
         #expect(c.watchdog.mode == .off)
         let more = minimalYAML + """

@@ -83,7 +83,7 @@ postgresql:
     checkpoint: fast
   callbacks:
     on_start: /bin/true
-  remove_data_directory_on_rewind_failure: false
+  remove_data_directory_on_rewind_failure: true
 
 watchdog:
   mode: off

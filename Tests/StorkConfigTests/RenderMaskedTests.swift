@@ -39,7 +39,7 @@ struct RenderMaskedTests {
         #expect(text.contains("  users:\n    admin:\n      password: \"******\"\n      options: [createrole, createdb]\n"))
         #expect(text.contains("    unix_socket_directories: ..\n"))
         #expect(text.contains("  create_replica_methods: [wal_g, basebackup]\n"))
-        #expect(text.contains("# accepted but not implemented by Stork yet: log.dir, postgresql.callbacks,"))
+        #expect(text.contains("# accepted but not implemented by Stork yet: log.dir, postgresql.callbacks\n"))
 
         // It reads back as YAML with the same values.
         let back = try #require(try ConfigLoader.yamlValue(text))
@@ -51,6 +51,7 @@ struct RenderMaskedTests {
                                                          .string("host all all 0.0.0.0/0 md5")]))
         #expect(back["postgresql"]?["wal_g"]?["no_leader"] == .int(1))
         #expect(back["postgresql"]?["pg_ctl_timeout"] == .int(60))
+        #expect(back["postgresql"]?["remove_data_directory_on_rewind_failure"] == .bool(true))
         #expect(back["tags"]?["nofailover"] == .bool(false))
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import StorkDCS
 import StorkTestSupport
 #if canImport(Glibc)
 import Glibc
@@ -137,6 +138,57 @@ struct FailoverTests {
         #expect(pg1.sql("SELECT count(*) FROM t") == "1", "pg1 keeps rows the cluster's timeline 2 never had")
         #expect(pg2.sql("INSERT INTO t VALUES (200)") != nil)
         #expect(await TestSupport.waitUntil(timeout: 20) { pg1.sql("SELECT max(i) FROM t") == "200" }, "\(pg1.log)")
+    }
+
+    /// A diverged former primary whose data directory is a symbolic link (a mount point too)
+    /// can only be rebuilt in its place, which once removed it at once: the only copy of the
+    /// rows it took after the failover. Without `remove_data_directory_on_diverged_timelines`
+    /// it is kept as it is and the log says what would rebuild it; `POST /reinitialize` does.
+    /// Both when pg_rewind finds the WAL to compare (`wal_keep_size`) and when it does not.
+    @Test(.timeLimit(.minutes(4)), arguments: [true, false])
+    func aDivergedFormerPrimaryOnAMountPointIsKept(walKept: Bool) async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "keep", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        let pg0 = cluster.addMember("pg0", dcsYAML: walKept ? "postgresql:\n  parameters:\n    wal_keep_size: 256MB" : "")
+        let target = pg0.base + "/volume"
+        mkdir(target, 0o700)
+        TestSupport.chownToPostgres(target)
+        #expect(symlink(target, pg0.dataDir) == 0)
+        try pg0.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        let pg1 = cluster.addMember("pg1")
+        try pg1.start()
+        #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
+
+        // pg0's agent dies, its server goes on; pg1 takes over and pg0 takes a row pg1 never sees.
+        pg0.crash()
+        #expect(await TestSupport.waitUntil(timeout: 45) { pg1.sql("SELECT NOT pg_is_in_recovery()") == "t" }, "\(cluster.logs())")
+        #expect(pg0.sql("CREATE TABLE only_here (i int); INSERT INTO only_here VALUES (7)") != nil)
+        // pg_control's first field: the system identifier.
+        func systemIdentifier() -> Data? { FileManager.default.contents(atPath: target + "/global/pg_control")?.prefix(8) }
+        let identifier = systemIdentifier()
+        #expect(identifier?.count == 8)
+        try pg0.start()
+        let kept = "reinitialize: keeping the data directory \(pg0.dataDir) as it is: the rebuild would remove it before the new copy is complete (it is a mount point or a symbolic link"
+        #expect(await TestSupport.waitUntil(timeout: 60) { pg0.log.contains(kept) }, "\(pg0.log)")
+        #expect(pg0.log.contains("remove_data_directory_on_diverged_timelines is off"), "\(pg0.log)")
+        let verdict = walKept ? "history diverged from pg1's and use_pg_rewind is off" : "history diverged from pg1's and pg_rewind cannot rewind it"
+        #expect(pg0.log.contains(verdict), "\(pg0.log)")
+        try await Task.sleep(for: .seconds(3))
+        #expect(FileManager.default.fileExists(atPath: target + "/PG_VERSION"), "the data directory was removed")
+        #expect(systemIdentifier() == identifier, "another data directory is in place")
+        #expect(FileManager.default.fileExists(atPath: target + "/base"))
+        #expect(!pg0.log.contains("creating replica using method"), "\(pg0.log)")
+        #expect(pg0.sql("SELECT 1") == nil, "the diverged server was started")
+
+        // The operator asks: rebuilt in place, the link stays a link, and it follows pg1.
+        #expect(try await reinitialize(pg0).status == 200)
+        #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
+        var st = stat()
+        #expect(lstat(pg0.dataDir, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK, "the link was replaced")
+        #expect(pg0.sql("SELECT count(*) FROM pg_class WHERE relname = 'only_here'") == "0")
     }
 
     /// `POST /switchover` with Patroni's checks and answers: the candidate leads, the old
