@@ -6,8 +6,8 @@ import StorkConfig
 // end of the agent: a file that no longer loads keeps the running configuration.
 extension Agent {
     /// Takes a newly loaded configuration. What this process is built around (the cluster and
-    /// member names, the DCS, the REST API, PostgreSQL's data directory, address, binaries and
-    /// users) keeps its running value until the agent restarts, and the log says which of those
+    /// member names, the DCS, the REST API, PostgreSQL's data directory, address, binaries,
+    /// users, `pg_ctl_timeout` and `basebackup` options) keeps its running value until the agent restarts, and the log says which of those
     /// changed; the rest (tags, `postgresql.parameters` and `pg_hba`, the replica methods,
     /// bootstrap and archive settings) is used from the next cycle on. Returns the changed keys.
     @discardableResult
@@ -33,6 +33,9 @@ extension Agent {
         keep("postgresql.authentication.replication", \.postgresql.replication)
         keep("postgresql.authentication.rewind", \.postgresql.rewind)
         keep("log", \.log)
+        // The PostgreSQL side reads these from its own settings, made once at start.
+        keep("postgresql.pg_ctl_timeout", \.postgresql.pgCtlTimeout)
+        keep("postgresql.basebackup", \.postgresql.basebackup)
 
         var taken: [String] = []
         func note<T: Equatable>(_ name: String, _ path: KeyPath<Config, T>) {
@@ -45,7 +48,6 @@ extension Agent {
         note("postgresql.use_pg_rewind", \.postgresql.useRewind)
         note("postgresql.remove_data_directory_on_rewind_failure", \.postgresql.removeOnRewindFailure)
         note("postgresql.remove_data_directory_on_diverged_timelines", \.postgresql.removeOnDivergedTimelines)
-        note("postgresql.pg_ctl_timeout", \.postgresql.pgCtlTimeout)
         note("bootstrap", \.bootstrap)
         note("archive", \.archive)
         note("ctl", \.ctl)

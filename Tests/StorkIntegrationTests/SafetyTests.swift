@@ -49,10 +49,13 @@ struct SafetyTests {
         let original = try String(contentsOfFile: pg0.configPath, encoding: .utf8)
 
         // A new tag, then SIGHUP: the agent stays, the server too, and the tag reaches the member key.
-        try (original + "tags:\n  reloaded_by: sighup\n").write(toFile: pg0.configPath, atomically: false, encoding: .utf8)
+        // pg_ctl_timeout, read by the PostgreSQL side at start, keeps its value and the log says so.
+        let edited = original.replacingOccurrences(of: "  pgpass: ", with: "  pg_ctl_timeout: 61\n  pgpass: ")
+        try (edited + "tags:\n  reloaded_by: sighup\n").write(toFile: pg0.configPath, atomically: false, encoding: .utf8)
         kill(agentPID, SIGHUP)
         #expect(await TestSupport.waitUntil(timeout: 10) { pg0.log.contains("reloaded the configuration from \(pg0.configPath): tags changed") },
                 "\(pg0.log)")
+        #expect(pg0.log.contains("postgresql.pg_ctl_timeout changed, and keep their running values until the agent restarts"), "\(pg0.log)")
         #expect(await TestSupport.waitUntil(timeout: 10) {
             ((try? runEtcdctl(etcd, ["get", "--print-value-only", "/service/safe1/members/pg0"])) ?? "").contains("reloaded_by")
         })
