@@ -109,6 +109,16 @@ public struct RestAPISettings: Sendable, Equatable {
 
     /// HTTPS is on when a certificate is given (Patroni's rule).
     public var usesTLS: Bool { certfile.map { !$0.isEmpty } ?? false }
+
+    /// What to warn about at start when anyone who reaches the API may change the cluster:
+    /// no basic authentication, no required client certificate, no allowlist, and an address
+    /// beyond loopback. Nil otherwise.
+    public var openToEveryone: String? {
+        guard basicAuthorization(username: username, password: password) == nil, verifyClient != "required", allowlist.isEmpty else { return nil }
+        let hosts = ListenAddress.split(listen).hosts.split(separator: ",").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "[] ")) }
+        if !hosts.isEmpty && hosts.allSatisfy({ $0 == "localhost" || $0 == "::1" || $0.hasPrefix("127.") }) { return nil }
+        return "the REST API on \(listen) lets anyone who reaches it switch over, fail over, restart and reinitialize members: set restapi.authentication, restapi.verify_client: required or restapi.allowlist, or listen on 127.0.0.1"
+    }
 }
 
 /// The `Authorization` header value of HTTP basic authentication, nil unless both are given:

@@ -214,6 +214,11 @@ struct ConfigReader {
             unknownKeys(auth, known: ["username", "password"], prefix: "restapi.authentication")
             api.username = string(auth["username"], "restapi.authentication.username")
             api.password = string(auth["password"], "restapi.authentication.password")
+            // Half of the pair turns authentication off without a word (Patroni checks only a full one).
+            if (api.username ?? "").isEmpty != (api.password ?? "").isEmpty {
+                let given = (api.username ?? "").isEmpty ? "a password and no username" : "a username and no password"
+                issue("restapi.authentication", "\(given): the REST API would change the cluster for anyone; set both username and password (or PATRONI_RESTAPI_USERNAME and PATRONI_RESTAPI_PASSWORD), or neither")
+            }
         }
         api.certfile = string(m["certfile"], "restapi.certfile")
         api.keyfile = string(m["keyfile"], "restapi.keyfile")

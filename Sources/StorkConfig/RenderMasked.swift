@@ -100,7 +100,7 @@ extension Config {
             w.password(user.password, depth: 3)
             for key in user.sslOptions.keys.sorted() {
                 let v = user.sslOptions[key]!
-                w.scalar(key, .string(Self.isSecretKey(key) ? Self.passwordMask : v), depth: 3)
+                w.scalar(key, .string(Self.isSecretKey(key, value: v) ? Self.passwordMask : v), depth: 3)
             }
         }
         w.value("parameters", Self.masked(.object(pg.parameters)), depth: 1)
@@ -126,10 +126,15 @@ extension Config {
         return w.lines.joined(separator: "\n") + "\n"
     }
 
-    /// Whether a key's value is a secret (`password`, `*_password`, `*secret`).
-    public static func isSecretKey(_ key: String) -> Bool {
+    /// Whether a key's value is a secret, by the key's look alone, so that keys nobody listed
+    /// (a tool's `secret_access_key`, `session_token`) are masked too: `*password*`,
+    /// `*secret*`, `*token*`, `*pass`, and `*_key` unless `value` is a file path.
+    public static func isSecretKey(_ key: String, value: String? = nil) -> Bool {
         let k = key.lowercased()
-        return k == "password" || k.hasSuffix("password") || k.hasSuffix("_secret") || k == "secret"
+        if ["password", "secret", "token"].contains(where: { k.contains($0) }) || k.hasSuffix("pass") { return true }
+        guard k.hasSuffix("_key") else { return false }
+        let path = value.map { $0.hasPrefix("/") || $0.hasPrefix("./") || $0.hasPrefix("../") || $0.hasPrefix("~/") } ?? false
+        return !path
     }
 
     /// `value` with every secret-looking key's value replaced by the mask.
@@ -137,7 +142,7 @@ extension Config {
         switch value {
         case .object(let map):
             var out: [String: JSONValue] = [:]
-            for (k, v) in map { out[k] = isSecretKey(k) && v != .null ? .string(passwordMask) : masked(v) }
+            for (k, v) in map { out[k] = isSecretKey(k, value: v.scalarText) && v != .null ? .string(passwordMask) : masked(v) }
             return .object(out)
         case .array(let items):
             return .array(items.map(masked))

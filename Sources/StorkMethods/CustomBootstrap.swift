@@ -19,10 +19,10 @@ public enum CustomBootstrap {
     public static func run(_ spec: BootstrapMethodSpec, scope: String, node: PostgresNode) async throws {
         try node.ensureDataDirectory()
         var command = Command(spec.command[0], arguments(spec, scope: scope, datadir: node.settings.dataDir))
-        command.withoutInherited = ["PATRONI_"]
         let shown = command.arguments.map { argument -> String in
             guard argument.hasPrefix("--"), let eq = argument.firstIndex(of: "="),
-                  Config.isSecretKey(String(argument[argument.index(argument.startIndex, offsetBy: 2)..<eq])) else { return argument }
+                  Config.isSecretKey(String(argument[argument.index(argument.startIndex, offsetBy: 2)..<eq]),
+                                     value: String(argument[argument.index(after: eq)...])) else { return argument }
             return argument[...eq] + Config.passwordMask
         }
         node.logger.info("running custom bootstrap script: \(([spec.command[0]] + shown).joined(separator: " "))")

@@ -86,6 +86,8 @@ public enum ChainExplanation {
     }
 
     static func maskedSection(_ section: [String: JSONValue]) -> [String: JSONValue] {
-        section.reduce(into: [:]) { out, pair in out[pair.key] = Config.isSecretKey(pair.key) ? .string(Config.passwordMask) : pair.value }
+        section.reduce(into: [:]) { out, pair in
+            out[pair.key] = Config.isSecretKey(pair.key, value: pair.value.scalarText) ? .string(Config.passwordMask) : pair.value
+        }
     }
 }

@@ -197,7 +197,6 @@ extension PostgresNode {
     public func singleUserCrashRecovery() async throws {
         var command = Command(binary("postgres"), ["--single", "-D", settings.dataDir, "-c", "archive_mode=off", "template1"])
         command.timeout = 3600
-        command.withoutInherited = ["PATRONI_"]
         let result = try await run(command)
         guard result.succeeded else { throw PostgresNode.failure("postgres --single (crash recovery)", result) }
     }
@@ -218,11 +217,14 @@ extension PostgresNode {
     /// with `dryRun`, only whether the histories diverged.
     public func rewind(fromConnURL url: String, dryRun: Bool) async throws -> RewindCheck {
         let source = try conninfo(toConnURL: url, as: settings.rewind ?? settings.superuser, applicationName: "stork-rewind")
-        var command = Command(binary("pg_rewind"), ["--target-pgdata=" + settings.dataDir, "--source-server=" + source]
-                              + (dryRun ? ["--dry-run"] : ["--progress"]))
-        command.timeout = 3600
-        command.withoutInherited = ["PATRONI_"]
-        let result = try await run(command)
+        // An `sslpassword` goes through a service file, never into argv.
+        let result = try await withCommandLineConninfo(source) { source, environment in
+            var command = Command(binary("pg_rewind"), ["--target-pgdata=" + settings.dataDir, "--source-server=" + source]
+                                  + (dryRun ? ["--dry-run"] : ["--progress"]))
+            command.environment = environment
+            command.timeout = 3600
+            return try await run(command)
+        }
         if dryRun, !result.succeeded, result.output.contains("servers diverged at WAL location") {
             let error = result.output.split(separator: "\n").last { $0.contains("error:") } ?? "exit status \(result.exitStatus)"
             return .neededButImpossible(String(error).trimmingCharacters(in: .whitespaces))

@@ -18,8 +18,10 @@ public struct Command: Sendable {
     /// Added to (or replacing in) the inherited environment.
     public var environment: [String: String] = [:]
     /// Inherited variables whose names start with one of these are left out (`environment`
-    /// still applies): the agent's `PATRONI_*` variables hold passwords.
-    public var withoutInherited: [String] = []
+    /// still applies). By default the agent's `PATRONI_*` variables, which hold passwords: no
+    /// child (a replica method, pg_basebackup, rsync, post_bootstrap) gets them; the operator's
+    /// other variables pass.
+    public var withoutInherited: [String] = ["PATRONI_"]
     public var workingDirectory: String? = nil
     /// Seconds; nil means no limit. On expiry: SIGTERM to the group, 10 s, then SIGKILL.
     public var timeout: Double? = nil

@@ -21,8 +21,12 @@ extension ProcessRunner {
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         defer { for word in argv { free(word) } }
+        // As for every child (`Command.withoutInherited`): no `PATRONI_*` variable, they hold passwords.
+        let inherited = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PATRONI_") }
+        let env = inherited.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for word in env { free(word) } }
         var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, path, &actions, nil, argv, environ)
+        let spawned = posix_spawn(&pid, path, &actions, nil, argv, env)
         close(ends[1])
         guard spawned == 0 else { return nil }
 

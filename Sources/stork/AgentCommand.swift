@@ -76,6 +76,7 @@ struct AgentCommand: AsyncParsableCommand {
         do {
             api = try RestAPI.makeApplication(config: config, agent: agent, logger: logger) { port in
                 logger.info("REST API listening on \(config.restapi.listen) (port \(port))")
+                if let open = config.restapi.openToEveryone { logger.warning("\(open)") }
             }
         } catch {
             logger.critical("\(error)")

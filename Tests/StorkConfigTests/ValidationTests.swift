@@ -126,6 +126,24 @@ struct ValidationTests {
         #expect(issueLines(minimalYAML) == ["<loaded without issues>"])
     }
 
+    /// Warned at start: a REST API that changes the cluster, open to anyone beyond loopback.
+    @Test func restAPIOpenToEveryone() {
+        var api = RestAPISettings()
+        for (listen, open) in [("127.0.0.1:8008", false), ("localhost:8008", false), ("[::1]:8008", false),
+                               ("127.0.0.1,10.0.0.5:8008", true), ("0.0.0.0:8008", true), (":8008", true), ("10.0.0.5:8008", true)] {
+            api.listen = listen
+            #expect((api.openToEveryone != nil) == open, "\(listen)")
+        }
+        api.listen = "0.0.0.0:8008"
+        api.username = "admin"; api.password = "pw"
+        #expect(api.openToEveryone == nil)
+        api.password = nil
+        api.verifyClient = "required"
+        #expect(api.openToEveryone == nil)
+        api.verifyClient = "none"; api.allowlist = ["10.0.0.0/8"]
+        #expect(api.openToEveryone == nil)
+    }
+
     @Test func errorDescriptionIsOneLinePerIssue() {
         let error = ConfigError(issues: [ConfigIssue(path: "scope", message: "required"),
                                          ConfigIssue(path: "name", message: "required")])

@@ -60,6 +60,9 @@ private let badConfigs: [BadConfig] = [
           expected: ["postgresql.rsync.source: \"rsync://{host}/{datadir}\": unknown placeholder {datadir} (known: {host}, {port}, {name}, {scope})"]),
     .init(label: "negative retries", yaml: valid + "  create_replica_methods: [restore]\n  restore:\n    command: /bin/true\n    retries: -1\n",
           expected: ["postgresql.restore.retries: -1: expected 0 or more"]),
+    .init(label: "REST API username without a password (authentication silently off)",
+          yaml: valid.replacingOccurrences(of: "  connect_address: 127.0.0.1:8008\n", with: "  connect_address: 127.0.0.1:8008\n  authentication:\n    username: admin\n"),
+          expected: ["restapi.authentication: a username and no password: the REST API would change the cluster for anyone; set both username and password (or PATRONI_RESTAPI_USERNAME and PATRONI_RESTAPI_PASSWORD), or neither"]),
     .init(label: "YAML syntax error", yaml: "scope: batman\nname: [pg0\nrestapi: {\n",
           expected: ["YAML syntax error"]),
 ]
@@ -107,6 +110,43 @@ struct BadConfigTests {
         // PATRONI_* variables win over the file.
         let env = try runStork(["check", path], env: ["PATRONI_POSTGRESQL_DATA_DIR": "/srv/pg", "PATRONI_NAME": "pg9"])
         #expect(env.out.contains("data_dir: /srv/pg") && env.out.contains("name: pg9"), "\(env.out)")
+    }
+
+    /// Secrets under keys no list names (an S3 source's `secret_access_key` and
+    /// `session_token` once printed in clear) are masked by their look, in every section; a
+    /// `*_key` that holds a file path is shown.
+    @Test func checkMasksEverySecretLookingKey() throws {
+        let dir = TestSupport.makeTempDir("stork-badcfg")
+        defer { TestSupport.removeTree(dir) }
+        let path = dir + "/secrets.yml"
+        let yaml = valid + """
+            bootstrap:
+              method: archive
+              archive:
+                url: s3://bucket/prefix
+                access_key_id: AKIDPLAIN
+                secret_access_key: leak-s3-secret
+                session_token: leak-s3-token
+            tags:
+              api_token: leak-tag-token
+            """
+        let methods = """
+              create_replica_methods: [tool, basebackup]
+              tool:
+                command: /bin/true
+                db_pass: leak-pass
+                encryption_key: leak-key
+                client_secret: leak-client-secret
+                ssl_key: /etc/stork/client.key
+
+            """
+        FileManager.default.createFile(atPath: path, contents: Data(yaml.replacingOccurrences(of: "  authentication:\n", with: methods + "  authentication:\n").utf8))
+        let r = try runStork(["check", path])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(r.out.contains("tool:") && r.out.contains("secret_access_key"), "\(r.out)")
+        #expect(!r.out.contains("leak-"), "\(r.out)")
+        #expect(r.out.contains("ssl_key: /etc/stork/client.key"), "\(r.out)")
+        #expect(r.out.contains("access_key_id: AKIDPLAIN"), "\(r.out)")
     }
 
     /// Files the agent's user cannot read, told as such. Run as the postgres user: root reads

@@ -5,7 +5,8 @@ import StorkTestSupport
 import Glibc
 #endif
 
-/// A custom replica method for the tests: records its arguments and `PGPASSFILE` in `--log`,
+/// A custom replica method for the tests: records its arguments, `PGPASSFILE` and its whole
+/// environment (`env: NAME=value` lines) in `--log`,
 /// then does `--action`: `fail` (exit 1), `tempfail` (exit 75), `hang` (sleeps, with a child
 /// that sleeps too, recording both PIDs), `copy` (lists what the target holds, then copies the
 /// base backup in `--backup`), `copy-in-place` (the same into the data directory given as `--into`).
@@ -22,6 +23,7 @@ let methodScript = """
     done
     echo "args: $*" >> "$log"
     echo "PGPASSFILE=${PGPASSFILE:-}" >> "$log"
+    env | sed 's/^/env: /' >> "$log"
     case "$action" in
       fail) exit 1;;
       tempfail) exit 75;;
@@ -89,7 +91,8 @@ func lines(_ path: String) -> [String] {
 struct ReplicaMethodTests {
     /// A first method that exits 1, then basebackup: the replica is built by basebackup and
     /// streams. The failing command got Patroni's arguments (datadir = the staging directory,
-    /// a connection string without password) and a pgpass file.
+    /// a connection string without password) and a pgpass file, and of the agent's environment
+    /// the operator's own variables, never the `PATRONI_*` ones that hold passwords.
     @Test(.timeLimit(.minutes(3)))
     func failingMethodThenBasebackup() async throws {
         let mc = try MethodCluster()
@@ -98,9 +101,14 @@ struct ReplicaMethodTests {
         let log = mc.log("pg1")
         let pg1 = mc.addMember("pg1", methods: [("broken", "command: \(mc.script) --action=fail\nlog: \(log)\nextra_key: 42"),
                                                 ("basebackup", "")])
-        try pg1.start()
+        try pg1.start(environment: ["PATRONI_SUPERUSER_PASSWORD": superuserPassword, "PATRONI_REPLICATION_PASSWORD": replicationPassword,
+                                    "OPERATOR_SETTING": "kept-for-the-tools"])
         #expect(await mc.cluster.waitAllStreaming(timeout: 60), "\(mc.cluster.logs())")
         let recorded = lines(log)
+        let environment = recorded.filter { $0.hasPrefix("env: ") }
+        #expect(environment.contains("env: OPERATOR_SETTING=kept-for-the-tools"), "\(environment)")
+        #expect(!environment.contains { $0.hasPrefix("env: PATRONI_") || $0.contains(superuserPassword) || $0.contains(replicationPassword) },
+                "\(environment)")
         let args = recorded.first { $0.hasPrefix("args: ") } ?? ""
         #expect(args.contains("--action=fail --scope=methods --role=replica --datadir=\(pg1.dataDir).stork-staging --connstring="), "\(args)")
         #expect(args.contains("--extra_key=42") && args.contains("--log=\(log)"), "\(args)")

@@ -83,6 +83,22 @@ struct ConnectionSecretsTests {
         #expect(!FileManager.default.fileExists(atPath: String(serviceFile)), "the service file is removed afterwards")
     }
 
+    /// pg_rewind's `--source-server` once carried the key passphrase in argv.
+    @Test func rewindGetsTheOptionsAndNoSecret() async throws {
+        let t = TestNode(name: "rw-ssl", recorder: LogRecorder())
+        defer { TestSupport.removeTree(t.directory) }
+        try FileManager.default.createDirectory(atPath: t.directory + "/bin", withIntermediateDirectories: false)
+        TestSupport.chownToPostgres(t.directory + "/bin")
+        try writeScript(t.directory + "/bin/pg_rewind", Self.recorder)
+        let node = Self.node(t, binDir: t.directory + "/bin")
+        #expect(try await node.rewind(fromConnURL: "postgres://127.0.0.1:6543/postgres", dryRun: true) == .needed)
+        let out = try String(contentsOfFile: t.directory + "/pg_rewind.out", encoding: .utf8)
+        let lines = out.split(separator: "\n").map(String.init)
+        #expect(lines.contains { $0.hasPrefix("arg=--source-server=host=127.0.0.1 port=6543 user=postgres") && $0.hasSuffix(" service=stork") }, "\(out)")
+        #expect(!lines.contains { $0.hasPrefix("arg=") && $0.contains("Pass") }, "\(out)")
+        #expect(lines.suffix(2) == ["[stork]", "sslpassword=su-Key-Pass"], "\(out)")
+    }
+
     @Test func basebackupGetsTheReplicationOptionsAndNoSecret() async throws {
         let t = TestNode(name: "bb-ssl", recorder: LogRecorder())
         defer { TestSupport.removeTree(t.directory) }
