@@ -63,6 +63,8 @@ public final class CurlEasy {
         let sink = CurlSink()
         let timeoutMs = max(1, Int(timeout * 1000))
         curl.set(CURLOPT_URL, url)
+        // Never after a redirect: the headers (credentials, a token) would go wherever it points.
+        curl.set(CURLOPT_FOLLOWLOCATION, 0)
         curl.set(CURLOPT_TIMEOUT_MS, timeoutMs)
         curl.set(CURLOPT_CONNECTTIMEOUT_MS, min(timeoutMs, 2000))
         if method == "GET" {
