@@ -88,23 +88,27 @@ public final class EtcdServer: @unchecked Sendable {
     /// Waits until `/health` answers (a cluster answers once a quorum is up).
     /// In TLS mode it asks with the `curl` command and the client pair.
     public func waitReady(timeout: Double = 30) async throws {
+        let healthy: () -> Bool
         if let tls = tlsFiles {
             guard let curl = TestSupport.which("curl") else { throw EtcdTestError("curl is not installed: apt-get install curl") }
             let url = clientURL + "/health"
-            let ok = await TestSupport.waitUntil(timeout: timeout) {
-                let out = Self.output(curl, ["-s", "--max-time", "2", "--cacert", tls.caCert, "--cert", tls.clientCert,
-                                             "--key", tls.clientKey, url])
-                return out.contains("true")
+            healthy = {
+                Self.output(curl, ["-s", "--max-time", "2", "--cacert", tls.caCert, "--cert", tls.clientCert,
+                                   "--key", tls.clientKey, url]).contains("true")
             }
-            if !ok { throw EtcdTestError("etcd \(name) at \(clientURL) did not become healthy in \(timeout) s; see \(dataDir).log") }
-            return
+        } else {
+            let url = URL(string: clientURL + "/health")!
+            healthy = { (try? String(contentsOf: url, encoding: .utf8))?.contains("true") ?? false }
         }
-        let url = URL(string: clientURL + "/health")!
-        let ok = await TestSupport.waitUntil(timeout: timeout) {
-            guard let out = try? String(contentsOf: url, encoding: .utf8) else { return false }
-            return out.contains("true")
-        }
-        if !ok { throw EtcdTestError("etcd \(name) at \(clientURL) did not become healthy in \(timeout) s; see \(dataDir).log") }
+        let ok = await TestSupport.waitUntil(timeout: timeout) { !isRunning || healthy() }
+        if !isRunning { throw EtcdTestError("etcd \(name) at \(clientURL) exited at start: \(logTail)") }
+        if !ok { throw EtcdTestError("etcd \(name) at \(clientURL) did not become healthy in \(timeout) s: \(logTail)") }
+    }
+
+    /// The end of the member's log: it goes with the data directory when the test ends.
+    var logTail: String {
+        let text = (try? String(contentsOfFile: dataDir + ".log", encoding: .utf8)) ?? ""
+        return String(text.suffix(600))
     }
 
     public var isRunning: Bool { process?.isRunning ?? false }
@@ -142,18 +146,34 @@ public final class EtcdServer: @unchecked Sendable {
 
     /// A ready single-member etcd; with `tls`, serving HTTPS and requiring client certificates.
     public static func startSingle(tls certificates: TestCertificates? = nil, clientCertAuth: Bool = true) async throws -> EtcdServer {
-        let e = try EtcdServer(tls: certificates, clientCertAuth: clientCertAuth)
-        try await e.waitReady()
-        return e
+        try await withFreshPorts {
+            let e = try EtcdServer(tls: certificates, clientCertAuth: clientCertAuth)
+            try await e.waitReady()
+            return e
+        }
     }
 
     /// A ready cluster of `count` members on loopback.
     public static func startCluster(count: Int) async throws -> [EtcdServer] {
-        let members = try (0..<count).map { try EtcdServer(name: "etcd\($0)", start: false) }
-        let initial = members.map { "\($0.name)=\($0.peerURL)" }.joined(separator: ",")
-        for m in members { try m.start(initialCluster: initial) }
-        for m in members { try await m.waitReady() }
-        return members
+        try await withFreshPorts {
+            let members = try (0..<count).map { try EtcdServer(name: "etcd\($0)", start: false) }
+            let initial = members.map { "\($0.name)=\($0.peerURL)" }.joined(separator: ",")
+            for m in members { try m.start(initialCluster: initial) }
+            for m in members { try await m.waitReady() }
+            return members
+        }
+    }
+
+    /// `start` again on new ports (its members are destroyed as they go) when a member exits
+    /// at start: another process took a port between `freePort` and etcd's bind.
+    static func withFreshPorts<T>(_ start: () async throws -> T) async throws -> T {
+        var attempt = 1
+        while true {
+            do { return try await start() } catch let error as EtcdTestError where attempt < 3 && error.description.contains("exited at start") {
+                print("etcd: \(error); trying new ports")
+                attempt += 1
+            }
+        }
     }
 }
 

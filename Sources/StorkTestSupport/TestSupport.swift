@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import StorkPostgres
 #if canImport(Glibc)
 import Glibc
@@ -8,19 +9,31 @@ import StorkProcess
 /// Helpers for tests that use real services: ports on loopback, directories owned by the
 /// `postgres` OS user (initdb refuses root), and processes stopped by PID.
 public enum TestSupport {
-    /// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read, close).
+    /// A TCP port on 127.0.0.1 that was free a moment ago, never the same twice in one test
+    /// process, and below the kernel's ephemeral range (32768-60999 by default): a port bind(0)
+    /// hands out there can be taken, before the service binds it, as the source port of any
+    /// outgoing connection (an etcd member once failed to start so in a full run).
     public static func freePort() -> Int {
+        for _ in 0..<200 {
+            let port = Int.random(in: 20000..<32768)
+            let fresh = handedOutPorts.withLock { $0.insert(port).inserted }
+            if fresh && canBind(port) { return port }
+        }
+        preconditionFailure("no free loopback port in 20000-32767")
+    }
+
+    private static let handedOutPorts = Mutex<Set<Int>>([])
+
+    private static func canBind(_ port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         precondition(fd >= 0, "socket() failed")
         defer { close(fd) }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = 0
+        addr.sin_port = UInt16(port).bigEndian
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return Int(UInt16(bigEndian: addr.sin_port))
+        let len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 } }
     }
 
     /// The OS user child processes run as when the tests run as root; nil otherwise.
