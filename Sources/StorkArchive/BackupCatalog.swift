@@ -128,27 +128,54 @@ public struct BackupCatalog: Sendable {
     /// The finished backups, oldest first: by stop time, then stop LSN (two backups may stop
     /// in the same millisecond).
     public func list() throws -> [BackupManifest] {
-        let keys = try store.list(prefix: scope + "/backups/").map(\.key).filter { $0.hasSuffix("/manifest.json") }
+        let keys = try store.list(prefix: scope + "/backups/").map(\.key).filter { backupName(ofManifestKey: $0) != nil }
         return try keys.map { try manifest(key: $0) }.sorted {
             ($0.stopTime, LSN.parse($0.stopLSN) ?? 0, $0.name) < ($1.stopTime, LSN.parse($1.stopLSN) ?? 0, $1.name)
         }
     }
 
     public func manifest(named name: String) throws -> BackupManifest {
-        guard !name.isEmpty, !name.contains("/"), name != "..", name != "." else { throw ArchiveError("\"\(name)\" is not a backup name") }
+        guard Self.isPlainName(name) else { throw ArchiveError("\"\(name)\" is not a backup name") }
         guard try store.exists(manifestKey(name)) else {
             throw ArchiveError("the archive holds no finished backup \(name) of \(scope) (stork backup list shows the ones there are)")
         }
         return try manifest(key: manifestKey(name))
     }
 
+    /// The one place a manifest is read. Its name must be the directory it was listed in, and
+    /// each part a plain name in that directory: every path the catalog builds (to restore or
+    /// delete) comes from the store's own listing, never from what a manifest says.
     func manifest(key: String) throws -> BackupManifest {
         let temporary = NSTemporaryDirectory() + "/stork-manifest-\(getpid())-\(UUID().uuidString.prefix(8))"
         defer { unlink(temporary) }
         guard try store.download(key, to: temporary), let data = FileManager.default.contents(atPath: temporary) else {
             throw ArchiveError("\(store.describe(key)) disappeared while it was read")
         }
-        return try BackupManifest.decode(data, from: store.describe(key))
+        let manifest = try BackupManifest.decode(data, from: store.describe(key))
+        let refuse = { (what: String) in
+            ArchiveError("\(store.describe(key)) \(what): refused; remove it (stork did not write it)")
+        }
+        guard manifest.name == backupName(ofManifestKey: key) else { throw refuse("names backup \"\(manifest.name)\", not its directory") }
+        if let part = manifest.parts.first(where: { !Self.isPartName($0.name) }) {
+            throw refuse("names a part \"\(part.name)\"")
+        }
+        return manifest
+    }
+
+    /// `<name>` of `<scope>/backups/<name>/manifest.json`; nil for any other key.
+    func backupName(ofManifestKey key: String) -> String? {
+        let prefix = scope + "/backups/", suffix = "/manifest.json"
+        guard key.hasPrefix(prefix), key.hasSuffix(suffix), key.count > prefix.count + suffix.count else { return nil }
+        let name = String(key.dropFirst(prefix.count).dropLast(suffix.count))
+        return Self.isPlainName(name) ? name : nil
+    }
+
+    /// `part-…`, one path component.
+    static func isPartName(_ name: String) -> Bool { isPlainName(name) && name.hasPrefix("part-") }
+
+    /// One path component: no `/`, not empty, not `.` or `..`.
+    static func isPlainName(_ name: String) -> Bool {
+        !name.isEmpty && !name.contains("/") && name != "." && name != ".." && !name.contains("\0")
     }
 
     /// Keeps the newest `retain` backups and removes the others, then the WAL no kept backup

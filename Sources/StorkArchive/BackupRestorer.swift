@@ -108,7 +108,7 @@ public struct BackupRestorer: Sendable {
             }
             guard byPath.updateValue(file, forKey: file.path) == nil else { throw ArchiveError("backup \(manifest.name): the manifest lists \(file.path) twice") }
         }
-        for part in manifest.parts where part.name.contains("/") || !part.name.hasPrefix("part-") {
+        for part in manifest.parts where !BackupCatalog.isPartName(part.name) {
             throw ArchiveError("backup \(manifest.name): the manifest names a part \"\(part.name)\"")
         }
         return byPath

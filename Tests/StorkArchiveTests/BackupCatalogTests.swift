@@ -109,6 +109,39 @@ struct BackupCatalogTests {
         #expect(try catalog.delete(retain: 2) == ([], 0))
     }
 
+    /// A manifest planted in the archive whose name (or a part's) climbs out of it: before,
+    /// `backup delete` removed the files it named outside the archive.
+    @Test func aPlantedManifestCannotReachOutsideTheArchive() throws {
+        let base = TestSupport.makeTempDir("stork-catalog")
+        defer { TestSupport.removeTree(base) }
+        let root = base + "/archive"
+        let (catalog, b) = try catalog(root)
+        try makeDirectory(base + "/victim")
+        for file in ["manifest.json", "part-0001.tar.zst", "precious"] {
+            try Data("keep".utf8).write(to: URL(fileURLWithPath: base + "/victim/" + file))
+        }
+        let old = b[0].stopTime.addingTimeInterval(-3600)
+        for (directory, name, part) in [("x", "../../../victim", "part-0001.tar.zst"), ("y", "y", "../../../../victim/precious")] {
+            var planted = Self.manifest(name, stop: old, stopLSN: "0/2000100", snapshot: "50:50:", startWAL: "000000010000000000000001")
+            planted.parts = [.init(name: part, size: 1, sha256: "y")]
+            try makeDirectory(root + "/main/backups/" + directory)
+            try planted.encoded().write(to: URL(fileURLWithPath: root + "/main/backups/\(directory)/manifest.json"))
+            let error = #expect(throws: ArchiveError.self) { try catalog.delete(retain: 1) }
+            #expect(error?.description.contains(root + "/main/backups/\(directory)/manifest.json") == true, "\(error?.description ?? "")")
+            #expect(error?.description.contains("remove it") == true, "\(error?.description ?? "")")
+            for file in ["manifest.json", "part-0001.tar.zst", "precious"] {
+                #expect(FileManager.default.fileExists(atPath: base + "/victim/" + file), "\(name), \(part): \(file) removed")
+            }
+            #expect(throws: ArchiveError.self) { try catalog.list() }
+            try FileManager.default.removeItem(atPath: root + "/main/backups/" + directory)
+        }
+        // A manifest deeper than <scope>/backups/<name>/ is no backup of this catalog.
+        try makeDirectory(root + "/main/backups/c/nested")
+        try Self.manifest("nested", stop: old, stopLSN: "0/2000100", snapshot: "50:50:", startWAL: "000000010000000000000001").encoded()
+            .write(to: URL(fileURLWithPath: root + "/main/backups/c/nested/manifest.json"))
+        #expect(try catalog.list().map(\.name) == ["a", "b", "c"])
+    }
+
     @Test func manifestChecks() throws {
         var m = Self.manifest("x", stop: Date(), stopLSN: "0/1", snapshot: "1:1:", startWAL: "")
         #expect(try BackupRestorer.check(m, expectedSystemIdentifier: "42").count == 1)
