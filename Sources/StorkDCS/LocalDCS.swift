@@ -208,21 +208,19 @@ struct LocalStore: Codable, Equatable, Sendable {
 
     static func locked<T>(directory: String, _ body: (inout LocalStore, Double) throws -> T) throws -> T {
         try makeDirectory(directory)
-        let lockPath = directory + "/lock"
-        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
-            throw DCSError("local DCS: cannot open \(lockPath): \(errnoText()); the agents' OS user must own the store's files")
-        }
+        let dfd = try openStoreDirectory(directory)
+        defer { close(dfd) }
+        let fd = try openInStore(dfd, "lock", O_RDWR | O_CREAT, directory: directory)
         defer { close(fd) }
-        giveToDirectoryOwner(fd, directory: directory)
+        giveToDirectoryOwner(fd, directory: dfd)
         while flock(fd, LOCK_EX) != 0 {
-            if errno != EINTR { throw DCSError("local DCS: cannot lock \(lockPath): \(errnoText())") }
+            if errno != EINTR { throw DCSError("local DCS: cannot lock \(directory)/lock: \(errnoText())") }
         }
         defer { flock(fd, LOCK_UN) }
 
         let path = directory + "/store.json"
         var store = LocalStore()
-        if let data = FileManager.default.contents(atPath: path), !data.isEmpty {
+        if let data = try read(dfd, "store.json", directory: directory), !data.isEmpty {
             do { store = try JSONDecoder().decode(LocalStore.self, from: data) }
             catch { throw DCSError("local DCS: \(path) is not a Stork store: \(error)") }
         }
@@ -230,18 +228,68 @@ struct LocalStore: Codable, Equatable, Sendable {
         let now = Date().timeIntervalSince1970
         store.purge(now: now)
         let result = try body(&store, now)
-        if store != original { try write(store, to: path, directory: directory) }
+        if store != original { try write(store, in: dfd, directory: directory) }
         return result
     }
 
-    private static func write(_ store: LocalStore, to path: String, directory: String) throws {
+    /// The store's directory, opened for `openat`: its owner alone may write in it, and a
+    /// process that is not root runs as that owner. Everything below is opened relative to it,
+    /// without following links, so a root process cannot be led elsewhere by what is planted here.
+    private static func openStoreDirectory(_ directory: String) throws -> Int32 {
+        let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dfd >= 0 else { throw DCSError("local DCS: cannot open \(directory): \(errnoText())") }
+        var st = stat()
+        guard fstat(dfd, &st) == 0 else { let e = errnoText(); close(dfd); throw DCSError("local DCS: cannot read \(directory): \(e)") }
+        if st.st_mode & 0o022 != 0 {
+            close(dfd)
+            throw DCSError("local DCS: \(directory) is writable by others (mode \(String(st.st_mode & 0o777, radix: 8))): refused; chmod 700 it, owned by the agents' user")
+        }
+        if geteuid() != 0, st.st_uid != geteuid() {
+            close(dfd)
+            throw DCSError("local DCS: \(directory) belongs to uid \(st.st_uid), not to this user (uid \(geteuid())): refused; run as its owner, the agents' user")
+        }
+        return dfd
+    }
+
+    /// `name` in the store's directory, never through a symbolic link.
+    private static func openInStore(_ dfd: Int32, _ name: String, _ flags: Int32, directory: String) throws -> Int32 {
+        let fd = openat(dfd, name, flags | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw openError(name, directory: directory) }
+        return fd
+    }
+
+    /// Why opening `name` failed, from errno.
+    private static func openError(_ name: String, directory: String) -> DCSError {
+        if errno == ELOOP { return DCSError("local DCS: \(directory)/\(name) is a symbolic link: refused; remove it (Stork never makes one)") }
+        return DCSError("local DCS: cannot open \(directory)/\(name): \(errnoText()); the agents' OS user must own the store's files")
+    }
+
+    /// The bytes of `name` in the store, nil when it does not exist.
+    private static func read(_ dfd: Int32, _ name: String, directory: String) throws -> Data? {
+        let fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return nil }
+            throw openError(name, directory: directory)
+        }
+        defer { close(fd) }
+        var data = Data()
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n == 0 { return data }
+            if n < 0 { if errno == EINTR { continue }; throw DCSError("local DCS: cannot read \(directory)/\(name): \(errnoText())") }
+            data.append(contentsOf: buffer[0..<n])
+        }
+    }
+
+    private static func write(_ store: LocalStore, in dfd: Int32, directory: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted]
         let data = try encoder.encode(store)
-        let temp = "\(path).tmp.\(getpid())"
-        let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw DCSError("local DCS: cannot create \(temp): \(errnoText())") }
-        giveToDirectoryOwner(fd, directory: directory)
+        // A new name each time, created exclusively: nothing planted under it is written through.
+        let temp = "store.json.tmp.\(getpid()).\(String(UInt64.random(in: 0...UInt64.max), radix: 16))"
+        let fd = try openInStore(dfd, temp, O_WRONLY | O_CREAT | O_EXCL, directory: directory)
+        giveToDirectoryOwner(fd, directory: dfd)
         var ok = data.withUnsafeBytes { raw -> Bool in
             var offset = 0
             while offset < raw.count {
@@ -254,22 +302,23 @@ struct LocalStore: Codable, Equatable, Sendable {
         ok = ok && fsync(fd) == 0
         let failure = errnoText()
         close(fd)
-        guard ok else { unlink(temp); throw DCSError("local DCS: cannot write \(temp): \(failure)") }
-        guard rename(temp, path) == 0 else {
-            let e = errnoText(); unlink(temp)
-            throw DCSError("local DCS: cannot rename \(temp) to \(path): \(e)")
+        guard ok else { unlinkat(dfd, temp, 0); throw DCSError("local DCS: cannot write \(directory)/\(temp): \(failure)") }
+        guard renameat(dfd, temp, dfd, "store.json") == 0 else {
+            let e = errnoText(); unlinkat(dfd, temp, 0)
+            throw DCSError("local DCS: cannot rename \(directory)/\(temp) to store.json: \(e)")
         }
-        let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 { _ = fsync(dfd); close(dfd) }
+        _ = fsync(dfd)
     }
 
     /// A root process (`stork list` run by an operator) must not leave files the agents, running
-    /// as the directory's owner, cannot open: what root creates here goes to that owner.
-    private static func giveToDirectoryOwner(_ fd: Int32, directory: String) {
+    /// as the directory's owner, cannot open: what root creates here goes to that owner. Only a
+    /// plain file root owns with one link (one it made), so no planted hard link is given away.
+    private static func giveToDirectoryOwner(_ fd: Int32, directory dfd: Int32) {
         guard geteuid() == 0 else { return }
-        var st = stat()
-        guard stat(directory, &st) == 0, st.st_uid != 0 else { return }
-        _ = fchown(fd, st.st_uid, st.st_gid)
+        var dir = stat(), file = stat()
+        guard fstat(dfd, &dir) == 0, dir.st_uid != 0, fstat(fd, &file) == 0,
+              (file.st_mode & S_IFMT) == S_IFREG, file.st_uid == 0, file.st_nlink == 1 else { return }
+        _ = fchown(fd, dir.st_uid, dir.st_gid)
     }
 
     private static func makeDirectory(_ directory: String) throws {

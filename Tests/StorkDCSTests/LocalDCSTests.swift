@@ -168,6 +168,46 @@ struct LocalDCSTests {
         #expect(e2?.message.contains("is not a Stork store") == true)
     }
 
+    /// Run as root (`stork list` by an operator) on a store its agents' user owns: that user
+    /// can plant links. Before, root followed `lock` and the temp file `store.json.tmp.<pid>`
+    /// and gave their targets to the store's owner (and truncated the temp file's target).
+    @Test("as root, links planted in the store are not followed, and a store others can write is refused")
+    func rootFollowsNoPlantedLink() async throws {
+        try #require(geteuid() == 0, "this test needs root, as CI runs it")
+        let base = TestSupport.makeTempDir("localdcs")
+        defer { TestSupport.removeTree(base) }
+        let dir = base + "/store", victim = base + "/victim"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        #expect(chown(dir, 65534, 65534) == 0)
+        let owner = { () -> uid_t in var st = stat(); _ = lstat(victim, &st); return st.st_uid }
+        _ = FileManager.default.createFile(atPath: victim, contents: Data("root's".utf8), attributes: [.posixPermissions: 0o600])
+        let dcs = LocalDCS(path: dir, keyPrefix: "/service/x/", memberName: "a", logger: testLogger)
+
+        try FileManager.default.createSymbolicLink(atPath: dir + "/lock", withDestinationPath: victim)
+        let linked = await #expect(throws: DCSError.self) { try await dcs.clusterView() }
+        #expect(linked?.message.contains("\(dir)/lock is a symbolic link") == true, "\(linked?.message ?? "")")
+        #expect(owner() == 0, "the lock's target was given to the store's owner")
+        try FileManager.default.removeItem(atPath: dir + "/lock")
+
+        try FileManager.default.createSymbolicLink(atPath: dir + "/store.json.tmp.\(getpid())", withDestinationPath: victim)
+        #expect(try await dcs.createInitialize("7"))
+        #expect(owner() == 0, "the temp file's target was given to the store's owner")
+        #expect(FileManager.default.contents(atPath: victim) == Data("root's".utf8), "the temp file's target was overwritten")
+        var st = stat()
+        #expect(lstat(dir + "/lock", &st) == 0 && st.st_uid == 65534, "what root creates in the store goes to its owner")
+        #expect(lstat(dir + "/store.json", &st) == 0 && st.st_uid == 65534 && (st.st_mode & S_IFMT) == S_IFREG)
+
+        try FileManager.default.removeItem(atPath: dir + "/store.json")
+        try FileManager.default.createSymbolicLink(atPath: dir + "/store.json", withDestinationPath: victim)
+        let store = await #expect(throws: DCSError.self) { try await dcs.clusterView() }
+        #expect(store?.message.contains("\(dir)/store.json is a symbolic link") == true, "\(store?.message ?? "")")
+        try FileManager.default.removeItem(atPath: dir + "/store.json")
+
+        #expect(chmod(dir, 0o777) == 0)
+        let open = await #expect(throws: DCSError.self) { try await dcs.clusterView() }
+        #expect(open?.message.contains("writable by others") == true, "\(open?.message ?? "")")
+    }
+
     @Test("makeDCS picks the backend from config.dcs")
     func makeDCSChoosesBackend() throws {
         let pg = PostgresSettings(listen: "127.0.0.1:5432", connectAddress: "127.0.0.1:5432", dataDir: "/tmp/x",
