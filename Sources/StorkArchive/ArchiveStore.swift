@@ -170,7 +170,7 @@ func copyFile(_ source: String, to target: String) throws {
     let input = open(source, O_RDONLY)
     guard input >= 0 else { throw ArchiveError("cannot read \(source): \(String(cString: strerror(errno)))") }
     defer { close(input) }
-    let output = open(target, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    let output = open(target, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
     guard output >= 0 else { throw ArchiveError("cannot write \(target): \(String(cString: strerror(errno)))") }
     defer { close(output) }
     var buffer = [UInt8](repeating: 0, count: 1 << 20)

@@ -146,8 +146,9 @@ public struct BackupCatalog: Sendable {
     /// each part a plain name in that directory: every path the catalog builds (to restore or
     /// delete) comes from the store's own listing, never from what a manifest says.
     func manifest(key: String) throws -> BackupManifest {
-        let temporary = NSTemporaryDirectory() + "/stork-manifest-\(getpid())-\(UUID().uuidString.prefix(8))"
-        defer { unlink(temporary) }
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let temporary = scratch.file("manifest.json")
         guard try store.download(key, to: temporary), let data = FileManager.default.contents(atPath: temporary) else {
             throw ArchiveError("\(store.describe(key)) disappeared while it was read")
         }

@@ -14,9 +14,12 @@ import Glibc
 /// the manifest's size and SHA-256. Anything else stops the restore with a one-line reason.
 ///
 /// Files are written only under directories the restore made itself (from the manifest), and
-/// opened with `O_NOFOLLOW`: no entry can write through a link. An interrupted restore into
-/// the same directory resumes: a file that is already there with the manifest's size and
-/// checksum is kept.
+/// opened with `O_NOFOLLOW`: no entry can write through a link. Run as root for another owner,
+/// the restore keeps the directory root's own (0700) while it writes, reaches it through the
+/// descriptor it opened once (never again by a path its parent's owner could swap), downloads
+/// into a private directory inside it, and hands everything to the owner only at the end. An
+/// interrupted restore into the same directory resumes: a file that is already there with the
+/// manifest's size and checksum is kept.
 public struct BackupRestorer: Sendable {
     public let catalog: BackupCatalog
     public let concurrency: Int
@@ -44,22 +47,30 @@ public struct BackupRestorer: Sendable {
         public var kept: Int
     }
 
-    /// Restores `manifest` into `target` (an empty directory, or one an interrupted restore of
-    /// the same backup left). `progress` gets bytes done and the total.
-    public func restore(_ manifest: BackupManifest, into target: String, expectedSystemIdentifier: String?,
+    /// Restores `manifest` into `named` (an empty directory, or one an interrupted restore of
+    /// the same backup left), then writes `recovery` (``RestoredRecovery``) when given.
+    /// `progress` gets bytes done and the total.
+    public func restore(_ manifest: BackupManifest, into named: String, expectedSystemIdentifier: String?, recovery: [String: String]? = nil,
                         progress: @escaping @Sendable (_ done: Int, _ total: Int) -> Void = { _, _ in }) async throws -> Summary {
-        try await onOwnThread { try restoreBlocking(manifest, into: target, expectedSystemIdentifier: expectedSystemIdentifier, progress: progress) }
+        try await onOwnThread {
+            try restoreBlocking(manifest, into: named, expectedSystemIdentifier: expectedSystemIdentifier, recovery: recovery, progress: progress)
+        }
     }
 
-    func restoreBlocking(_ manifest: BackupManifest, into target: String, expectedSystemIdentifier: String?,
+    func restoreBlocking(_ manifest: BackupManifest, into named: String, expectedSystemIdentifier: String?, recovery: [String: String]?,
                          progress: @escaping @Sendable (Int, Int) -> Void) throws -> Summary {
         let byPath = try Self.check(manifest, expectedSystemIdentifier: expectedSystemIdentifier)
-        try prepare(target, for: manifest)
-        for directory in manifest.directories { try makeOwnedDirectory(target + "/" + directory) }
+        let directoryFD = try openTarget(named, for: manifest)
+        defer { close(directoryFD) }
+        // The directory opened above, whatever is renamed or linked at `named` meanwhile.
+        let target = "/proc/self/fd/\(directoryFD)"
+        for directory in manifest.directories { try makeDirectory(in: target, directory, named: named) }
         let done = Counter(), kept = Counter(), seen = Mutex(Set<String>())
         let total = manifest.bytes
-        let catalog = catalog, owner = owner
-        let scratch = (target as NSString).deletingLastPathComponent
+        let catalog = catalog
+        let scratch = catalog.store.localPath(catalog.manifestKey(manifest.name)) == nil
+            ? try ScratchDirectory(in: target, prefix: Self.downloadPrefix) : nil
+        defer { scratch?.remove() }
         try inParallel(manifest.parts.count, width: concurrency) { index in
             let part = manifest.parts[index]
             let key = catalog.partKey(manifest.name, part.name)
@@ -67,8 +78,8 @@ public struct BackupRestorer: Sendable {
             var path = catalog.store.localPath(key)
             var downloaded: String?
             defer { if let downloaded { unlink(downloaded) } }
-            if path == nil {
-                let temporary = scratch + "/.stork-download-\(getpid())-\(part.name)"
+            if path == nil, let scratch {
+                let temporary = scratch.file(part.name)
                 guard try catalog.store.download(key, to: temporary) else { throw ArchiveError("\(place) is missing from the archive") }
                 downloaded = temporary
                 path = temporary
@@ -77,7 +88,7 @@ public struct BackupRestorer: Sendable {
             guard try sha256(file: path!) == part.sha256 else {
                 throw ArchiveError("\(place) does not match its checksum in the manifest: the part is damaged or truncated")
             }
-            try Self.extract(path!, part: index, place: place, into: target, byPath: byPath, owner: owner) { file, restored in
+            try Self.extract(path!, part: index, place: place, into: target, named: named, byPath: byPath) { file, restored in
                 let first = seen.withLock { $0.insert(file.path).inserted }
                 guard first else { throw ArchiveError("\(place): \(file.path) is stored twice") }
                 if !restored { _ = kept.add(1) }
@@ -89,7 +100,45 @@ public struct BackupRestorer: Sendable {
             throw ArchiveError("backup \(manifest.name) lacks \(missing.path), which its manifest lists: the backup is incomplete")
         }
         unlink(target + "/" + Self.markerName)
+        scratch?.remove()
+        if let recovery { try RestoredRecovery.write(recovery, into: target) }
+        try handOver(target, directoryFD, named: named)
         return Summary(files: manifest.files.count, bytes: total, kept: kept.add(0))
+    }
+
+    /// Where parts are downloaded to: a private directory inside the target, removed at the end
+    /// (and, left by an interrupted restore, when it resumes).
+    static let downloadPrefix = ".stork-download"
+
+    /// Gives the restored tree to ``owner`` (nothing to do without one). Nothing in it is a link:
+    /// the restore made every entry itself.
+    func handOver(_ target: String, _ directoryFD: Int32, named: String) throws {
+        guard let owner else { return }
+        try Self.giveTree(directoryFD, to: owner, named: named)
+        guard fchown(directoryFD, owner.uid, owner.gid) == 0 else {
+            throw ArchiveError("cannot give \(named) to \(owner.name): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Everything below the directory `fd`, walked through descriptors, never through a link.
+    static func giveTree(_ fd: Int32, to owner: OSUser, named: String) throws {
+        let listing = dup(fd)
+        guard listing >= 0, let stream = fdopendir(listing) else {
+            throw ArchiveError("cannot read \(named): \(String(cString: strerror(errno)))")
+        }
+        defer { closedir(stream) }
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name == "." || name == ".." { continue }
+            guard fchownat(fd, name, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) == 0 else {
+                throw ArchiveError("cannot give \(named)/\(name) to \(owner.name): \(String(cString: strerror(errno)))")
+            }
+            guard Int32(entry.pointee.d_type) == DT_DIR else { continue }
+            let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard child >= 0 else { throw ArchiveError("cannot open \(named)/\(name): \(String(cString: strerror(errno)))") }
+            defer { close(child) }
+            try giveTree(child, to: owner, named: named + "/" + name)
+        }
     }
 
     /// The manifest's files by path, after checking that it belongs to the expected system
@@ -127,37 +176,65 @@ public struct BackupRestorer: Sendable {
         return path
     }
 
-    /// An empty target, or one with this backup's marker (a restore to resume).
-    func prepare(_ target: String, for manifest: BackupManifest) throws {
-        try makeOwnedDirectory(target)
-        // PostgreSQL starts only on a data directory no one else may read.
-        chmod(target, 0o700)
-        if let owner { chown(target, owner.uid, owner.gid) }
-        let marker = target + "/" + Self.markerName
-        let contents = (try? FileManager.default.contentsOfDirectory(atPath: target)) ?? []
-        if let previous = try? String(contentsOfFile: marker, encoding: .utf8) {
-            guard previous == manifest.name else {
-                throw ArchiveError("\(target) holds an interrupted restore of backup \(previous), not \(manifest.name): empty it first")
-            }
-            return
+    /// The target, opened once: an empty directory, or one with this backup's marker (a restore
+    /// to resume). PostgreSQL starts only on a data directory no one else may read; run as root,
+    /// it is root's own until ``handOver(_:_:named:)``, so its owner cannot plant anything in it
+    /// while root writes there.
+    func openTarget(_ named: String, for manifest: BackupManifest) throws -> Int32 {
+        var st = stat()
+        if lstat(named, &st) != 0 {
+            guard mkdir(named, 0o700) == 0 else { throw ArchiveError("cannot create \(named): \(String(cString: strerror(errno)))") }
         }
-        guard contents.isEmpty else { throw ArchiveError("\(target) is not empty: a restore goes into an empty directory") }
-        try Data(manifest.name.utf8).write(to: URL(fileURLWithPath: marker))
+        let fd = Glibc.open(named, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw ArchiveError("cannot open \(named): \(String(cString: strerror(errno)))") }
+        var before = stat()
+        fstat(fd, &before)
+        if owner != nil, geteuid() == 0 { fchown(fd, 0, 0) }
+        fchmod(fd, 0o700)
+        let target = "/proc/self/fd/\(fd)"
+        let marker = target + "/" + Self.markerName
+        do {
+            let contents = try FileManager.default.contentsOfDirectory(atPath: target)
+            if let previous = try? String(contentsOfFile: marker, encoding: .utf8) {
+                guard previous == manifest.name else {
+                    throw ArchiveError("\(named) holds an interrupted restore of backup \(previous), not \(manifest.name): empty it first")
+                }
+                for leftover in contents where leftover.hasPrefix(Self.downloadPrefix) { try? FileManager.default.removeItem(atPath: target + "/" + leftover) }
+                return fd
+            }
+            guard contents.isEmpty else { throw ArchiveError("\(named) is not empty: a restore goes into an empty directory") }
+            let markerFD = Glibc.open(marker, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            guard markerFD >= 0, write(markerFD, manifest.name, manifest.name.utf8.count) == manifest.name.utf8.count else {
+                let reason = String(cString: strerror(errno))
+                if markerFD >= 0 { close(markerFD) }
+                throw ArchiveError("cannot write \(named)/\(Self.markerName): \(reason)")
+            }
+            close(markerFD)
+            return fd
+        } catch {
+            // Refused: the directory goes back to how it was found.
+            fchown(fd, before.st_uid, before.st_gid)
+            fchmod(fd, before.st_mode & 0o7777)
+            close(fd)
+            throw error
+        }
     }
 
-    func makeOwnedDirectory(_ path: String) throws {
+    /// `directory` (from the manifest) under the target, made by this restore or an earlier
+    /// attempt of it; an error for anything else there.
+    func makeDirectory(in target: String, _ directory: String, named: String) throws {
+        let path = target + "/" + directory
         var st = stat()
         if lstat(path, &st) == 0 {
-            guard (st.st_mode & S_IFMT) == S_IFDIR else { throw ArchiveError("\(path) exists and is not a directory: refused") }
+            guard (st.st_mode & S_IFMT) == S_IFDIR else { throw ArchiveError("\(named)/\(directory) exists and is not a directory: refused") }
             return
         }
-        guard mkdir(path, 0o700) == 0 else { throw ArchiveError("cannot create \(path): \(String(cString: strerror(errno)))") }
-        if let owner { chown(path, owner.uid, owner.gid) }
+        guard mkdir(path, 0o700) == 0 else { throw ArchiveError("cannot create \(named)/\(directory): \(String(cString: strerror(errno)))") }
     }
 
     /// Reads one part and writes its entries; `restored(file, written)` after each (written
     /// is false when the file was there already, verified).
-    static func extract(_ path: String, part: Int, place: String, into target: String, byPath: [String: BackupManifest.File], owner: OSUser?,
+    static func extract(_ path: String, part: Int, place: String, into target: String, named: String, byPath: [String: BackupManifest.File],
                         restored: (BackupManifest.File, Bool) throws -> Void) throws {
         let reader = try ArchiveReader(path: path, format: .tar, blockSize: 1 << 20, label: place)
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
@@ -182,7 +259,7 @@ public struct BackupRestorer: Sendable {
                 continue
             }
             let fd = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw ArchiveError("cannot write \(destination): \(String(cString: strerror(errno)))") }
+            guard fd >= 0 else { throw ArchiveError("cannot write \(named)/\(name): \(String(cString: strerror(errno)))") }
             var hash = SHA256()
             var written = 0
             var failure: String?
@@ -199,14 +276,13 @@ public struct BackupRestorer: Sendable {
                     var offset = 0
                     while offset < n {
                         let w = write(fd, chunk.baseAddress! + offset, n - offset)
-                        if w <= 0 { failure = "cannot write \(destination): \(String(cString: strerror(errno)))"; return }
+                        if w <= 0 { failure = "cannot write \(named)/\(name): \(String(cString: strerror(errno)))"; return }
                         offset += w
                     }
                 }
                 written += n
             }
             fchmod(fd, mode_t(file.mode & 0o700 | 0o600))
-            if let owner { fchown(fd, owner.uid, owner.gid) }
             close(fd)
             if let failure { throw ArchiveError(failure) }
             guard written == file.size, hex(hash.finalize()) == file.sha256 else {

@@ -60,14 +60,16 @@ public struct BackupWriter: Sendable {
             let plan = Self.plan(files, partSize: partSize)
             logger.info("backup \(name): \(files.count) files, \(total >> 20) MiB, in \(plan.count) parts")
             let done = Counter()
-            let scratch = NSTemporaryDirectory()
+            let scratchDirectory = try ScratchDirectory()
+            defer { scratchDirectory.remove() }
+            let scratch = scratchDirectory.path
             let catalog = catalog, compression = compression
             let written: [(part: BackupManifest.Part, files: [BackupManifest.File])] = try await onOwnThread {
                 let results = ResultSlots<(BackupManifest.Part, [BackupManifest.File])>(plan.count)
                 try inParallel(plan.count, width: concurrency) { index in
                     let partName = String(format: "part-%04d.tar", index + 1) + compression.suffix
                     let key = catalog.partKey(name, partName)
-                    let output = catalog.store.uploadPath(for: key, scratch: scratch + "/stork-backup-\(getpid())-\(partName)")
+                    let output = catalog.store.uploadPath(for: key, scratch: scratch + "/" + partName)
                     defer { unlink(output) }
                     try Self.ensureParent(of: key, in: catalog.store)
                     let entries = try Self.writePart(plan[index].map { (dataDir + "/" + $0.path, $0.path, $0.mode) }, index: index,
@@ -93,11 +95,10 @@ public struct BackupWriter: Sendable {
             let labelPart = written.count
             let labelPartName = String(format: "part-%04d.tar", labelPart + 1) + compression.suffix
             let labelKey = catalog.partKey(name, labelPartName)
-            let labelOutput = catalog.store.uploadPath(for: labelKey, scratch: scratch + "/stork-backup-\(getpid())-label")
+            let labelOutput = catalog.store.uploadPath(for: labelKey, scratch: scratch + "/label")
             defer { unlink(labelOutput) }
-            let labelDirectory = scratch + "/stork-backup-\(getpid())-labelfiles"
+            let labelDirectory = scratch + "/labelfiles"
             try makeDirectory(labelDirectory)
-            defer { try? FileManager.default.removeItem(atPath: labelDirectory) }
             for (file, text) in labelFiles { try Data(text.utf8).write(to: URL(fileURLWithPath: labelDirectory + "/" + file)) }
             let labelEntries = try Self.writePart(labelFiles.map { (labelDirectory + "/" + $0.0, $0.0, UInt32(0o600)) }, index: labelPart,
                                                   to: labelOutput, compression: compression) { _ in }
@@ -114,8 +115,7 @@ public struct BackupWriter: Sendable {
                 startTime: startTime, stopTime: stopTime, stopSnapshot: snapshot ?? "", compression: compression.rawValue,
                 directories: directories, files: (written.flatMap(\.files) + labelEntries).sorted { $0.path < $1.path },
                 parts: written.map(\.part) + [BackupManifest.Part(name: labelPartName, size: fileSize(labelOutput), sha256: try sha256(file: labelOutput))])
-            let manifestFile = scratch + "/stork-backup-\(getpid())-manifest.json"
-            defer { unlink(manifestFile) }
+            let manifestFile = scratch + "/manifest.json"
             try manifest.encoded().write(to: URL(fileURLWithPath: manifestFile))
             guard try catalog.store.create(catalog.manifestKey(name), fromFile: manifestFile) else {
                 throw ArchiveError("\(catalog.store.describe(catalog.manifestKey(name))) exists already")

@@ -2,6 +2,9 @@ import Foundation
 import StorkConfig
 import StorkPostgres
 import StorkProcess
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Recovery settings for a directory restored by hand (`stork restore`).
 public enum RestoredRecovery {
@@ -13,19 +16,34 @@ public enum RestoredRecovery {
                                           "yyyy-MM-dd HH:mm:ss 'UTC'"])
     }
 
-    /// Appends `parameters` to `postgresql.auto.conf` and creates `recovery.signal`.
-    public static func write(_ parameters: [String: String], into directory: String, owner: OSUser?) throws {
+    /// Appends `parameters` to `postgresql.auto.conf` and creates `recovery.signal` (through
+    /// ``BackupRestorer/restore(_:into:expectedSystemIdentifier:recovery:progress:)``, before
+    /// the directory is handed to its owner). Neither is written through a link.
+    static func write(_ parameters: [String: String], into directory: String) throws {
         let auto = directory + "/postgresql.auto.conf"
-        var text = (try? String(contentsOfFile: auto, encoding: .utf8)) ?? ""
+        var text = try readPlainFile(auto) ?? ""
         text += "# Written by stork restore\n"
         for key in parameters.keys.sorted() {
             text += "\(key) = '\(parameters[key]!.replacingOccurrences(of: "'", with: "''"))'\n"
         }
         for (path, contents) in [(auto, text), (directory + "/recovery.signal", "")] {
-            guard FileManager.default.createFile(atPath: path, contents: Data(contents.utf8), attributes: [.posixPermissions: 0o600]) else {
-                throw ArchiveError("cannot write \(path): \(String(cString: strerror(errno)))")
-            }
-            if let owner { chown(path, owner.uid, owner.gid) }
+            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            let bytes = Array(contents.utf8)
+            let ok = fd >= 0 && bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } == bytes.count
+            let reason = String(cString: strerror(errno))
+            if fd >= 0 { close(fd) }
+            guard ok else { throw ArchiveError("cannot write \((path as NSString).lastPathComponent) into the restored directory: \(reason)") }
         }
+    }
+
+    /// A regular file's text, nil when there is none; never read through a link.
+    private static func readPlainFile(_ path: String) throws -> String? {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return nil }
+            throw ArchiveError("cannot read \((path as NSString).lastPathComponent) of the restored directory: \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        return String(decoding: FileHandle(fileDescriptor: fd, closeOnDealloc: false).readDataToEndOfFile(), as: UTF8.self)
     }
 }

@@ -28,7 +28,7 @@ func awsEscape(_ text: String, keepSlash: Bool = false) -> String {
 func downloadThroughPartFile(to target: String, get: (Int32) throws -> HTTPResponse, missing: (HTTPResponse) -> Bool,
                              failure: (HTTPResponse) -> ArchiveError) throws -> Bool {
     let path = target + ".stork-part"
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
     guard fd >= 0 else { throw ArchiveError("cannot write \(path): \(String(cString: strerror(errno)))") }
     var keep = false
     defer {

@@ -39,7 +39,10 @@ public struct WALArchive: Sendable {
             throw ArchiveError("the archive already holds a different \(name) (\(store.describe(existing))); not overwritten: another cluster or timeline may be archiving into the same place")
         }
         let key = key(name, suffix: compression.suffix)
-        let temporary = store.uploadPath(for: key, scratch: NSTemporaryDirectory() + "/stork-push-\(getpid())-\(name)")
+        // A directory store links the file beside its object; the others upload it from scratch.
+        let scratch = store.localPath(key) == nil ? try ScratchDirectory() : nil
+        defer { scratch?.remove() }
+        let temporary = store.uploadPath(for: key, scratch: scratch?.file(name) ?? "")
         defer { unlink(temporary) }
         if let directory = store.localPath(key).map({ ($0 as NSString).deletingLastPathComponent }) { try makeDirectory(directory) }
         try Self.compress(data, to: temporary, with: compression)
@@ -74,8 +77,9 @@ public struct WALArchive: Sendable {
     /// The decompressed bytes of the object `key`.
     func read(_ key: String) throws -> Data {
         if let local = store.localPath(key) { return try Self.decompress(local) }
-        let temporary = NSTemporaryDirectory() + "/stork-fetch-\(getpid())-" + (key as NSString).lastPathComponent
-        defer { unlink(temporary) }
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let temporary = scratch.file((key as NSString).lastPathComponent)
         guard try store.download(key, to: temporary) else { throw ArchiveError("\(store.describe(key)) disappeared while it was read") }
         return try Self.decompress(temporary)
     }

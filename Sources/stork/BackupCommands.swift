@@ -208,15 +208,15 @@ struct RestoreCommand: AsyncParsableCommand {
         let bar = ProgressLine("restore \(manifest.name)")
         let started = Date()
         do {
-            let summary = try await restorer.restore(manifest, into: targetDir, expectedSystemIdentifier: nil) { bar.update($0, $1) }
-            bar.finish()
             if !noRecovery {
                 // A restored copy that archived into the cluster's archive could put a timeline
                 // of its own there, under names the cluster may use later.
                 recovery["archive_mode"] = "off"
                 recovery["restore_command"] = WALArchiveCommands.restoreCommand(configFile: config.configFile ?? configFile ?? "")
-                try RestoredRecovery.write(recovery, into: targetDir, owner: owner)
             }
+            let summary = try await restorer.restore(manifest, into: targetDir, expectedSystemIdentifier: nil,
+                                                     recovery: noRecovery ? nil : recovery) { bar.update($0, $1) }
+            bar.finish()
             print("restored backup \(manifest.name) into \(targetDir): \(summary.files) files, \(summary.bytes >> 20) MiB"
                   + (summary.kept > 0 ? " (\(summary.kept) kept from an interrupted restore)" : "")
                   + String(format: " in %.1f s", Date().timeIntervalSince(started)))
