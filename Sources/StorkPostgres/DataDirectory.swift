@@ -339,31 +339,21 @@ extension PostgresNode {
 }
 
 extension PostgresNode {
-    /// Stops what a killed agent left running on its copy: processes of this user whose
-    /// command line names the staging directory, or the data directory (PostgreSQL's own
-    /// processes excepted), get SIGTERM to their process group, then SIGKILL. Run before the
-    /// agent removes or rebuilds that copy, so that two writers never share it.
+    /// What this agent runs for its data directory, while it runs.
+    var childRecords: ChildRecords { ChildRecords(directory: settings.dataDir + ".stork-children", logger: logger) }
+
+    /// Stops what a killed agent left running on its copy: the programs it recorded starting
+    /// (``ChildRecords``) that still run get SIGTERM to their process group, then SIGKILL. Run
+    /// before the agent removes or rebuilds that copy, so that two writers never share it.
     public func stopOrphanedCopies() async {
-        let targets = [stagingDirectory, settings.dataDir]
-        let uid = runAs?.uid ?? geteuid()
-        var groups = Set<pid_t>()
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let pid = pid_t(entry), pid != getpid() else { continue }
-            var st = stat()
-            guard stat("/proc/\(entry)", &st) == 0, st.st_uid == uid,
-                  let raw = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"), !raw.isEmpty else { continue }
-            let argv = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-            guard let first = argv.first, !first.hasPrefix("postgres:"), (first as NSString).lastPathComponent != "postgres",
-                  (first as NSString).lastPathComponent != "pg_ctl" else { continue }
-            let names = argv.dropFirst().contains { arg in
-                targets.contains { t in arg == t || arg == t + "/" || arg.hasSuffix("=" + t) || arg.hasSuffix("=" + t + "/") }
-            }
-            let group = getpgid(pid)
-            if names && group > 0 && group != getpgrp() { groups.insert(group) }
-        }
-        guard !groups.isEmpty else { return }
-        logger.warning("stopping what an earlier agent left running on its copy (process groups \(groups.sorted()))")
+        let records = childRecords
+        let children = records.leftovers().filter { getpgid($0.pid) == $0.pid && $0.pid != getpgrp() }
+        guard !children.isEmpty else { return }
+        let names = children.map { "\($0.program) (PID \($0.pid), started by agent \($0.agent))" }.joined(separator: ", ")
+        logger.warning("stopping what an earlier agent left running on its copy: \(names)")
+        let groups = children.map(\.pid)
         for group in groups { kill(-group, SIGTERM) }
+        defer { for group in groups { records.remove(group) } }
         for _ in 0..<50 {
             if groups.allSatisfy({ kill(-$0, 0) != 0 }) { return }
             try? await Task.sleep(for: .milliseconds(100))

@@ -10,10 +10,18 @@ import Glibc
 // PostgreSQL's programs run for this node: initdb, pg_basebackup, pg_controldata,
 // pg_rewind and single-user crash recovery, post_bootstrap; how a failed run is told.
 extension PostgresNode {
-    /// Runs a command as ``runAs``.
+    /// Runs a command as ``runAs``, recorded in ``childRecords`` while it runs.
     public func run(_ command: Command) async throws -> CommandResult {
         var command = command
         command.runAs = command.runAs ?? runAs
+        let records = childRecords, started = Mutex<pid_t?>(nil), program = (command.executable as NSString).lastPathComponent
+        let caller = command.started
+        command.started = { pid in
+            started.withLock { $0 = pid }
+            records.record(pid, program: program)
+            caller?(pid)
+        }
+        defer { if let pid = started.withLock({ $0 }) { records.remove(pid) } }
         do {
             return try await ProcessRunner.run(command, logger: logger)
         } catch let error as ProcessError {

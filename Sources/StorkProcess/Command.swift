@@ -30,6 +30,8 @@ public struct Command: Sendable {
     /// as progress meters end their lines), as it arrives: for progress and for listings
     /// longer than the kept tail.
     public var lineHandler: (@Sendable (String) -> Void)? = nil
+    /// Called with the child's PID (the leader of its own process group) once it runs.
+    public var started: (@Sendable (pid_t) -> Void)? = nil
     public init(_ executable: String, _ arguments: [String] = []) {
         self.executable = executable
         self.arguments = arguments

@@ -88,6 +88,7 @@ public enum ProcessRunner {
             ) { execution in
                 let pid = execution.processIdentifier.value
                 logger.debug("process started", metadata: ["stork.pid": "\(pid)"])
+                command.started?(pid)
                 return await supervise(execution.standardOutput, processGroup: pid, timeout: timeout, lineHandler: command.lineHandler,
                                        logger: logger)
             }
@@ -221,6 +222,15 @@ public enum ProcessRunner {
         while hasLiveMembers(processGroup: processGroup) && ContinuousClock.now < killDeadline {
             try? await Task.sleep(for: .milliseconds(10))
         }
+    }
+
+    /// The process's start time (clock ticks since boot, `/proc/PID/stat`'s 22nd field): with
+    /// the PID, it names one process for good, whatever PID reuse does later.
+    public static func startTime(of pid: pid_t) -> UInt64? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
+        // After "(comm)": field 3 (state) onwards.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 19 ? UInt64(fields[19]) : nil
     }
 
     /// Whether any process in the group is alive and not a zombie (Linux `/proc`).

@@ -261,8 +261,10 @@ struct ReplicaRebuildTests {
     }
 
     /// The agent killed with SIGKILL while basebackup copies into the staging directory: the
-    /// data directory is never started half-copied; the restarted agent stops the orphaned copy,
-    /// removes the staging directory, and clones again to a streaming replica.
+    /// data directory is never started half-copied; the restarted agent stops the orphaned copy
+    /// it recorded starting, and nothing else (an operator's program naming the staging
+    /// directory, which it killed before), removes the staging directory, and clones again to a
+    /// streaming replica.
     @Test(.timeLimit(.minutes(5)))
     func crashDuringClone() async throws {
         let dcsDir = TestSupport.makeTempDir("stork-dcs")
@@ -292,9 +294,20 @@ struct ReplicaRebuildTests {
         replica.crash()
         #expect(!FileManager.default.fileExists(atPath: replica.dataDir + "/PG_VERSION"), "a half-built copy at the data directory")
         #expect(!FileManager.default.fileExists(atPath: replica.dataDir + "/postmaster.pid"))
+        // The operator's own program, in a session of its own, naming the staging directory.
+        // (Started as a Companion: a background child of Foundation's Process would hold its exit socket.)
+        let user = try #require(TestSupport.postgresUser)
+        let operators = try Companion.start(["/usr/bin/setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--init-groups",
+                                             "/bin/sh", "-c", "sleep 300", "operators-tar", staging], environment: [])
+        let operatorsPID = operators.pid
+        defer { kill(-operatorsPID, SIGKILL); operators.close(kill: true) }
         try replica.start()
         #expect(await cluster.waitAllStreaming(timeout: 120), "\(cluster.logs())")
         #expect(replica.log.contains("holds an unfinished copy of this agent: removing it"), "\(replica.log)")
+        #expect(replica.log.contains("stopping what an earlier agent left running on its copy: pg_basebackup (PID "), "\(replica.log)")
+        // Not a zombie (our child, never reaped while the test runs): still running.
+        let state = (try? String(contentsOfFile: "/proc/\(operatorsPID)/stat", encoding: .utf8))?.split(separator: ")").last?.split(separator: " ").first
+        #expect(state != nil && state != "Z", "the operator's program naming the staging directory was stopped (state \(state ?? "gone"))")
         #expect(replica.sql("SELECT count(*) FROM filler") == "300000")
         #expect(!FileManager.default.fileExists(atPath: staging))
         let orphans = postgresCommandLines().filter { $0.contains("pg_basebackup") && $0.contains(staging) }
