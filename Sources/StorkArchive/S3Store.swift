@@ -28,6 +28,8 @@ public struct S3Store: ArchiveStore {
     let sessionToken: String?
     /// Keys per ListObjectsV2 page (S3's maximum is 1000); tests make it small.
     var pageSize = 1000
+    /// 10 million objects: far beyond any archive's prefix; what a looping endpoint reaches.
+    var maxListPages = 10_000
 
     /// The store of an `s3://` archive section. A credential, the region or the endpoint the
     /// section does not give comes from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
@@ -108,7 +110,11 @@ public struct S3Store: ArchiveStore {
         let storePrefix = prefix.isEmpty ? "" : prefix + "/"
         var objects: [StoredObject] = []
         var token: String?
+        var tokens = Set<String>()
         repeat {
+            guard tokens.count < maxListPages else {
+                throw ArchiveError("\(describe(listPrefix)): the listing goes on past \(maxListPages) pages of \(pageSize): refused; the endpoint does not behave like S3, or the prefix holds far too many objects")
+            }
             // libcurl signs the query as written: parameters in sorted order, AWS-escaped.
             var query = token.map { ["continuation-token=" + awsEscape($0)] } ?? []
             query += ["list-type=2", "max-keys=\(pageSize)", "prefix=" + awsEscape(storePrefix + listPrefix)]
@@ -119,6 +125,9 @@ public struct S3Store: ArchiveStore {
                 objects.append(StoredObject(key: String(object.key.dropFirst(storePrefix.count)), size: object.size))
             }
             token = page.truncated ? page.nextToken : nil
+            if let token, !tokens.insert(token).inserted {
+                throw ArchiveError("\(describe(listPrefix)): S3 returned the continuation token \(token) twice: refused (a listing that would never end); check the endpoint")
+            }
             if page.truncated && token == nil { throw ArchiveError("\(describe(listPrefix)): S3 cut the listing short without a continuation token") }
         } while token != nil
         return objects.sorted { $0.key < $1.key }

@@ -13,6 +13,9 @@ public struct WALArchive: Sendable {
     public let store: any ArchiveStore
     public let scope: String
     public let compression: ArchiveSettings.Compression
+    /// No WAL file is larger (PostgreSQL's largest `wal_segment_size`): an object that
+    /// decompresses to more is damaged or no WAL, and is refused rather than filling the disk.
+    var maximumFileSize = 1 << 30
 
     public init(store: any ArchiveStore, scope: String, compression: ArchiveSettings.Compression) {
         self.store = store
@@ -53,14 +56,23 @@ public struct WALArchive: Sendable {
     }
 
     /// Restores `name` to `target`: false when the archive does not hold it (nothing is left
-    /// at `target` then, nor on any failure).
+    /// at `target` then, nor on any failure). Decompressed as it is read, never whole in memory.
     public func fetch(_ name: String, to target: String) throws -> Bool {
         guard let key = try find(name) else { return false }
-        let data = try read(key)
         let temporary = target + ".stork-fetch"
         defer { unlink(temporary) }
-        guard FileManager.default.createFile(atPath: temporary, contents: data) else {
-            throw ArchiveError("cannot write \(temporary): \(String(cString: strerror(errno)))")
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw ArchiveError("cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        try withLocalCopy(key) { path in
+            try decompress(path) { chunk in
+                var offset = 0
+                while offset < chunk.count {
+                    let n = write(fd, chunk.baseAddress! + offset, chunk.count - offset)
+                    guard n > 0 else { throw ArchiveError("cannot write \(temporary): \(String(cString: strerror(errno)))") }
+                    offset += n
+                }
+            }
         }
         guard rename(temporary, target) == 0 else {
             throw ArchiveError("cannot rename \(temporary) to \(target): \(String(cString: strerror(errno)))")
@@ -76,12 +88,20 @@ public struct WALArchive: Sendable {
 
     /// The decompressed bytes of the object `key`.
     func read(_ key: String) throws -> Data {
-        if let local = store.localPath(key) { return try Self.decompress(local) }
+        var out = Data()
+        try withLocalCopy(key) { path in try decompress(path) { out.append(contentsOf: $0) } }
+        return out
+    }
+
+    /// `body` with a local path holding the object `key`: the store's own, or a download into a
+    /// private scratch directory.
+    func withLocalCopy(_ key: String, _ body: (String) throws -> Void) throws {
+        if let local = store.localPath(key) { return try body(local) }
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }
         let temporary = scratch.file((key as NSString).lastPathComponent)
         guard try store.download(key, to: temporary) else { throw ArchiveError("\(store.describe(key)) disappeared while it was read") }
-        return try Self.decompress(temporary)
+        try body(temporary)
     }
 
     static func compress(_ data: Data, to path: String, with compression: ArchiveSettings.Compression) throws {
@@ -91,19 +111,23 @@ public struct WALArchive: Sendable {
         try writer.close()
     }
 
-    static func decompress(_ path: String) throws -> Data {
+    /// The object at `path` decompressed, in chunks of 64 KiB, to `each`.
+    func decompress(_ path: String, each: (UnsafeRawBufferPointer) throws -> Void) throws {
         let reader = try ArchiveReader(path: path, format: .raw, blockSize: 1 << 16, label: path)
         guard try reader.next() != nil else { throw ArchiveError("\(path): empty archive") }
         guard reader.compressedAsNamed else {
             throw ArchiveError("\(path): not a \((path as NSString).pathExtension) object (damaged or written by something else)")
         }
-        var out = Data()
+        var total = 0
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         while true {
             let n = try buffer.withUnsafeMutableBytes { try reader.read(into: $0) }
-            if n == 0 { break }
-            out.append(contentsOf: buffer[0..<n])
+            if n == 0 { return }
+            total += n
+            guard total <= maximumFileSize else {
+                throw ArchiveError("\(path): decompresses to more than \(maximumFileSize >> 20) MiB, more than any WAL file: damaged or not WAL; refused")
+            }
+            try buffer.withUnsafeBytes { try each(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         }
-        return out
     }
 }

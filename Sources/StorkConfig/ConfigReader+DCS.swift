@@ -83,6 +83,14 @@ extension ConfigReader {
 
     // MARK: - archive
 
+    /// `http://127.0.0.1:9000`, `http://localhost/...`, `http://[::1]:9000`: nothing crosses a network.
+    static func isLoopbackURL(_ url: String) -> Bool {
+        let rest = url.drop { $0 != "/" }.drop { $0 == "/" }
+        let authority = rest.prefix { $0 != "/" }.split(separator: "@").last.map(String.init) ?? ""
+        let host = authority.hasPrefix("[") ? String(authority.dropFirst().prefix { $0 != "]" }) : String(authority.prefix { $0 != ":" })
+        return host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
     /// Stork's `archive` section. Only `file://` is implemented so far.
     mutating func readArchive(_ value: JSONValue?) -> ArchiveSettings? {
         guard let m = map(value, "archive") else { return nil }
@@ -101,6 +109,8 @@ extension ConfigReader {
             s3.endpoint = string(m["endpoint"], "archive.endpoint")
             if let e = s3.endpoint, !(e.hasPrefix("https://") || e.hasPrefix("http://")) {
                 issue("archive.endpoint", "\"\(e)\": expected https://host[:port]")
+            } else if let e = s3.endpoint, e.hasPrefix("http://"), !Self.isLoopbackURL(e) {
+                warnings.append("archive.endpoint: \(e) is plain http: WAL and base backups cross the network unencrypted and can be changed on the way (requests are signed, not hidden); use https://")
             }
             s3.region = string(m["region"], "archive.region")
             s3.accessKeyID = string(m["access_key_id"], "archive.access_key_id")

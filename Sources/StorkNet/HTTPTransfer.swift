@@ -116,6 +116,11 @@ extension HTTPTransfer {
         curl.set(CURLOPT_LOW_SPEED_LIMIT, 1024)
         curl.set(CURLOPT_LOW_SPEED_TIME, 30)
         curl.set(CURLOPT_FOLLOWLOCATION, followRedirects ? 1 : 0)
+        // Web requests only, and a redirect never to another protocol (libcurl's default
+        // allows gopher, dict, ftp, ...: a request to a service behind the firewall) nor from
+        // https down to plain http.
+        curl.set(CURLOPT_PROTOCOLS_STR, "http,https")
+        curl.set(CURLOPT_REDIR_PROTOCOLS_STR, url.hasPrefix("https://") ? "https" : "http,https")
         switch method {
         case "GET": curl.set(CURLOPT_HTTPGET, 1)
         case "HEAD": curl.set(CURLOPT_NOBODY, 1)

@@ -290,3 +290,20 @@ struct TimingTests {
         #expect(l.warnings.count == 1)
     }
 }
+
+@Suite("An S3 endpoint over plain http")
+struct PlainHTTPEndpointTests {
+    func warnings(_ endpoint: String) throws -> [String] {
+        try ConfigLoader.parse(yaml: minimalYAML + "\narchive:\n  url: s3://wal/main\n  endpoint: \(endpoint)\n").warnings
+    }
+
+    /// Before: accepted without a word.
+    @Test func isWarnedAboutUnlessOnLoopback() throws {
+        #expect(try warnings("http://10.0.0.5:9000") == [
+            "archive.endpoint: http://10.0.0.5:9000 is plain http: WAL and base backups cross the network unencrypted and can be changed on the way (requests are signed, not hidden); use https://"])
+        #expect(try warnings("http://minio.internal/") .count == 1)
+        for quiet in ["https://minio.internal:9000", "http://127.0.0.1:9000", "http://localhost:9000/", "http://[::1]:9000"] {
+            #expect(try warnings(quiet) == [], "\(quiet)")
+        }
+    }
+}
