@@ -163,15 +163,43 @@ func postgresCommandLines() -> [String] {
     return out
 }
 
-/// Reads `postgresCommandLines()` every 10 ms on a thread of its own until `stop()`.
+/// The command line and environment of every process the postgres OS user runs now, but
+/// the agents' own (their environment is where the PATRONI_* variables come from) and the
+/// test's.
+func postgresChildEnvironments() -> [(commandLine: String, environment: [String])] {
+    let uid = TestSupport.postgresUser?.uid ?? geteuid()
+    var out: [(String, [String])] = []
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where Int(entry) != nil {
+        var st = stat()
+        guard stat("/proc/\(entry)", &st) == 0, st.st_uid == uid,
+              let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"), !data.isEmpty,
+              let environ = FileManager.default.contents(atPath: "/proc/\(entry)/environ") else { continue }
+        let argv = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        if argv.first == storkBinary && argv.dropFirst().first == "agent" { continue }
+        // The test's own psql (its PGPASSWORD is the test's): a child of this process.
+        let stat = (try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8)) ?? ""
+        let ppid = stat.split(separator: ")").last?.split(separator: " ").dropFirst().first.flatMap { pid_t($0) }
+        if ppid == getpid() { continue }
+        out.append((argv.joined(separator: " "), environ.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }))
+    }
+    return out
+}
+
+/// Reads `postgresCommandLines()` and `postgresChildEnvironments()` every 10 ms on a thread of
+/// its own until `stop()`.
 final class CommandLineWatch: Sendable {
-    private let state = Mutex<(running: Bool, lines: Set<String>, rounds: Int)>((true, [], 0))
+    private let state = Mutex<(running: Bool, lines: Set<String>, environments: [String: Set<String>], rounds: Int)>((true, [], [:], 0))
 
     init() {
         Thread { [self] in
             while state.withLock({ $0.running }) {
                 let lines = postgresCommandLines()
-                state.withLock { $0.lines.formUnion(lines); $0.rounds += 1 }
+                let environments = postgresChildEnvironments()
+                state.withLock {
+                    $0.lines.formUnion(lines)
+                    for (line, environment) in environments { $0.environments[line, default: []].formUnion(environment) }
+                    $0.rounds += 1
+                }
                 usleep(10_000)
             }
         }.start()
@@ -181,6 +209,9 @@ final class CommandLineWatch: Sendable {
     func stop() -> (lines: Set<String>, rounds: Int) {
         state.withLock { $0.running = false; return ($0.lines, $0.rounds) }
     }
+
+    /// Every child's command line with the variables seen in its environment (after `stop()`).
+    var environments: [String: Set<String>] { state.withLock { $0.environments } }
 }
 
 /// Regular files under `root` (not following links) whose text holds `needle`, with their modes.
@@ -237,6 +268,23 @@ struct PostgresTLSTests {
         #expect(basebackups.count >= 2, "the watch saw \(basebackups.count) pg_basebackup commands in \(rounds) rounds")
         for line in seen where tlsClusterSecrets.contains(where: { line.contains($0) }) {
             Issue.record("a secret in a command line: \(line)")
+        }
+        // Nor in any child's environment: pg_basebackup, the custom method, post_bootstrap,
+        // pg_ctl and the servers get no PATRONI_* variable and no password.
+        // (Other suites' processes show too: ours name our root.)
+        let environments = watch.environments.filter { $0.key.contains(cluster.root + "/") }
+        #expect(environments.keys.contains { $0.contains("probe.sh") } && environments.keys.contains { $0.contains("pg_basebackup") },
+                "the watch read no environment of the custom method or pg_basebackup: \(environments.keys.sorted())")
+        for (line, variables) in environments {
+            for variable in variables where variable.hasPrefix("PATRONI_") || tlsClusterSecrets.contains(where: { variable.contains($0) }) {
+                Issue.record("\(variable.prefix { $0 != "=" }) in the environment of \(line)")
+            }
+        }
+        // Nor in the REST API's answers.
+        for m in tls.members {
+            let (_, body) = await m.api("/patroni")
+            let text = String(describing: body)
+            #expect(!tlsClusterSecrets.contains { text.contains($0) }, "\(m.name): a secret in GET /patroni")
         }
         // The custom method ran while watched, with a connection string that names the service
         // file holding the key's passphrase, never the passphrase itself.
