@@ -133,7 +133,13 @@ public struct BackupRestorer: Sendable {
             guard fchownat(fd, name, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) == 0 else {
                 throw ArchiveError("cannot give \(named)/\(name) to \(owner.name): \(String(cString: strerror(errno)))")
             }
-            guard Int32(entry.pointee.d_type) == DT_DIR else { continue }
+            var isDirectory = Int32(entry.pointee.d_type) == DT_DIR
+            if Int32(entry.pointee.d_type) == DT_UNKNOWN {
+                // Some file systems (XFS without ftype) do not say: ask, not following links.
+                var st = stat()
+                isDirectory = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+            }
+            guard isDirectory else { continue }
             let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             guard child >= 0 else { throw ArchiveError("cannot open \(named)/\(name): \(String(cString: strerror(errno)))") }
             defer { close(child) }
