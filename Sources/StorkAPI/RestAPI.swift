@@ -15,8 +15,22 @@ import StorkHA
 /// passed to the agent through `ClusterOperations`. HTTPS when `restapi.certfile` is set; requests that change something
 /// pass `APIAccess` first (allowlist, client certificate, basic authentication).
 public enum RestAPI {
+    /// How much of the agent the API's clients may take: the descriptors it shares with etcd
+    /// and libpq, and the DCS calls the HA loop needs for its leader key. Fixed; a test
+    /// shortens the idle time.
+    public struct Limits: Sendable {
+        /// An HTTP connection with no request for this long is closed (a request being read or answered is not).
+        public var idleTimeout: Duration = .seconds(30)
+        /// Connections served at once; more wait in the listen backlog (`restapi.request_queue_size`),
+        /// holding no descriptor of the agent's. NIO accepts up to 4 per wake-up, so the count may pass it by 3.
+        public var maxConnections = 100
+        /// The largest body of a request that changes something; a larger one is answered 413.
+        public var maxBody = 64 * 1024
+        public init() {}
+    }
+
     /// The Hummingbird application; run it in the agent's ServiceGroup.
-    public static func makeApplication(config: Config, agent: any ClusterOperations, logger: Logger,
+    public static func makeApplication(config: Config, agent: any ClusterOperations, logger: Logger, limits: Limits = Limits(),
                                        onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> any Service {
         let (host, port) = try listenAddress(config.restapi.listen)
         let status = agent.status
@@ -35,10 +49,13 @@ public enum RestAPI {
         }
         router.post("/reinitialize") { request, context -> Response in
             if let refused = await refusal(request, context, access) { return refused }
-            let body = try? await request.body.collect(upTo: 64 * 1024)
-            let options = body.flatMap { JSONValue.parse(json: Data($0.readableBytesView)) }
+            let body: ByteBuffer
+            switch await readBody(request, limit: limits.maxBody) {
+            case .success(let b): body = b
+            case .failure(let answer): return answer.response
+            }
             var force = false, fromLeader = false
-            if case .object(let map)? = options {
+            if case .object(let map)? = JSONValue.parse(json: Data(body.readableBytesView)) {
                 force = map["force"]?.isTruthy ?? false
                 fromLeader = map["from_leader"]?.isTruthy ?? false
             }
@@ -50,8 +67,12 @@ public enum RestAPI {
         for (path, switchover) in [("/switchover", true), ("/failover", false)] {
             router.post(RouterPath(path)) { request, context -> Response in
                 if let refused = await refusal(request, context, access) { return refused }
-                let body = try? await request.body.collect(upTo: 64 * 1024)
-                guard case .object(let map)? = body.flatMap({ JSONValue.parse(json: Data($0.readableBytesView)) }) else {
+                let body: ByteBuffer
+                switch await readBody(request, limit: limits.maxBody) {
+                case .success(let b): body = b
+                case .failure(let answer): return answer.response
+                }
+                guard case .object(let map)? = JSONValue.parse(json: Data(body.readableBytesView)) else {
                     return text(400, "Bad request: a JSON object with leader and candidate is expected")
                 }
                 if map["scheduled_at"].map({ $0 != .null }) == true { return text(501, "scheduled \(path.dropFirst()) is not implemented by Stork yet") }
@@ -68,12 +89,27 @@ public enum RestAPI {
             }
         }
 
-        let server: HTTPServerBuilder = config.restapi.usesTLS ? try .tls(.http1(), tlsConfiguration: tlsConfiguration(config.restapi)) : .http1()
-        return Application(router: router, server: server,
-                           configuration: .init(address: .hostname(host, port: port), serverName: "Stork/\(storkVersion)"),
+        let http1: HTTPServerBuilder = .http1(configuration: .init(idleTimeout: TimeAmount(limits.idleTimeout)))
+        let server: HTTPServerBuilder = config.restapi.usesTLS ? try .tls(http1, tlsConfiguration: tlsConfiguration(config.restapi)) : http1
+        let configuration = ApplicationConfiguration(address: .hostname(host, port: port), serverName: "Stork/\(storkVersion)",
+                                                     backlog: config.restapi.requestQueueSize,
+                                                     availableConnectionsDelegate: ConnectionCap(limits.maxConnections, logger: logger))
+        return Application(router: router, server: server, configuration: configuration,
                            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },
                            logger: logger)
     }
+
+    /// A changing request's body, at most `limit` bytes; 413 when larger.
+    static func readBody(_ request: Request, limit: Int) async -> Result<ByteBuffer, Answer> {
+        do { return .success(try await request.body.collect(upTo: limit)) } catch is NIOTooManyBytesError {
+            return .failure(Answer(text(413, "Request body too large: at most \(limit / 1024) KiB")))
+        } catch {
+            return .failure(Answer(text(400, "Bad request: the body could not be read")))
+        }
+    }
+
+    /// A Response as a failure of `readBody`.
+    struct Answer: Error { let response: Response; init(_ r: Response) { response = r } }
 
     static func respond(path: String, status: StatusBoard, config: Config) -> Response {
         let s = status.snapshot
@@ -156,6 +192,38 @@ public enum RestAPI {
         host = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         return (host, port)
     }
+}
+
+/// Hummingbird's connection count with a line in the log when the API stops accepting
+/// connections (they wait in the listen backlog) and when it takes them again.
+struct ConnectionCap: AvailableConnectionsDelegate {
+    let maximum: Int
+    let logger: Logger
+    var open = 0
+    var full = false
+
+    init(_ maximum: Int, logger: Logger) {
+        self.maximum = maximum
+        self.logger = logger
+    }
+
+    mutating func connectionOpened() {
+        open += 1
+        if open >= maximum && !full {
+            full = true
+            logger.warning("REST API: \(open) connections open, the most it serves; new ones wait in the listen backlog")
+        }
+    }
+
+    mutating func connectionClosed() {
+        open -= 1
+        if full && open <= maximum / 2 {
+            full = false
+            logger.info("REST API: \(open) connections open (of at most \(maximum))")
+        }
+    }
+
+    func isAcceptingNewConnections() -> Bool { open < maximum }
 }
 
 /// The request context: Hummingbird's core storage plus the connection, for the peer's

@@ -105,6 +105,9 @@ public struct RestAPISettings: Sendable, Equatable {
     /// `restapi.allowlist`: addresses (IP, CIDR network or host name) that may send requests
     /// that change something; empty means any.
     public var allowlist: [String] = []
+    /// `restapi.request_queue_size`: the listen backlog, connections the kernel holds for the
+    /// API beyond those it serves (Patroni's default 5, at most 4096).
+    public var requestQueueSize: Int = 5
     public init() {}
 
     /// HTTPS is on when a certificate is given (Patroni's rule).

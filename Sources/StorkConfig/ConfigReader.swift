@@ -193,7 +193,7 @@ struct ConfigReader {
         var api = RestAPISettings()
         let m = map(value, "restapi") ?? [:]
         unknownKeys(m, known: ["listen", "connect_address", "authentication", "certfile", "keyfile", "keyfile_password",
-                               "cafile", "verify_client", "allowlist"], prefix: "restapi")
+                               "cafile", "verify_client", "allowlist", "request_queue_size"], prefix: "restapi")
         var listenHost: String?
         if let listen = required(m["listen"], "restapi.listen"),
            let hp = hostPort(listen, "restapi.listen", allowEmptyHost: true) {
@@ -248,6 +248,10 @@ struct ConfigReader {
             for entry in api.allowlist where entry.contains("/") && IPNetwork(entry) == nil {
                 issue("restapi.allowlist", "\"\(entry)\": not a network (expected e.g. 10.0.0.0/8 or fd00::/8)")
             }
+        }
+        if let size = int(m["request_queue_size"], "restapi.request_queue_size") {
+            if (0...4096).contains(size) { api.requestQueueSize = size }
+            else { issue("restapi.request_queue_size", "\(size): expected 0 to 4096") }
         }
         return api
     }

@@ -32,6 +32,9 @@ extension Config {
         w.optional("cafile", restapi.cafile, depth: 1)
         w.scalar("verify_client", .string(restapi.verifyClient), depth: 1)
         if !restapi.allowlist.isEmpty { w.value("allowlist", .array(restapi.allowlist.map(JSONValue.string)), depth: 1) }
+        if restapi.requestQueueSize != RestAPISettings().requestQueueSize {
+            w.scalar("request_queue_size", .int(restapi.requestQueueSize), depth: 1)
+        }
 
         if ctl != CtlSettings() {
             w.section("ctl")

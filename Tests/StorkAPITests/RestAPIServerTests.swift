@@ -17,6 +17,14 @@ import StorkTestSupport
 struct RestAPIServerTests {
     /// Runs the API with `restapi` settings around `body`, then shuts it down.
     func withServer(_ adjust: (inout RestAPISettings) -> Void, _ body: (String) async throws -> Void) async throws {
+        try await withServer(adjust, limits: RestAPI.Limits()) { base, _ in try await body(base) }
+    }
+
+    /// The same with the server's `limits`, and the agent on `makeDCS` (the embedded store when
+    /// nil); `body` gets the base URL and the agent's DCS.
+    func withServer(_ adjust: (inout RestAPISettings) -> Void, limits: RestAPI.Limits,
+                    dcs makeDCS: ((Config, Logger) -> any DCS)? = nil,
+                    _ body: (String, any DCS) async throws -> Void) async throws {
         let dir = TestSupport.makeTempDir("stork-api")
         defer { TestSupport.removeTree(dir) }
         let port = TestSupport.freePort()
@@ -28,16 +36,18 @@ struct RestAPIServerTests {
         config.restapi.connectAddress = config.restapi.listen
         adjust(&config.restapi)
         let logger = Logger(label: "test")
-        let dcs = LocalDCS(path: dir + "/dcs", keyPrefix: config.keyPrefix, memberName: "pg0", logger: logger)
+        let dcs = makeDCS?(config, logger) ?? LocalDCS(path: dir + "/dcs", keyPrefix: config.keyPrefix, memberName: "pg0", logger: logger)
         let agent = Agent(config: config, dcs: dcs, node: PostgresNode(settings: pg, memberName: "pg0", logger: logger), logger: logger)
         let running = AsyncStream<Int>.makeStream()
-        let app = try RestAPI.makeApplication(config: config, agent: agent, logger: logger) { port in running.continuation.yield(port) }
+        let app = try RestAPI.makeApplication(config: config, agent: agent, logger: logger, limits: limits) { port in
+            running.continuation.yield(port)
+        }
         let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
         let task = Task { try await group.run() }
         var iterator = running.stream.makeAsyncIterator()
         _ = await iterator.next()
         defer { task.cancel() }
-        try await body("\(config.restapi.usesTLS ? "https" : "http")://127.0.0.1:\(port)")
+        try await body("\(config.restapi.usesTLS ? "https" : "http")://127.0.0.1:\(port)", dcs)
         await group.triggerGracefulShutdown()
         _ = try? await task.value
     }

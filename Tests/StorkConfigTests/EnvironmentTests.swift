@@ -20,6 +20,7 @@ struct EnvironmentTests {
         "PATRONI_RESTAPI_CAFILE": "/api-ca.pem",
         "PATRONI_RESTAPI_VERIFY_CLIENT": "required",
         "PATRONI_RESTAPI_ALLOWLIST": "10.0.0.0/8,127.0.0.1",
+        "PATRONI_RESTAPI_REQUEST_QUEUE_SIZE": "64",
         "PATRONI_CTL_INSECURE": "true",
         "PATRONI_CTL_CACERT": "/ctl-ca.pem",
         "PATRONI_CTL_CERTFILE": "/ctl.crt",
@@ -47,6 +48,17 @@ struct EnvironmentTests {
         "PATRONI_ETCD3_KEY": "/etcd.key",
     ]
 
+    /// `restapi.request_queue_size`, the REST API's listen backlog: Patroni's default 5, 0 to 4096.
+    @Test func requestQueueSize() throws {
+        #expect(try ConfigLoader.parse(yaml: minimalYAML).config.restapi.requestQueueSize == 5)
+        let yaml = minimalYAML.replacingOccurrences(of: "  listen: 127.0.0.1:8008\n", with: "  listen: 127.0.0.1:8008\n  request_queue_size: 128\n")
+        let c = try ConfigLoader.parse(yaml: yaml).config
+        #expect(c.restapi.requestQueueSize == 128 && c.unimplementedKeys.isEmpty, "\(c.unimplementedKeys)")
+        #expect(c.renderMasked().contains("  request_queue_size: 128\n"), "\(c.renderMasked())")
+        #expect(issueLines(minimalYAML, env: ["PATRONI_RESTAPI_REQUEST_QUEUE_SIZE": "5000"])
+                == ["restapi.request_queue_size: 5000: expected 0 to 4096"])
+    }
+
     @Test func everyOverrideWinsOverTheFile() throws {
         let c = try ConfigLoader.parse(yaml: postgres0YAML, environment: everything, checkFiles: false).config
         #expect(c.name == "pg-env")
@@ -64,6 +76,7 @@ struct EnvironmentTests {
         #expect(c.restapi.cafile == "/api-ca.pem")
         #expect(c.restapi.verifyClient == "required")
         #expect(c.restapi.allowlist == ["10.0.0.0/8", "127.0.0.1"])
+        #expect(c.restapi.requestQueueSize == 64)
         #expect(c.ctl.insecure && c.ctl.cacert == "/ctl-ca.pem" && c.ctl.certfile == "/ctl.crt" && c.ctl.keyfile == "/ctl.key")
         #expect(c.ctl.keyfilePassword == "ctl-key-pw" && c.ctl.username == "ctl-user" && c.ctl.password == "ctl-pw")
         #expect(!c.unimplementedKeys.contains { $0.hasPrefix("ctl") || $0.contains("allowlist") }, "\(c.unimplementedKeys)")

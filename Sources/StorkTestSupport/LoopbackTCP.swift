@@ -1,0 +1,80 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Plain TCP on 127.0.0.1 for tests that need what an HTTP client library hides: many idle
+/// connections, a peer that is far away, and the sockets a process holds.
+public enum LoopbackTCP {
+    /// A socket connecting to `port`; with `blocking: false` the connect may still be under way
+    /// (the server's listen backlog is full). -1 when no socket could be made.
+    public static func connect(_ port: Int, blocking: Bool = true) -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return -1 }
+        if !blocking { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = UInt16(port).bigEndian
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, len) } }
+        if rc != 0 && !(errno == EINPROGRESS && !blocking) { close(fd); return -1 }
+        return fd
+    }
+
+    /// One HTTP/1.1 request on a new connection (`Connection: close`), blocking: the status
+    /// code of the answer, nil when there was none.
+    public static func request(_ port: Int, _ method: String, _ path: String, body: String = "", headers: [String] = []) -> Int? {
+        let fd = connect(port)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n"
+        for h in headers { head += h + "\r\n" }
+        if !body.isEmpty { head += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n" }
+        let bytes = Array((head + "\r\n" + body).utf8)
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { return nil }
+            sent += n
+        }
+        var answer: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n <= 0 { break }
+            answer += buffer[..<n]
+        }
+        let statusLine = String(decoding: answer.prefix(32), as: UTF8.self).split(separator: " ")
+        return statusLine.count > 1 ? Int(statusLine[1]) : nil
+    }
+
+    /// Whether the peer has closed `fd` (a read would see the end), without waiting.
+    public static func peerClosed(_ fd: Int32) -> Bool {
+        var byte: UInt8 = 0
+        return recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) == 0
+    }
+
+    /// The TCP connections this process holds open on its side of local `port` (accepted by a
+    /// server listening there), the listening socket not counted: from `/proc/self/fd` and
+    /// `/proc/self/net/tcp`. A connection waiting in the listen backlog holds no descriptor.
+    public static func acceptedSockets(onPort port: Int) -> Int {
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        var inodes = Set<String>()
+        for fd in fds {
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + fd),
+                  target.hasPrefix("socket:[") else { continue }
+            inodes.insert(String(target.dropFirst(8).dropLast()))
+        }
+        // procfs files have no size: read to the end, not by the size stat gives.
+        let table = String(decoding: FileHandle(forReadingAtPath: "/proc/self/net/tcp")?.readDataToEndOfFile() ?? Data(), as: UTF8.self)
+        let local = String(format: ":%04X", port)
+        var count = 0
+        for line in table.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ")
+            guard fields.count > 9, fields[1].hasSuffix(local), fields[3] != "0A", inodes.contains(String(fields[9])) else { continue }
+            count += 1
+        }
+        return count
+    }
+}
