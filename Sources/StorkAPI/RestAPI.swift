@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOSSL
 import ServiceLifecycle
+import Synchronization
 import StorkConfig
 import StorkHA
 
@@ -35,6 +36,7 @@ public enum RestAPI {
         let (host, port) = try listenAddress(config.restapi.listen)
         let status = agent.status
         let access = APIAccess(settings: config.restapi, allowlist: resolveAllowlist(config.restapi.allowlist, logger: logger))
+        let inFlight = OneChangeAtATime()
         let router = Router(context: APIRequestContext.self)
         let paths = ["/", "/patroni", "/primary", "/master", "/leader", "/replica", "/read-write", "/read-only",
                      "/health", "/liveness", "/readiness"]
@@ -59,6 +61,8 @@ public enum RestAPI {
                 force = map["force"]?.isTruthy ?? false
                 fromLeader = map["from_leader"]?.isTruthy ?? false
             }
+            guard inFlight.begin("POST /reinitialize") else { return busy(inFlight) }
+            defer { inFlight.end() }
             if let reason = await agent.reinitialize(force: force, fromLeader: fromLeader) {
                 return text(503, reason)
             }
@@ -76,6 +80,8 @@ public enum RestAPI {
                     return text(400, "Bad request: a JSON object with leader and candidate is expected")
                 }
                 if map["scheduled_at"].map({ $0 != .null }) == true { return text(501, "scheduled \(path.dropFirst()) is not implemented by Stork yet") }
+                guard inFlight.begin("POST \(path)") else { return busy(inFlight) }
+                defer { inFlight.end() }
                 let (code, message) = await agent.manualFailover(leader: map["leader"]?.scalarText, candidate: map["candidate"]?.scalarText,
                                                                   switchover: switchover)
                 return text(code, message)
@@ -110,6 +116,10 @@ public enum RestAPI {
 
     /// A Response as a failure of `readBody`.
     struct Answer: Error { let response: Response; init(_ r: Response) { response = r } }
+
+    static func busy(_ inFlight: OneChangeAtATime) -> Response {
+        text(503, "\(inFlight.running ?? "another request") is in progress; try again when it has answered")
+    }
 
     static func respond(path: String, status: StatusBoard, config: Config) -> Response {
         let s = status.snapshot
@@ -192,6 +202,28 @@ public enum RestAPI {
         host = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         return (host, port)
     }
+}
+
+/// At most one changing request that reaches the DCS (switchover, failover, reinitialize) at a
+/// time. The etcd client runs its calls one after another, the HA loop's leader key refresh
+/// among them: a flood of such requests would queue ahead of the refresh one call each. With
+/// this, it adds at most the one request's calls (a switchover polls the DCS for up to 30 s,
+/// one call at a time); the others are answered 503 before any DCS call.
+final class OneChangeAtATime: Sendable {
+    private let current = Mutex<String?>(nil)
+
+    /// True when `what` may run (call `end` after it); false while another one runs.
+    func begin(_ what: String) -> Bool {
+        current.withLock { running in
+            guard running == nil else { return false }
+            running = what
+            return true
+        }
+    }
+
+    func end() { current.withLock { $0 = nil } }
+
+    var running: String? { current.withLock { $0 } }
 }
 
 /// Hummingbird's connection count with a line in the log when the API stops accepting

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -77,4 +78,81 @@ public enum LoopbackTCP {
         }
         return count
     }
+}
+
+/// A TCP forwarder on loopback that holds every chunk for `delay` before passing it on, both
+/// ways: a peer (etcd) a round trip of twice `delay` away, for the tests. One thread per
+/// direction of each connection.
+public final class DelayProxy: @unchecked Sendable {
+    // @unchecked: `listener` is set once; the open descriptors are under `open`'s lock.
+    public let port: Int
+    private let listener: Int32
+    private let open = Mutex<Set<Int32>>([])
+
+    public init(to targetPort: Int, delay: Duration) throws {
+        let port = TestSupport.freePort()
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.port = port
+        self.listener = listener
+        var one: Int32 = 1
+        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = UInt16(port).bigEndian
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, len) } }
+        guard bound == 0, listen(listener, 64) == 0 else {
+            close(listener)
+            throw EtcdTestError("DelayProxy: cannot listen on 127.0.0.1:\(port)")
+        }
+        let microseconds = UInt32(delay.components.seconds * 1_000_000 + delay.components.attoseconds / 1_000_000_000_000)
+        Thread.detachNewThread { [self] in
+            while true {
+                let client = accept(listener, nil, nil)
+                guard client >= 0 else { return }
+                let server = LoopbackTCP.connect(targetPort)
+                guard server >= 0 else { close(client); continue }
+                open.withLock { $0.formUnion([client, server]) }
+                let finished = Shared(0)
+                for (from, to) in [(client, server), (server, client)] {
+                    Thread.detachNewThread { [self] in
+                        defer {
+                            if finished.value.withLock({ $0 += 1; return $0 }) == 2 {
+                                open.withLock { $0.subtract([client, server]) }
+                                close(client)
+                                close(server)
+                            }
+                        }
+                        var buffer = [UInt8](repeating: 0, count: 65536)
+                        while true {
+                            let n = recv(from, &buffer, buffer.count, 0)
+                            if n <= 0 { break }
+                            usleep(microseconds)
+                            var sent = 0
+                            while sent < n {
+                                let m = buffer[sent..<n].withUnsafeBytes { send(to, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                                if m <= 0 { break }
+                                sent += m
+                            }
+                        }
+                        shutdown(to, Int32(SHUT_WR))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops accepting and ends every forwarded connection.
+    public func stop() {
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
+        for fd in open.withLock({ $0 }) { shutdown(fd, Int32(SHUT_RDWR)) }
+    }
+}
+
+/// A value under a lock that escaping closures (threads) can share.
+public final class Shared<Value: Sendable>: Sendable {
+    public let value: Mutex<Value>
+    public init(_ initial: Value) { value = Mutex(initial) }
 }
