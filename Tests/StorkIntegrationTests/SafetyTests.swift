@@ -1,4 +1,6 @@
 import Foundation
+import Synchronization
+import Logging
 import Testing
 import StorkDCS
 import StorkProcess
@@ -473,6 +475,69 @@ extension SafetyTests {
         #expect(s.bothWritable == 0, "two writable primaries in \(s.bothWritable) of \(s.count) samples\n\(cluster.logs())")
         #expect(cycles() - before >= 3, "pg0's cycle stalled: \(cycles() - before) cycles in \(s.count / 10) s\n\(pg0.log)")
         #expect(pg0.log.contains("statement timeout"), "\(pg0.log)")
+    }
+
+    /// 48 clients send authorized `POST /switchover` naming a candidate that does not exist,
+    /// back to back for twice the ttl, to a primary whose etcd is a 100 ms round trip away:
+    /// the primary keeps its leader key with time to spare, and nobody fails over. Every
+    /// request in flight used to put a DCS call ahead of the leader key refresh on the agent's
+    /// one etcd queue; only one of them reaches the DCS at a time now.
+    @Test(.timeLimit(.minutes(4)))
+    func aFloodOfSwitchoversKeepsTheLeaderKey() async throws {
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let proxy = try DelayProxy(to: Int(etcd.clientURL.split(separator: ":").last!)!, delay: .milliseconds(50))
+        defer { proxy.stop() }
+        let cluster = TestCluster(scope: "safe15", dcs: .etcd(["http://127.0.0.1:\(proxy.port)"]))
+        defer { cluster.destroy() }
+        let credentials = ["PATRONI_RESTAPI_USERNAME": "admin", "PATRONI_RESTAPI_PASSWORD": "api-Secret-3"]
+        for name in ["pg0", "pg1"] {
+            let m = cluster.addMember(name)
+            m.environment = credentials
+            try m.start()
+            #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
+        }
+        let pg0 = cluster.members[0], pg1 = cluster.members[1]
+        let direct = EtcdDCS(options: EtcdClientOptions(endpoints: [etcd.clientURL]), keyPrefix: "/service/safe15/", memberName: "pg0",
+                             logger: Logger(label: "test"))
+        #expect(try await direct.clusterView().leader == "pg0")
+        let ttl = 20.0
+        let authorization = "Authorization: Basic " + Data("admin:api-Secret-3".utf8).base64EncodedString()
+        let body = #"{"leader": "pg0", "candidate": "nobody"}"#
+        let stop = Shared(false), answers = Shared<[Int: Int]>([:]), running = Shared(48)
+        defer { stop.value.withLock { $0 = true } }
+        for _ in 0..<48 {
+            Thread.detachNewThread {
+                while !stop.value.withLock({ $0 }) {
+                    let code = LoopbackTCP.request(pg0.apiPort, "POST", "/switchover", body: body, headers: [authorization]) ?? 0
+                    answers.value.withLock { $0[code, default: 0] += 1 }
+                }
+                running.value.withLock { $0 -= 1 }
+            }
+        }
+        let cycles = { pg0.log.components(separatedBy: "Lock owner: ").count }
+        let cyclesBefore = cycles()
+        var least = ttl, samples = 0, lost: [String] = []
+        let start = Date()
+        while Date().timeIntervalSince(start) < 2 * ttl {
+            let view = try? await direct.clusterView()
+            if view?.leader != "pg0" { lost.append("\(Int(Date().timeIntervalSince(start))) s: leader \(view?.leader ?? "none")") }
+            least = min(least, (try? await direct.leaderExpiresIn()) ?? 0)
+            samples += 1
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        stop.value.withLock { $0 = true }
+        _ = await TestSupport.waitUntil(timeout: 30) { running.value.withLock { $0 } == 0 }
+        let counts = answers.value.withLock { $0 }
+        print("flood of \(counts.values.reduce(0, +)) switchovers \(counts): the leader key had at least \(least) s left in \(samples) samples, "
+              + "\(cycles() - cyclesBefore) cycles of pg0 in \(Int(2 * ttl)) s")
+        #expect(lost.isEmpty, "the leader key was lost: \(lost)\n\(cluster.logs())")
+        #expect(least > ttl / 2, "the leader key was left with \(least) s of its \(ttl)\n\(pg0.log)")
+        #expect(cycles() - cyclesBefore >= 10, "pg0 ran \(cycles() - cyclesBefore) cycles in \(Int(2 * ttl)) s (loop_wait 1)")
+        #expect(counts[412, default: 0] > 0 && counts.keys.allSatisfy { [412, 503].contains($0) }, "\(counts)")
+        let primary = await pg0.api("/primary").0, replica = await pg1.api("/replica").0
+        #expect(primary == 200 && replica == 200, "\(cluster.logs())")
+        #expect(!pg0.log.contains("demot"), "\(pg0.log)")
     }
 }
 
