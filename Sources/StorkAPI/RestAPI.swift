@@ -61,7 +61,7 @@ public enum RestAPI {
                 force = map["force"]?.isTruthy ?? false
                 fromLeader = map["from_leader"]?.isTruthy ?? false
             }
-            guard inFlight.begin("POST /reinitialize") else { return busy(inFlight) }
+            if let running = inFlight.begin("POST /reinitialize") { return busy(running) }
             defer { inFlight.end() }
             if let reason = await agent.reinitialize(force: force, fromLeader: fromLeader) {
                 return text(503, reason)
@@ -80,7 +80,7 @@ public enum RestAPI {
                     return text(400, "Bad request: a JSON object with leader and candidate is expected")
                 }
                 if map["scheduled_at"].map({ $0 != .null }) == true { return text(501, "scheduled \(path.dropFirst()) is not implemented by Stork yet") }
-                guard inFlight.begin("POST \(path)") else { return busy(inFlight) }
+                if let running = inFlight.begin("POST \(path)") { return busy(running) }
                 defer { inFlight.end() }
                 let (code, message) = await agent.manualFailover(leader: map["leader"]?.scalarText, candidate: map["candidate"]?.scalarText,
                                                                   switchover: switchover)
@@ -117,8 +117,9 @@ public enum RestAPI {
     /// A Response as a failure of `readBody`.
     struct Answer: Error { let response: Response; init(_ r: Response) { response = r } }
 
-    static func busy(_ inFlight: OneChangeAtATime) -> Response {
-        text(503, "\(inFlight.running ?? "another request") is in progress; try again when it has answered")
+    /// The answer to a changing request while `running` (`POST /switchover`, ...) has not answered.
+    static func busy(_ running: String) -> Response {
+        text(503, "\(running) is in progress; try again when it has answered")
     }
 
     static func respond(path: String, status: StatusBoard, config: Config) -> Response {
@@ -212,22 +213,20 @@ public enum RestAPI {
 final class OneChangeAtATime: Sendable {
     private let current = Mutex<String?>(nil)
 
-    /// True when `what` may run (call `end` after it); false while another one runs.
-    func begin(_ what: String) -> Bool {
+    /// Nil when `what` may run (call `end` when it has answered), else the request that runs.
+    func begin(_ what: String) -> String? {
         current.withLock { running in
-            guard running == nil else { return false }
+            if let running { return running }
             running = what
-            return true
+            return nil
         }
     }
 
     func end() { current.withLock { $0 = nil } }
-
-    var running: String? { current.withLock { $0 } }
 }
 
 /// Hummingbird's connection count with a line in the log when the API stops accepting
-/// connections (they wait in the listen backlog) and when it takes them again.
+/// connections (they wait in the listen backlog) and when half of them have closed since.
 struct ConnectionCap: AvailableConnectionsDelegate {
     let maximum: Int
     let logger: Logger
