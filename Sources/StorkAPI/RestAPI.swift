@@ -60,6 +60,9 @@ public enum RestAPI {
             if case .object(let map)? = JSONValue.parse(json: Data(body.readableBytesView)) {
                 force = map["force"]?.isTruthy ?? false
                 fromLeader = map["from_leader"]?.isTruthy ?? false
+            } else if body.readableBytesView.contains(where: { !Character(UnicodeScalar($0)).isWhitespace }) {
+                // Options that cannot be read are not taken for none (Patroni answers 400 too).
+                return text(400, "Bad request: the body must be a JSON object such as {\"force\": true}, or empty")
             }
             if let running = inFlight.begin("POST /reinitialize") { return busy(running) }
             defer { inFlight.end() }

@@ -26,6 +26,12 @@ public enum LoopbackTCP {
     /// One HTTP/1.1 request on a new connection (`Connection: close`), blocking: the status
     /// code of the answer, nil when there was none.
     public static func request(_ port: Int, _ method: String, _ path: String, body: String = "", headers: [String] = []) -> Int? {
+        exchange(port, method, path, body: body, headers: headers)?.status
+    }
+
+    /// The same, with the answer's body.
+    public static func exchange(_ port: Int, _ method: String, _ path: String, body: String = "",
+                                headers: [String] = []) -> (status: Int, body: String)? {
         let fd = connect(port)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -46,8 +52,10 @@ public enum LoopbackTCP {
             if n <= 0 { break }
             answer += buffer[..<n]
         }
-        let statusLine = String(decoding: answer.prefix(32), as: UTF8.self).split(separator: " ")
-        return statusLine.count > 1 ? Int(statusLine[1]) : nil
+        let text = String(decoding: answer, as: UTF8.self)
+        let statusLine = text.prefix(32).split(separator: " ")
+        guard statusLine.count > 1, let status = Int(statusLine[1]) else { return nil }
+        return (status, text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n"))
     }
 
     /// Whether the peer has closed `fd` (a read would see the end), without waiting.
