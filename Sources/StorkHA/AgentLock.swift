@@ -1,4 +1,5 @@
 import Foundation
+import StorkPostgres
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -23,7 +24,7 @@ public final class AgentLock: Sendable {
                 throw AgentLockError("cannot create \(parent), the parent of postgresql.data_dir: \(error.localizedDescription)")
             }
         }
-        path = Self.beside(dataDir, suffix: "stork-agent.lock")
+        path = PostgresNode.agentFile(beside: dataDir, suffix: "stork-agent.lock")
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
             throw AgentLockError("cannot open the agent lock \(path): \(String(cString: strerror(errno))); the agent needs write access to \(parent)")
@@ -46,20 +47,6 @@ public final class AgentLock: Sendable {
     }
 
     deinit { close(descriptor) }
-
-    /// `.<data dir name>.<suffix>` beside the directory the data directory resolves to (a link
-    /// and its target are one directory): the agent's own files that must outlive a swap.
-    static func beside(_ dataDir: String, suffix: String) -> String {
-        let parent = (dataDir as NSString).deletingLastPathComponent
-        let real = resolved(dataDir) ?? resolved(parent.isEmpty ? "." : parent).map { $0 + "/" + (dataDir as NSString).lastPathComponent } ?? dataDir
-        return (real as NSString).deletingLastPathComponent + "/." + (real as NSString).lastPathComponent + "." + suffix
-    }
-
-    static func resolved(_ path: String) -> String? {
-        guard let pointer = realpath(path, nil) else { return nil }
-        defer { free(pointer) }
-        return String(cString: pointer)
-    }
 }
 
 public struct AgentLockError: Error, CustomStringConvertible, Sendable {

@@ -24,7 +24,7 @@ final class SelfFence {
 
     /// The running companion's PID, beside the agent lock: an agent started again after a
     /// crash finds the one its predecessor left.
-    private var pidFile: String { AgentLock.beside(dataDir, suffix: "stork-fence.pid") }
+    private var pidFile: String { PostgresNode.agentFile(beside: dataDir, suffix: "stork-fence.pid") }
 
     /// The companion an earlier agent of this data directory left running (it crashed), found
     /// at start: its deadline would stop a primary this agent keeps healthy, so it is ended
@@ -57,7 +57,7 @@ final class SelfFence {
         guard let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
         let argv = cmdline.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
         guard argv.count >= 2, (argv[0] as NSString).lastPathComponent == "stork-fence" else { return false }
-        return argv[1] == dataDir || (AgentLock.resolved(argv[1]).map { $0 == AgentLock.resolved(dataDir) } ?? false)
+        return argv[1] == dataDir || (PostgresNode.resolvedPath(argv[1]).map { $0 == PostgresNode.resolvedPath(dataDir) } ?? false)
     }
 
     /// The primary must be stopped unless the agent arms again before `deadline`.

@@ -7,7 +7,8 @@ import Glibc
 #endif
 
 /// The programs an agent runs for its data directory (pg_basebackup, rsync, a replica method,
-/// pg_rewind, ...), one file per running child in `<data_dir>.stork-children/<pid>` holding
+/// pg_rewind, ...), one file per running child in `.<data dir name>.stork-children/<pid>` beside
+/// the data directory (``PostgresNode/agentFile(beside:suffix:)``), holding
 /// its start time, the agent's PID and the program. An agent started after a crash stops what
 /// the dead one left running from these records alone, never by guessing from command lines
 /// (an operator's `tar` or `pgbackrest` naming the data directory is none of its business).

@@ -20,6 +20,22 @@ extension PostgresNode {
     /// Where the data directory being replaced waits during the swap: `<data_dir>.stork-old`.
     public var replacedDirectory: String { settings.dataDir + Self.replacedSuffix }
 
+    /// `.<data dir name>.<suffix>` beside the directory the data directory resolves to (a link
+    /// and its target are one directory): the agent's own files (its lock, the fence's PID, the
+    /// children it runs), which must outlive a swap and are no copy of the data.
+    public static func agentFile(beside dataDir: String, suffix: String) -> String {
+        let parent = (dataDir as NSString).deletingLastPathComponent
+        let real = resolvedPath(dataDir) ?? resolvedPath(parent.isEmpty ? "." : parent).map { $0 + "/" + (dataDir as NSString).lastPathComponent } ?? dataDir
+        return (real as NSString).deletingLastPathComponent + "/." + (real as NSString).lastPathComponent + "." + suffix
+    }
+
+    /// `path` with every link resolved; nil when it does not exist.
+    public static func resolvedPath(_ path: String) -> String? {
+        guard let pointer = realpath(path, nil) else { return nil }
+        defer { free(pointer) }
+        return String(cString: pointer)
+    }
+
     /// `--waldir=PATH` or `--tablespace-mapping=OLD=PATH` split into the part before PATH and
     /// PATH itself (no trailing slash); nil for any other argument.
     static func outsideDirectory(in argument: String) -> (prefix: String, path: String)? {
@@ -340,7 +356,7 @@ extension PostgresNode {
 
 extension PostgresNode {
     /// What this agent runs for its data directory, while it runs.
-    var childRecords: ChildRecords { ChildRecords(directory: settings.dataDir + ".stork-children", logger: logger) }
+    var childRecords: ChildRecords { ChildRecords(directory: Self.agentFile(beside: settings.dataDir, suffix: "stork-children"), logger: logger) }
 
     /// Stops what a killed agent left running on its copy: the programs it recorded starting
     /// (``ChildRecords``) that still run get SIGTERM to their process group, then SIGKILL. Run
