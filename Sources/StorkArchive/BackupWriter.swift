@@ -48,7 +48,7 @@ public struct BackupWriter: Sendable {
 
         let name = try newBackupName()
         let start = try await session.query("""
-            SELECT pg_backup_start($1, true)::text, (SELECT timeline_id FROM pg_control_checkpoint())::text
+            SELECT \(OnlineBackupSQL.start(serverVersion: version))::text, (SELECT timeline_id FROM pg_control_checkpoint())::text
             """, params: ["stork backup \(name)"]).first ?? []
         let startTime = Date()
         var stored: [String] = []
@@ -82,7 +82,7 @@ public struct BackupWriter: Sendable {
             stored += written.map { catalog.partKey(name, $0.part.name) }
 
             let snapshot = try await session.query("SELECT pg_current_snapshot()::text").first?.first ?? nil
-            let stop = try await session.query("SELECT labelfile, spcmapfile, lsn::text FROM pg_backup_stop(false)").first ?? []
+            let stop = try await session.query("SELECT labelfile, spcmapfile, lsn::text FROM \(OnlineBackupSQL.stop(serverVersion: version))").first ?? []
             stopped = true
             let stopTime = Date()
             guard let label = stop.first ?? nil, let stopLSN = (stop.count > 2 ? stop[2] : nil) else {
@@ -122,7 +122,7 @@ public struct BackupWriter: Sendable {
             }
             return manifest
         } catch {
-            if !stopped { _ = try? await session.query("SELECT pg_backup_stop(false)") }
+            if !stopped { _ = try? await session.query("SELECT * FROM \(OnlineBackupSQL.stop(serverVersion: version))") }
             for key in stored { try? catalog.store.delete(key) }
             throw error
         }

@@ -71,7 +71,7 @@ extension Agent {
         do {
             switch await builder.build(request) {
             case .built: break
-            case .failed(let reason), .tryLater(_, let reason), .nothingCanRun(let reason):
+            case .failed(let reason), .tryLater(_, let reason), .nothingCanRun(let reason), .refused(let reason):
                 throw PostgresError("the copy of the remote primary \(standby) failed: \(reason)")
             }
             try node.markWork(.bootstrap)

@@ -34,6 +34,10 @@ extension Agent {
             waitBeforeNextCycle = true
             status.update { $0.state = "creating replica failed" }
             logger.warning("failed to bootstrap \(what): \(method) asks to be tried again later (\(reason)); the chain runs again on the next cycle")
+        case .refused(let reason):
+            waitBeforeNextCycle = true
+            status.update { $0.state = "creating replica failed" }
+            logger.error("cannot bootstrap \(what): \(reason)")
         case .nothingCanRun(let reason):
             waitBeforeNextCycle = true
             status.update { $0.state = "stopped" }
@@ -71,6 +75,14 @@ extension Agent {
     /// keeps data (rsync) re-syncs it in place.
     @discardableResult
     func rebuild(from name: String, description: String, removalRefusal: String? = nil) async -> Bool {
+        // Before anything stops or goes: a source of another major could never replace it.
+        if let url = lastView.member(named: name)?.connURL, let number = try? await node.serverVersionNumber(atConnURL: url) {
+            do { try node.checkSourceMajor(number, source: name) } catch {
+                logger.error("reinitialize: \(error); nothing was changed")
+                waitBeforeNextCycle = true
+                return false
+            }
+        }
         // Immediate, as Patroni does: the directory is about to be replaced or re-synced, and
         // a shutdown checkpoint would only write what is thrown away. Kept, it recovers as after a crash.
         await stopPostgresUncancelled(mode: "immediate")

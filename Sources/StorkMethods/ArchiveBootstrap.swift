@@ -22,6 +22,7 @@ struct ArchiveBootstrap: BootstrapMethod {
         let scope = source.scope ?? context.scope
         let catalog = BackupCatalog(store: try openArchiveStore(source.archive), scope: scope)
         let manifest = try catalog.choose(try backupTarget())
+        try node.checkSourceMajor(manifest.postgresqlVersion, source: "backup \(manifest.name)")
         let dataDir = node.settings.dataDir
         logger.info("restoring backup \(manifest.name) of \(scope) (\(manifest.bytes >> 20) MiB, stopped at LSN \(manifest.stopLSN)) into \(dataDir), then recovery to \(source.target)")
         try node.ensureDataDirectory()

@@ -16,6 +16,7 @@ struct ArchiveMethod: ReplicaMethod {
         do {
             let catalog = BackupCatalog(store: try openArchiveStore(settings), scope: attempt.scope)
             let manifest = try catalog.choose(backup.map { .named($0) } ?? .newest)
+            try node.checkSourceMajor(manifest.postgresqlVersion, source: "backup \(manifest.name)")
             node.logger.info("restoring backup \(manifest.name) of \(attempt.scope) from the archive: \(manifest.files.count) files, \(manifest.bytes >> 20) MiB, WAL from \(manifest.startWALFile)")
             let restorer = BackupRestorer(catalog: catalog, concurrency: settings.concurrency, owner: node.runAs)
             let summary = try await restorer.restore(manifest, into: attempt.target, expectedSystemIdentifier: attempt.expectedSystemIdentifier) {

@@ -44,6 +44,9 @@ public enum ReplicaBuildOutcome: Sendable, Equatable {
     case tryLater(method: String, reason: String)
     /// No method may run now (no source and no `no_leader` method).
     case nothingCanRun(String)
+    /// The source cannot be copied into a server these binaries run (another major): no
+    /// method ran.
+    case refused(String)
 }
 
 /// The running method as `GET /patroni`, `stork list` and the log show it.
@@ -92,6 +95,12 @@ public final class ReplicaBuilder: Sendable {
         let methods = request.runnable
         guard !methods.isEmpty else {
             return .nothingCanRun("no member to copy from, and no method in create_replica_methods has no_leader")
+        }
+        // A source of another major cannot be copied into a server these binaries run: said
+        // once, naming both, before any method touches the target. A source that cannot be
+        // asked is left to the methods, whose errors tell more.
+        if let source = request.source, let number = try? await node.serverVersionNumber(atConnURL: source.connURL) {
+            do { try node.checkSourceMajor(number, source: source.name) } catch { return .refused("\(error)") }
         }
         let chain = ReplicaChain(methods: methods, logger: logger)
         // In place or staged is decided once per method, before its first attempt.

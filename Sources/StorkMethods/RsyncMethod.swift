@@ -122,7 +122,7 @@ struct RsyncMethod: ReplicaMethod {
             }
             let hasData = PostgresNode.holdsData(attempt.target)
             let start = try await session.query("""
-                SELECT pg_backup_start($1, true)::text, (SELECT timeline_id FROM pg_control_checkpoint())::text
+                SELECT \(OnlineBackupSQL.start(serverVersion: session.serverVersion))::text, (SELECT timeline_id FROM pg_control_checkpoint())::text
                 """, params: ["stork rsync for \(node.memberName)"])
             backupStarted = true
 
@@ -166,7 +166,7 @@ struct RsyncMethod: ReplicaMethod {
                 }
                 try await copy(toCopy, streams: streams, from: fromDirectory, inPlace: delta == .full, attempt: attempt, node: node)
             }
-            let stop = try await session.query("SELECT labelfile, spcmapfile, lsn::text FROM pg_backup_stop(false)")
+            let stop = try await session.query("SELECT labelfile, spcmapfile, lsn::text FROM \(OnlineBackupSQL.stop(serverVersion: session.serverVersion))")
             backupStarted = false
             guard let label = stop.first?[0] ?? nil else { return .failed("pg_backup_stop returned no backup_label") }
             try node.writeOwnedFile(attempt.target + "/backup_label", contents: label)
@@ -177,7 +177,7 @@ struct RsyncMethod: ReplicaMethod {
                                     attempt: attempt, session: session, node: node)
             return .succeeded
         } catch {
-            if backupStarted { _ = try? await session.query("SELECT pg_backup_stop(false)") }
+            if backupStarted { _ = try? await session.query("SELECT * FROM \(OnlineBackupSQL.stop(serverVersion: session.serverVersion))") }
             return .failed("\(error)")
         }
     }

@@ -17,8 +17,11 @@ public final class Connection: Sendable {
     /// lock, which the running query holds.
     private let cancelHandle: Mutex<Int>
     private let queue: DispatchQueue
+    /// The server's `server_version_num` (150018 for 15.18), as libpq read it at connection.
+    public let serverVersion: Int
 
     private init(taking conn: sending OpaquePointer, queue: DispatchQueue) {
+        self.serverVersion = Int(PQserverVersion(conn))
         self.cancelHandle = Mutex(Int(bitPattern: PQgetCancel(conn)))
         self.handle = Mutex(conn)
         self.queue = queue

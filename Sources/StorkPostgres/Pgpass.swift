@@ -122,6 +122,13 @@ extension PostgresNode {
         try await Connection.connect(conninfo: conninfo(toConnURL: url, as: settings.superuser, applicationName: "stork"), timeout: 5)
     }
 
+    /// A replication connection as the replication user to a member (`conn_url`): it accepts
+    /// replication commands (`IDENTIFY_SYSTEM`, `TIMELINE_HISTORY`, `SHOW`) only.
+    func replicationConnection(toConnURL url: String) async throws -> Connection {
+        let conninfo = try conninfo(toConnURL: url, as: settings.replication, applicationName: "stork") + " replication=true"
+        return try await Connection.connect(conninfo: conninfo, timeout: 5)
+    }
+
     /// `user`'s conninfo to another member (`conn_url`), without a password: it goes into the
     /// pgpass file, written here.
     func conninfo(toConnURL url: String, as user: PostgresUser, applicationName: String) throws -> String {

@@ -51,8 +51,7 @@ extension PostgresNode {
     }
 
     private func replicationQuery(toConnURL url: String, _ command: String) async throws -> [[String?]] {
-        let conninfo = try conninfo(toConnURL: url, as: settings.replication, applicationName: "stork") + " replication=true"
-        let connection = try await Connection.connect(conninfo: conninfo, timeout: 5)
+        let connection = try await replicationConnection(toConnURL: url)
         defer { Task { await connection.close() } }
         return try await connection.query(command)
     }

@@ -13,14 +13,42 @@ public enum TestSupport {
     /// process, and below the kernel's ephemeral range (32768-60999 by default): a port bind(0)
     /// hands out there can be taken, before the service binds it, as the source port of any
     /// outgoing connection (an etcd member once failed to start so in a full run).
+    /// Two test processes that run side by side (scripts/test runs one per PostgreSQL major)
+    /// take ports from separate ranges, `STORK_TEST_PORTS=LOW-HIGH`, so neither hands out a
+    /// port the other has handed out and not yet bound.
     public static func freePort() -> Int {
         for _ in 0..<200 {
-            let port = Int.random(in: 20000..<32768)
+            let port = Int.random(in: portRange)
             let fresh = handedOutPorts.withLock { $0.insert(port).inserted }
             if fresh && canBind(port) { return port }
         }
-        preconditionFailure("no free loopback port in 20000-32767")
+        preconditionFailure("no free loopback port in \(portRange)")
     }
+
+    static let portRange: ClosedRange<Int> = {
+        let bounds = (ProcessInfo.processInfo.environment["STORK_TEST_PORTS"] ?? "").split(separator: "-").compactMap { Int($0) }
+        guard bounds.count == 2, 1024 <= bounds[0], bounds[0] < bounds[1], bounds[1] < 32768 else { return 20000...32767 }
+        return bounds[0]...bounds[1]
+    }()
+
+    /// The PostgreSQL binaries the tests run: `STORK_TEST_PG_BINDIR` (scripts/test runs the
+    /// integration suites once with PostgreSQL 15's and once with 18's), else `pg_config --bindir`.
+    public static let pgBinDir: String = {
+        if let dir = ProcessInfo.processInfo.environment["STORK_TEST_PG_BINDIR"], !dir.isEmpty {
+            return dir.hasSuffix("/") && dir.count > 1 ? String(dir.dropLast()) : dir
+        }
+        return ProcessRunner.captureSynchronously("pg_config", ["--bindir"]) ?? "/usr/lib/postgresql/15/bin"
+    }()
+
+    /// The major version of ``pgBinDir``'s `postgres` (15, 18, ...); fails the run when it cannot
+    /// be read, so that a missing major is a failure, never a skip.
+    public static let pgMajor: Int = {
+        let text = ProcessRunner.captureSynchronously(pgBinDir + "/postgres", ["--version"]) ?? ""
+        guard let version = text.split(separator: " ").last, let major = Int(version.split(separator: ".")[0]) else {
+            fatalError("cannot read the version of \(pgBinDir)/postgres (\(text)): set STORK_TEST_PG_BINDIR to a PostgreSQL bin directory")
+        }
+        return major
+    }()
 
     private static let handedOutPorts = Mutex<Set<Int>>([])
 

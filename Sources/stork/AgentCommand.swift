@@ -58,6 +58,14 @@ struct AgentCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
         defer { withExtendedLifetime(lock) {} }
+        let node = PostgresNode(settings: config.postgresql, memberName: config.name, logger: logger)
+        // Binaries that are missing, or of another major than the data directory, are a
+        // configuration error: the server would refuse to start, and the agent must not take
+        // that for a broken data directory.
+        do { try node.checkBinariesFitDataDirectory() } catch {
+            logger.critical("\(error)")
+            throw ExitCode(2)
+        }
         let dcs = makeDCS(config: config, logger: logger)
         // A DCS that refuses the configured credentials or certificates will not change its
         // mind: say which key is wrong and start nothing. An unreachable one may come back.
@@ -69,7 +77,6 @@ struct AgentCommand: AsyncParsableCommand {
         } catch {
             logger.warning("DCS not reachable at start: \(error); the agent keeps trying")
         }
-        let node = PostgresNode(settings: config.postgresql, memberName: config.name, logger: logger)
         let status = StatusBoard()
         let agent = Agent(config: config, dcs: dcs, node: node, status: status, logger: logger)
         let api: any Service

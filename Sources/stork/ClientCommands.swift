@@ -25,6 +25,9 @@ struct CheckCommand: AsyncParsableCommand {
     func run() async throws {
         let loaded = try loadConfigOrExit(configFile)
         for warning in loaded.warnings { print("# warning: \(warning)") }
+        // A warning, not an error: the file may be checked on another host than its own.
+        let node = PostgresNode(settings: loaded.config.postgresql, memberName: loaded.config.name, logger: Logger(label: "stork"))
+        do { try node.checkBinariesFitDataDirectory() } catch { print("# warning: \(error); stork agent refuses to start so") }
         for key in loaded.config.unimplementedKeys { print("# not implemented yet, ignored: \(key)") }
         print(loaded.config.renderMasked(), terminator: "")
     }

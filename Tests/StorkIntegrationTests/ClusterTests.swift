@@ -49,6 +49,9 @@ func threeMembersBootstrapAndRejoin(dcs: TestDCS) async throws {
     #expect(primaries.count == 1)
     let primary = try #require(primaries.first)
     let sysid = primary.sql("SELECT system_identifier FROM pg_control_system()")
+    // The major the run is for (STORK_TEST_PG_BINDIR), not whatever pg_config names.
+    let version = primary.sql("SELECT current_setting('server_version_num')::int / 10000")
+    #expect(version == String(TestSupport.pgMajor), "PostgreSQL \(version ?? "?") runs; this run is for \(TestSupport.pgMajor) (\(TestSupport.pgBinDir))")
     // Member keys are rewritten every cycle (loop_wait 1): wait until all say running.
     var view = try await readView(scope: cluster.scope, dcs: dcs)
     _ = try await TestSupport.waitUntil(timeout: 10) {
@@ -154,10 +157,10 @@ struct EtcdClusterTests {
         let first = try await cluster.startPrimary("pg0")
 
         let stranger = cluster.addMember("pg1")
-        let initdb = try runAsPostgres("/usr/lib/postgresql/15/bin/initdb", ["-D", stranger.dataDir, "-A", "trust", "-U", "postgres"])
+        let initdb = try runAsPostgres(TestSupport.pgBinDir + "/initdb", ["-D", stranger.dataDir, "-A", "trust", "-U", "postgres"])
         try #require(initdb.status == 0, "\(initdb.output)")
         let before = try snapshotTree(stranger.dataDir)
-        let otherSysid = try runAsPostgres("/usr/lib/postgresql/15/bin/pg_controldata", [stranger.dataDir]).output
+        let otherSysid = try runAsPostgres(TestSupport.pgBinDir + "/pg_controldata", [stranger.dataDir]).output
             .split(separator: "\n").first { $0.hasPrefix("Database system identifier") }?.split(separator: ":").last?
             .trimmingCharacters(in: .whitespaces)
         let sysid = first.sql("SELECT system_identifier FROM pg_control_system()")
@@ -248,7 +251,7 @@ struct ShutdownDuringBootstrapTests {
         }
         let view = try await readView(scope: cluster.scope, dcs: .local(dir))
         if let sysid = view.initialize {
-            let control = try runAsPostgres("/usr/lib/postgresql/15/bin/pg_controldata", [m.dataDir]).output
+            let control = try runAsPostgres(TestSupport.pgBinDir + "/pg_controldata", [m.dataDir]).output
             #expect(control.contains(sysid), "initialize \(sysid) must be the data directory's\n\(m.log)")
         }
         #expect(view.leader == nil, "the leader key is released on shutdown")

@@ -17,7 +17,7 @@ final class ArchivingServer: @unchecked Sendable {
     let port = TestSupport.freePort()
     var dataDir: String { root + "/src" }
     var archive: String { root + "/archive" }
-    let bin = "/usr/lib/postgresql/15/bin/"
+    let bin = TestSupport.pgBinDir + "/"
 
     let archiveCommand: String
 
@@ -95,7 +95,7 @@ struct CustomBootstrapTests {
             cp -a "$b"/. "$d"/
             """)
         try writeScript(post, """
-            /usr/lib/postgresql/15/bin/psql "$1" -XAtc "CREATE TABLE loaded AS SELECT current_user AS who, current_setting('synchronous_commit') AS sc"
+            \(TestSupport.pgBinDir)/psql "$1" -XAtc "CREATE TABLE loaded AS SELECT current_user AS who, current_setting('synchronous_commit') AS sc"
             """)
         let pg0 = cluster.addMember("pg0", bootstrapYAML: """
             method: pitr
@@ -167,11 +167,11 @@ struct CustomBootstrapTests {
             """)
         try writeScript(root + "/broken.sh", """
             for a in "$@"; do case $a in --datadir=*) d=${a#--datadir=};; esac; done
-            /usr/lib/postgresql/15/bin/initdb -D "$d" -X "$d-wal" -U postgres >/dev/null && echo "work_mem = lots" >> "$d/postgresql.conf" && echo kept > "$d/marker"
+            \(TestSupport.pgBinDir)/initdb -D "$d" -X "$d-wal" -U postgres >/dev/null && echo "work_mem = lots" >> "$d/postgresql.conf" && echo kept > "$d/marker"
             """)
         try writeScript(root + "/copy.sh", """
             for a in "$@"; do case $a in --datadir=*) d=${a#--datadir=};; esac; done
-            /usr/lib/postgresql/15/bin/initdb -D "$d" -U postgres >/dev/null && echo kept > "$d/marker"
+            \(TestSupport.pgBinDir)/initdb -D "$d" -U postgres >/dev/null && echo kept > "$d/marker"
             """)
         try writeScript(root + "/post-fails.sh", "echo 'schema.sql: relation \"x\" already exists' >&2; exit 3")
 
@@ -222,7 +222,7 @@ struct CustomBootstrapTests {
         // bootstrap.recovery_timeout: a failure like the others.
         try writeScript(root + "/endless.sh", """
             for a in "$@"; do case $a in --datadir=*) d=${a#--datadir=};; esac; done
-            /usr/lib/postgresql/15/bin/initdb -D "$d" -U postgres >/dev/null
+            \(TestSupport.pgBinDir)/initdb -D "$d" -U postgres >/dev/null
             touch "$d/standby.signal"; echo "restore_command = 'false'" >> "$d/postgresql.auto.conf"
             """)
         let f4 = try await failing("f4", "method: endless\nendless:\n  command: \(root)/endless.sh\n  keep_existing_recovery_conf: true\nrecovery_timeout: 3",

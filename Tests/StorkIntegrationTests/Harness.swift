@@ -95,6 +95,7 @@ final class TestMember: @unchecked Sendable {
               listen: 127.0.0.1:\(pgPort)
               connect_address: 127.0.0.1:\(pgPort)
               data_dir: \(dataDir)
+              \(postgresqlYAML.contains("bin_dir:") ? "" : "bin_dir: " + TestSupport.pgBinDir)
               pgpass: \(base)/pgpass
               authentication:
                 superuser:
@@ -169,7 +170,7 @@ final class TestMember: @unchecked Sendable {
     /// Stork's process runner (as `ArchivingServer` does): Foundation's Process leaves its
     /// descriptor open in the postmaster, and the wait would never end.
     func startPostgresByHand() async throws {
-        var command = Command("/usr/lib/postgresql/15/bin/pg_ctl", ["start", "-D", dataDir, "-w", "-l", base + "/manual.log"])
+        var command = Command(TestSupport.pgBinDir + "/pg_ctl", ["start", "-D", dataDir, "-w", "-l", base + "/manual.log"])
         command.runAs = TestSupport.postgresUser
         command.timeout = 60
         let result = try await ProcessRunner.run(command, logger: Logger(label: "test"))
@@ -180,7 +181,7 @@ final class TestMember: @unchecked Sendable {
     func stopPostgresIfRunning() {
         let dirs = ((try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []).filter { $0.hasPrefix("data") }
         for dir in dirs where FileManager.default.fileExists(atPath: base + "/" + dir + "/postmaster.pid") {
-            _ = try? runAsPostgres("/usr/lib/postgresql/15/bin/pg_ctl", ["stop", "-D", base + "/" + dir, "-m", "immediate", "-w"])
+            _ = try? runAsPostgres(TestSupport.pgBinDir + "/pg_ctl", ["stop", "-D", base + "/" + dir, "-m", "immediate", "-w"])
         }
     }
 
@@ -197,7 +198,7 @@ final class TestMember: @unchecked Sendable {
         if let tls = clientTLS {
             env.merge(["PGSSLMODE": "verify-ca", "PGSSLCERT": tls.cert, "PGSSLKEY": tls.key, "PGSSLROOTCERT": tls.rootCert]) { _, n in n }
         }
-        let r = try? runAsPostgres("/usr/lib/postgresql/15/bin/psql",
+        let r = try? runAsPostgres(TestSupport.pgBinDir + "/psql",
                                    ["-h", "127.0.0.1", "-p", String(pgPort), "-U", "postgres", "-d", "postgres",
                                     "-Atc", query], env: env)
         guard let r, r.status == 0 else { return nil }

@@ -45,7 +45,7 @@ final class TLSCluster: @unchecked Sendable {
         let post = cluster.root + "/post_bootstrap.sh"
         try """
             #!/bin/sh
-            /usr/lib/postgresql/15/bin/psql "$1" -XAtc "SELECT ssl || ':' || coalesce(client_dn, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid()" > \(cluster.root)/post_bootstrap.out 2>&1
+            \(TestSupport.pgBinDir)/psql "$1" -XAtc "SELECT ssl || ':' || coalesce(client_dn, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid()" > \(cluster.root)/post_bootstrap.out 2>&1
             """.write(toFile: post, atomically: true, encoding: .utf8)
         chmod(post, 0o755)
         // pg2 runs a custom replica method first (it records its arguments, waits a moment to be
@@ -70,6 +70,7 @@ final class TLSCluster: @unchecked Sendable {
                   - hostssl replication replicator 127.0.0.1/32 scram-sha-256 clientcert=verify-ca
                   - hostssl all all 127.0.0.1/32 scram-sha-256 clientcert=verify-ca
                 postgresql:
+                  bin_dir: \(TestSupport.pgBinDir)
                 \(methods)  parameters:
                     unix_socket_directories: \(cluster.root)/\(name)
                     shared_buffers: 16MB
@@ -248,7 +249,7 @@ struct PostgresTLSTests {
         #expect(led, "pg0 did not bootstrap\n\(cluster.logs())")
         guard led else { return }
         // The server really refuses a connection without a client certificate.
-        let noCert = try runAsPostgres("/usr/lib/postgresql/15/bin/psql",
+        let noCert = try runAsPostgres(TestSupport.pgBinDir + "/psql",
                                        ["-h", "127.0.0.1", "-p", String(first.pgPort), "-U", "postgres", "-d", "postgres", "-Atc", "SELECT 1"],
                                        env: ["PGPASSWORD": superuserPassword, "PGSSLMODE": "require", "PGCONNECT_TIMEOUT": "3"])
         #expect(noCert.status != 0 && noCert.output.contains("certificate"), "\(noCert.output)")

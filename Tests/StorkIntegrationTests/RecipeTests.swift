@@ -45,6 +45,7 @@ struct RecipeTests {
             section["command"] = .string(recipeDirectory("clone-running-cluster") + "/clone-cluster.sh")
             section["source"] = .string("host=127.0.0.1 port=\(source.port) user=postgres dbname=postgres")
             section["pgpass"] = nil  // the test's other cluster trusts loopback
+            section["bindir"] = .string(TestSupport.pgBinDir)
         }
         let pg0 = cluster.addMember("pg0", bootstrapYAML: bootstrap)
         try pg0.start()
@@ -69,7 +70,7 @@ struct RecipeTests {
         let pg0 = cluster.addMember("pg0", bootstrapYAML: bootstrap)
         try pg0.start(environment: ["STORK_SCHEMA_FILE": recipeDirectory("schema-and-users") + "/schema.sql"])
         #expect(await TestSupport.waitUntil(timeout: 60) { pg0.log.contains("initialized a new cluster") }, "\(pg0.log)")
-        let psql = "/usr/lib/postgresql/15/bin/psql"
+        let psql = TestSupport.pgBinDir + "/psql"
         func asUser(_ user: String, _ password: String, _ query: String) throws -> (status: Int32, output: String) {
             try runAsPostgres(psql, ["-h", "127.0.0.1", "-p", String(pg0.pgPort), "-U", user, "-d", "shop", "-XAtc", query],
                               env: ["PGPASSWORD": password])

@@ -61,7 +61,7 @@ final class MethodCluster: @unchecked Sendable {
     /// Starts the primary, then takes the base backup `copy` uses.
     func startPrimary() async throws {
         primary = try await cluster.startPrimary("pg0")
-        let r = try runAsPostgres("/usr/lib/postgresql/15/bin/pg_basebackup",
+        let r = try runAsPostgres(TestSupport.pgBinDir + "/pg_basebackup",
                                   ["-D", backup, "-X", "stream", "-c", "fast", "-h", "127.0.0.1", "-p", String(primary.pgPort),
                                    "-U", "replicator", "--no-manifest"],
                                   env: ["PGPASSWORD": replicationPassword])

@@ -84,7 +84,7 @@ struct ReplicaRebuildTests {
         defer { cluster.destroy(); daemon.stop(); TestSupport.removeTree(dcsDir) }
         try primary.start()
         #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
-        let pgbench = "/usr/lib/postgresql/15/bin/pgbench"
+        let pgbench = TestSupport.pgBinDir + "/pgbench"
         let connection = ["-h", "127.0.0.1", "-p", String(primary.pgPort), "-U", "postgres", "postgres"]
         let initialized = try runAsPostgres(pgbench, ["-i", "-s", "3", "-q"] + connection, env: ["PGPASSWORD": superuserPassword])
         try #require(initialized.status == 0, "\(initialized.output)")

@@ -29,6 +29,7 @@ struct WALArchiveTests {
             postgresql:
               listen: 127.0.0.1:5432
               data_dir: \(root)/main/src
+              bin_dir: \(TestSupport.pgBinDir)
               authentication:
                 superuser: {username: postgres}
                 replication: {username: replicator}

@@ -20,6 +20,38 @@ struct PostgresNodeFileTests {
         #expect(fromPgConfig.node.binary("pg_ctl") == "/usr/lib/postgresql/15/bin/pg_ctl")
     }
 
+    @Test func majorVersions() throws {
+        #expect(PostgresNode.major(ofVersion: "15") == "15")
+        #expect(PostgresNode.major(ofVersion: "15.18") == "15")
+        #expect(PostgresNode.major(ofVersion: "18.6") == "18")
+        #expect(PostgresNode.major(ofVersion: "9.6") == "9.6")
+        #expect(PostgresNode.major(ofVersion: "9.6.24") == "9.6")
+        #expect(PostgresNode.major(ofVersion: "9") == nil)
+        #expect(PostgresNode.major(ofVersion: "devel") == nil)
+        #expect(PostgresNode.major(ofVersionNumber: 150018) == "15")
+        #expect(PostgresNode.major(ofVersionNumber: 180006) == "18")
+        #expect(PostgresNode.major(ofVersionNumber: 90624) == "9.6")
+        // The installed binaries, and a directory without them.
+        let t = TestNode(name: "major", recorder: LogRecorder())
+        defer { TestSupport.removeTree(t.directory) }
+        #expect(try t.node.binariesMajor() == "15")
+        let none = TestNode(name: "nobin", recorder: LogRecorder(), binDir: "/nonexistent/bin")
+        defer { TestSupport.removeTree(none.directory) }
+        #expect(throws: PostgresError.self) { try none.node.binariesMajor() }
+        // PG_VERSION of another major than the binaries: refused, both named.
+        try FileManager.default.createDirectory(atPath: t.node.settings.dataDir, withIntermediateDirectories: true)
+        try "14\n".write(toFile: t.node.settings.dataDir + "/PG_VERSION", atomically: true, encoding: .utf8)
+        #expect(PostgresNode.dataDirectoryMajor(t.node.settings.dataDir) == "14")
+        do {
+            try t.node.checkBinariesFitDataDirectory()
+            Issue.record("a PostgreSQL 14 data directory passed with 15's binaries")
+        } catch {
+            #expect("\(error)".contains("holds a PostgreSQL 14 cluster") && "\(error)".contains("are PostgreSQL 15"), "\(error)")
+        }
+        #expect(throws: PostgresError.self) { try t.node.checkSourceMajor(180006, source: "pg0") }
+        try t.node.checkSourceMajor(150018, source: "pg0")
+    }
+
     @Test func dataDirectoryStates() throws {
         let t = TestNode(name: "state", recorder: LogRecorder())
         defer { TestSupport.removeTree(t.directory) }
