@@ -53,6 +53,12 @@ extension Agent {
         if let view = try? await dcs.clusterView() { lastView = view }
         guard let leader = lastView.leader else { return "Cluster has no leader, can not reinitialize" }
         if leader == config.name { return "I am the leader, can not reinitialize" }
+        // Patroni's request waits for the cycle that runs (its executor's lock): a task of the
+        // cycle that ends in moments, such as a rejoin tried again every cycle, is waited for
+        // briefly before it is called in progress.
+        for _ in 0..<250 where !force && longTasks.running != nil {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
         if let running = longTasks.running {
             guard force else { return "\(running) already in progress" }
             logger.info("reinitialize: cancelling \(running)")
