@@ -34,7 +34,13 @@ public enum LoopbackTCP {
                                 headers: [String] = []) -> (status: Int, body: String)? {
         let fd = connect(port)
         guard fd >= 0 else { return nil }
-        defer { close(fd) }
+        defer {
+            // Closed with a reset, not into TIME_WAIT: a flood of tens of thousands of requests
+            // would otherwise use up the ephemeral ports and fail to connect.
+            var noLinger = linger(l_onoff: 1, l_linger: 0)
+            _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &noLinger, socklen_t(MemoryLayout<linger>.size))
+            close(fd)
+        }
         var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n"
         for h in headers { head += h + "\r\n" }
         if !body.isEmpty { head += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n" }

@@ -197,7 +197,7 @@ struct SafetyTests {
     /// SQL over the member's Unix socket, where the test clusters trust local connections:
     /// it works whatever the superuser's password is now. nil when the server does not answer.
     static func socketSQL(_ m: TestMember, _ query: String) -> String? {
-        let r = try? runAsPostgres("/usr/lib/postgresql/15/bin/psql",
+        let r = try? runAsPostgres(TestSupport.pgBinDir + "/psql",
                                    ["-h", m.base, "-p", String(m.pgPort), "-U", "postgres", "-d", "postgres", "-Atc", query],
                                    env: ["PGCONNECT_TIMEOUT": "2"])
         guard let r, r.status == 0 else { return nil }
@@ -419,7 +419,7 @@ struct SafetyTests {
         let bin = cluster.root + "/bin"
         mkdir(bin, 0o755)
         for program in try FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql/15/bin") {
-            #expect(symlink("/usr/lib/postgresql/15/bin/" + program, bin + "/" + program) == 0)
+            #expect(symlink(TestSupport.pgBinDir + "/" + program, bin + "/" + program) == 0)
         }
         let pg0 = cluster.addMember("pg0", postgresqlYAML: "bin_dir: \(bin)")
         try pg0.start()
@@ -463,7 +463,7 @@ extension SafetyTests {
         #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
         // An exclusive lock on a view the agent's state query reads, held for 40 s.
         let locker = Task.detached {
-            try? runAsPostgres("/usr/lib/postgresql/15/bin/psql",
+            try? runAsPostgres(TestSupport.pgBinDir + "/psql",
                                ["-h", "127.0.0.1", "-p", String(pg0.pgPort), "-U", "postgres", "-d", "postgres", "-c",
                                 "BEGIN; LOCK TABLE pg_catalog.pg_stat_wal_receiver IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(40); COMMIT"],
                                env: ["PGPASSWORD": superuserPassword])
@@ -477,11 +477,13 @@ extension SafetyTests {
         #expect(pg0.log.contains("statement timeout"), "\(pg0.log)")
     }
 
-    /// 48 clients send authorized `POST /switchover` naming a candidate that does not exist,
-    /// back to back for twice the ttl, to a primary whose etcd is a 100 ms round trip away:
-    /// the primary keeps its leader key with time to spare, and nobody fails over. Every
-    /// request in flight used to put a DCS call ahead of the leader key refresh on the agent's
-    /// one etcd queue; only one of them reaches the DCS at a time now.
+    /// A primary whose etcd is a 100 ms round trip away, first under 1,100 idle connections to
+    /// its REST API for a ttl (they exhausted the descriptors a systemd default of 1024 gives,
+    /// which etcd and libpq share), then under 200 clients sending authorized `POST /switchover`
+    /// naming a candidate that does not exist, back to back for twice the ttl: it holds few
+    /// descriptors, keeps its leader key with time to spare, runs its cycles, and nobody fails
+    /// over. Every request in flight used to put a DCS call ahead of the leader key refresh on
+    /// the agent's one etcd queue; only one of them reaches the DCS at a time now.
     @Test(.timeLimit(.minutes(4)))
     func aFloodOfSwitchoversKeepsTheLeaderKey() async throws {
         let etcd = try await EtcdServer.startSingle()
@@ -502,11 +504,30 @@ extension SafetyTests {
                              logger: Logger(label: "test"))
         #expect(try await direct.clusterView().leader == "pg0")
         let ttl = 20.0
+        let agentPID = try #require(pg0.process?.processIdentifier)
+        func agentDescriptors() -> Int { ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(agentPID)/fd")) ?? []).count }
+
+        // 1,100 idle connections for a ttl.
+        let idle = (0..<1100).map { _ in LoopbackTCP.connect(pg0.apiPort, blocking: false) }
+        var mostDescriptors = 0, leastWhileIdle = ttl
+        let idleStart = Date(), idleCycles = { pg0.log.components(separatedBy: "Lock owner: ").count }, idleCyclesBefore = idleCycles()
+        while Date().timeIntervalSince(idleStart) < ttl {
+            mostDescriptors = max(mostDescriptors, agentDescriptors())
+            leastWhileIdle = min(leastWhileIdle, (try? await direct.leaderExpiresIn()) ?? 0)
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        for fd in idle where fd >= 0 { close(fd) }
+        print("1,100 idle connections for \(Int(ttl)) s: the agent held at most \(mostDescriptors) descriptors, the key had at least \(leastWhileIdle) s left, \(idleCycles() - idleCyclesBefore) cycles")
+        #expect(idle.filter { $0 >= 0 }.count == 1100)
+        #expect(mostDescriptors < 400, "the agent held \(mostDescriptors) descriptors under 1,100 idle connections")
+        #expect(leastWhileIdle > ttl / 2 && idleCycles() - idleCyclesBefore >= 5, "key \(leastWhileIdle) s, \(idleCycles() - idleCyclesBefore) cycles\n\(pg0.log)")
+
+        // 200 clients sending switchovers for twice the ttl.
         let authorization = "Authorization: Basic " + Data("admin:api-Secret-3".utf8).base64EncodedString()
         let body = #"{"leader": "pg0", "candidate": "nobody"}"#
-        let stop = Shared(false), answers = Shared<[Int: Int]>([:]), running = Shared(48)
+        let stop = Shared(false), answers = Shared<[Int: Int]>([:]), running = Shared(200)
         defer { stop.value.withLock { $0 = true } }
-        for _ in 0..<48 {
+        for _ in 0..<200 {
             Thread.detachNewThread {
                 while !stop.value.withLock({ $0 }) {
                     let code = LoopbackTCP.request(pg0.apiPort, "POST", "/switchover", body: body, headers: [authorization]) ?? 0
