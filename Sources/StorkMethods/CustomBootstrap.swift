@@ -18,7 +18,7 @@ public enum CustomBootstrap {
     /// them) are not passed on.
     public static func run(_ spec: BootstrapMethodSpec, scope: String, node: PostgresNode) async throws {
         try node.ensureDataDirectory()
-        var command = Command(spec.command[0], arguments(spec, scope: scope, datadir: node.settings.dataDir))
+        let command = Command(spec.command[0], arguments(spec, scope: scope, datadir: node.settings.dataDir))
         let shown = command.arguments.map { argument -> String in
             guard argument.hasPrefix("--"), let eq = argument.firstIndex(of: "="),
                   Config.isSecretKey(String(argument[argument.index(argument.startIndex, offsetBy: 2)..<eq]),
