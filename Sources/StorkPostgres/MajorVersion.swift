@@ -7,14 +7,21 @@ import StorkProcess
 // major, each with a message that is easy to take for a broken copy: the agent tells the
 // mismatch in one line, naming both, before anything is started, copied or removed.
 extension PostgresNode {
-    /// The major of a version string as PostgreSQL writes it in `PG_VERSION` and
-    /// `postgres --version`: "15" for 15.18, "9.6" for 9.6.24; nil when it is none.
+    /// The major of a version as PostgreSQL writes it in `PG_VERSION` and `postgres --version`:
+    /// "15" for 15.18, "18" for 18beta1 or 18devel, "9.6" for 9.6.24; nil when it is none.
     public static func major(ofVersion text: String) -> String? {
-        let parts = text.split(separator: ".").map(String.init)
+        let parts = text.split(separator: ".", maxSplits: 2).map { String($0.prefix(while: \.isNumber)) }
         guard let first = parts.first, let number = Int(first), number > 0 else { return nil }
-        if number >= 10 { return first }
-        guard parts.count > 1, Int(parts[1]) != nil else { return nil }
-        return first + "." + parts[1]
+        if number >= 10 { return String(number) }
+        guard parts.count > 1, let minor = Int(parts[1]) else { return nil }
+        return "\(number).\(minor)"
+    }
+
+    /// The major `postgres --version` tells: "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)".
+    public static func major(ofVersionOutput text: String) -> String? {
+        guard let range = text.range(of: "(PostgreSQL) "),
+              let version = text[range.upperBound...].split(whereSeparator: \.isWhitespace).first else { return nil }
+        return major(ofVersion: String(version))
     }
 
     /// The major of a server's `server_version_num` (150018 → "15", 90624 → "9.6").
@@ -25,19 +32,15 @@ extension PostgresNode {
     /// The major of the `postgres` program this member runs (`postgres --version`).
     /// - Throws: ``PostgresError`` in one line when there is no such program or it does not run.
     public func binariesMajor() throws -> String {
-        let postgres = binary("postgres")
-        let whereFrom = settings.binDir.isEmpty ? "pg_config --bindir found none; set postgresql.bin_dir" : "postgresql.bin_dir is \(settings.binDir)"
-        guard postgres.hasPrefix("/") else {
-            throw PostgresError("no PostgreSQL binaries: \(whereFrom) to the bin directory of a PostgreSQL installation")
-        }
-        guard FileManager.default.isExecutableFile(atPath: postgres) else {
-            throw PostgresError("no PostgreSQL server program at \(postgres) (\(whereFrom)): point postgresql.bin_dir at the bin directory of a PostgreSQL installation")
+        // binary() is bin_dir's, else pg_config's, else the bare name found on PATH.
+        let named = binary("postgres")
+        guard let postgres = ExecutableSearch.find(named) else {
+            let whereFrom = !settings.binDir.isEmpty ? "postgresql.bin_dir is \(settings.binDir)"
+                : named.hasPrefix("/") ? "from pg_config --bindir" : "no bin_dir, no pg_config, none on PATH"
+            throw PostgresError("no PostgreSQL server program at \(named) (\(whereFrom)): point postgresql.bin_dir at the bin directory of a PostgreSQL installation")
         }
         let said = ProcessRunner.captureSynchronously(postgres, ["--version"]) ?? ""
-        // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
-        guard let range = said.range(of: "(PostgreSQL) "),
-              let version = said[range.upperBound...].split(separator: " ").first,
-              let major = Self.major(ofVersion: String(version)) else {
+        guard let major = Self.major(ofVersionOutput: said) else {
             throw PostgresError("\(postgres) --version did not tell a PostgreSQL version (\(said.isEmpty ? "no output" : said)): point postgresql.bin_dir at the bin directory of a PostgreSQL installation")
         }
         return major
@@ -68,6 +71,14 @@ extension PostgresNode {
         let connection = try await replicationConnection(toConnURL: url)
         await connection.close()
         return connection.serverVersion
+    }
+
+    /// Before a copy from the member at `url`: throws in one line naming both majors when
+    /// these binaries could not run it. A member that cannot be reached is left to the copy,
+    /// whose own error tells more.
+    public func checkSourceMajor(atConnURL url: String, source: String) async throws {
+        guard let number = try? await serverVersionNumber(atConnURL: url) else { return }
+        try checkSourceMajor(number, source: source)
     }
 
     /// Before a copy from a server of `sourceVersionNumber` (`server_version_num`) is made:

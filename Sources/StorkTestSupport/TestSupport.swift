@@ -26,8 +26,12 @@ public enum TestSupport {
     }
 
     static let portRange: ClosedRange<Int> = {
-        let bounds = (ProcessInfo.processInfo.environment["STORK_TEST_PORTS"] ?? "").split(separator: "-").compactMap { Int($0) }
-        guard bounds.count == 2, 1024 <= bounds[0], bounds[0] < bounds[1], bounds[1] < 32768 else { return 20000...32767 }
+        guard let text = ProcessInfo.processInfo.environment["STORK_TEST_PORTS"] else { return 20000...32767 }
+        let bounds = text.split(separator: "-").compactMap { Int($0) }
+        // A range that cannot be read must not fall back to one the other process uses.
+        guard bounds.count == 2, 1024 <= bounds[0], bounds[0] < bounds[1], bounds[1] < 32768 else {
+            fatalError("STORK_TEST_PORTS=\(text): expected LOW-HIGH within 1024-32767")
+        }
         return bounds[0]...bounds[1]
     }()
 
@@ -44,7 +48,7 @@ public enum TestSupport {
     /// be read, so that a missing major is a failure, never a skip.
     public static let pgMajor: Int = {
         let text = ProcessRunner.captureSynchronously(pgBinDir + "/postgres", ["--version"]) ?? ""
-        guard let version = text.split(separator: " ").last, let major = Int(version.split(separator: ".")[0]) else {
+        guard let major = PostgresNode.major(ofVersionOutput: text).flatMap({ Int($0) }) else {
             fatalError("cannot read the version of \(pgBinDir)/postgres (\(text)): set STORK_TEST_PG_BINDIR to a PostgreSQL bin directory")
         }
         return major
@@ -96,7 +100,7 @@ public enum TestSupport {
     /// Where a program is: PATH, then PostgreSQL's bin directory.
     public static func which(_ name: String) -> String? {
         ExecutableSearch.find(name, path: (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
-            + ":/usr/lib/postgresql/15/bin:/usr/sbin:/sbin")
+            + ":\(pgBinDir):/usr/sbin:/sbin")
     }
 
     /// Runs a program to its end: its exit status and standard output (standard error is

@@ -25,8 +25,9 @@ struct AgentCommand: AsyncParsableCommand {
             One agent per data directory: a second one exits before touching anything. Without CONFIG, PATRONI_CONFIGURATION or PATRONI_* variables must give the configuration.
 
             Exit status: 0 after SIGTERM/SIGINT; 1 when another agent runs for the same data \
-            directory, the data directory belongs to another cluster, or the bootstrap failed (its data directory is moved aside); 2 for a bad configuration or \
-            credentials the DCS refuses (one line per problem, naming the key; nothing started).
+            directory, the data directory belongs to another cluster, or the bootstrap failed (its data directory is moved aside); 2 for a bad configuration, \
+            credentials the DCS refuses (one line per problem, naming the key), or PostgreSQL binaries that are missing or of \
+            another major than the data directory (one line naming both); nothing is started then.
             """)
 
     @Argument(help: "Patroni YAML configuration file.")

@@ -6,9 +6,9 @@ import Glibc
 #endif
 
 /// PostgreSQL 15's binaries (Debian's) and 18's (scripts/test installs them and names them in
-/// `STORK_PG18_BINDIR`): a test that needs both fails when one is missing.
+/// `STORK_PG15_BINDIR` and `STORK_PG18_BINDIR`): a test that needs both fails when one is missing.
 func bothMajorsBinDirs() throws -> (v15: String, v18: String) {
-    let v15 = "/usr/lib/postgresql/15/bin"
+    let v15 = ProcessInfo.processInfo.environment["STORK_PG15_BINDIR"] ?? "/usr/lib/postgresql/15/bin"
     let v18 = ProcessInfo.processInfo.environment["STORK_PG18_BINDIR"] ?? ""
     try #require(FileManager.default.isExecutableFile(atPath: v15 + "/postgres"), "PostgreSQL 15 is not installed at \(v15)")
     try #require(!v18.isEmpty && FileManager.default.isExecutableFile(atPath: v18 + "/postgres"),

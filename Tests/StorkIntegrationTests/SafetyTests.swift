@@ -418,7 +418,7 @@ struct SafetyTests {
         // A bin_dir of links to PostgreSQL's programs, so one of them can be broken.
         let bin = cluster.root + "/bin"
         mkdir(bin, 0o755)
-        for program in try FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql/15/bin") {
+        for program in try FileManager.default.contentsOfDirectory(atPath: TestSupport.pgBinDir) {
             #expect(symlink(TestSupport.pgBinDir + "/" + program, bin + "/" + program) == 0)
         }
         let pg0 = cluster.addMember("pg0", postgresqlYAML: "bin_dir: \(bin)")
@@ -507,8 +507,14 @@ extension SafetyTests {
         let agentPID = try #require(pg0.process?.processIdentifier)
         func agentDescriptors() -> Int { ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(agentPID)/fd")) ?? []).count }
 
-        // 1,100 idle connections for a ttl.
+        // 1,100 idle connections for a ttl (the test process may need more descriptors than a
+        // default 1024).
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        if limit.rlim_cur < 4096 { limit.rlim_cur = min(4096, limit.rlim_max); setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) }
         let idle = (0..<1100).map { _ in LoopbackTCP.connect(pg0.apiPort, blocking: false) }
+        var idleOpen = true
+        defer { if idleOpen { for fd in idle where fd >= 0 { close(fd) } } }
         var mostDescriptors = 0, leastWhileIdle = ttl
         let idleStart = Date(), idleCycles = { pg0.log.components(separatedBy: "Lock owner: ").count }, idleCyclesBefore = idleCycles()
         while Date().timeIntervalSince(idleStart) < ttl {
@@ -517,6 +523,7 @@ extension SafetyTests {
             try await Task.sleep(for: .milliseconds(500))
         }
         for fd in idle where fd >= 0 { close(fd) }
+        idleOpen = false
         print("1,100 idle connections for \(Int(ttl)) s: the agent held at most \(mostDescriptors) descriptors, the key had at least \(leastWhileIdle) s left, \(idleCycles() - idleCyclesBefore) cycles")
         #expect(idle.filter { $0 >= 0 }.count == 1100)
         #expect(mostDescriptors < 400, "the agent held \(mostDescriptors) descriptors under 1,100 idle connections")
