@@ -562,7 +562,11 @@ extension SafetyTests {
         #expect(lost.isEmpty, "the leader key was lost: \(lost)\n\(cluster.logs())")
         #expect(least > ttl / 2, "the leader key was left with \(least) s of its \(ttl)\n\(pg0.log)")
         #expect(cycles() - cyclesBefore >= 10, "pg0 ran \(cycles() - cyclesBefore) cycles in \(Int(2 * ttl)) s (loop_wait 1)")
-        #expect(counts[412, default: 0] > 0 && counts.keys.allSatisfy { [412, 503].contains($0) }, "\(counts)")
+        // Past the 100 connections served and the listen backlog, the kernel drops connections
+        // (the bound at work): a few clients of 200 get no answer (0) on a loaded machine.
+        let total = counts.values.reduce(0, +)
+        #expect(counts[412, default: 0] > 0 && counts.keys.allSatisfy { [412, 503, 0].contains($0) }, "\(counts)")
+        #expect(counts[0, default: 0] * 100 <= total, "\(counts[0, default: 0]) of \(total) requests had no answer")
         let primary = await pg0.api("/primary").0, replica = await pg1.api("/replica").0
         #expect(primary == 200 && replica == 200, "\(cluster.logs())")
         #expect(!pg0.log.contains("demot"), "\(pg0.log)")
