@@ -77,7 +77,7 @@ extension PostgresNode {
     /// these binaries could not run it. A member that cannot be reached is left to the copy,
     /// whose own error tells more.
     public func checkSourceMajor(atConnURL url: String, source: String) async throws {
-        guard let number = try? await serverVersionNumber(atConnURL: url) else { return }
+        guard let number = try? await serverVersionNumber(atConnURL: url), number > 0 else { return }
         try checkSourceMajor(number, source: source)
     }
 
