@@ -1,11 +1,12 @@
 import Foundation
 import StorkConfig
+import StorkDCS
 import StorkHA
 import StorkMethods
 import StorkPostgres
 
-/// The REST API's answers as pure functions of the member status, so they are table-tested
-/// without a server. Paths, status codes and JSON fields are Patroni's (`api.py`).
+/// The REST API's documents as pure functions of the member status, so they are table-tested
+/// without a server; JSON fields are Patroni's. The health checks' codes: `HealthChecks`.
 public enum APIResponses {
     /// `GET /patroni`: always 200 with the status document.
     public static func patroniDocument(_ s: MemberStatus, config: Config, now: Date = Date()) -> JSONValue {
@@ -39,33 +40,46 @@ public enum APIResponses {
         if let progress = s.replicaCreation { doc["replica_creation"] = ProgressJSON.replicaCreation(progress, now: now) }
         if let progress = s.recoveryProgress { doc["recovery_progress"] = ProgressJSON.recoveryProgress(progress, now: now) }
         if !config.tags.isEmpty { doc["tags"] = .object(config.tags) }
+        if let reason = s.pendingRestart {
+            doc["pending_restart"] = .bool(true)
+            doc["pending_restart_reason"] = .object(reason)
+        }
         return .object(doc)
     }
 
-    /// The HTTP status for a health-check path, nil for a path the API does not serve.
-    public static func statusCode(path: String, _ s: MemberStatus, config: Config, now: Date = Date()) -> Int? {
-        let running = s.state == "running"
-        let isPrimary = running && s.role == "primary" && s.holdsLeaderKey
-        switch path {
-        case "/patroni":
-            return 200
-        case "/", "/primary", "/master", "/read-write", "/leader":
-            return isPrimary ? 200 : 503
-        case "/replica":
-            let noLoadBalance = config.tags["noloadbalance"]?.isTruthy ?? false
-            return running && s.role == "replica" && s.cannotFollow == nil && !noLoadBalance ? 200 : 503
-        case "/read-only":
-            return running && ((s.role == "replica" && s.cannotFollow == nil) || isPrimary) ? 200 : 503
-        case "/health":
-            return running ? 200 : 503
-        case "/liveness":
-            guard let last = s.lastCycle else { return 503 }
-            return now.timeIntervalSince(last) <= Double(s.ttl) ? 200 : 503
-        case "/readiness":
-            return isPrimary || (running && s.role == "replica" && s.cannotFollow == nil) ? 200 : 503
-        default:
-            return nil
+    /// `GET /cluster`: every member as its key tells it, sorted by name, with its lag behind the
+    /// leader's last published position; and `scope`.
+    public static func clusterDocument(_ view: ClusterView, standbyCluster: Bool, config: Config) -> JSONValue {
+        let optime = view.leaderOptime ?? 0
+        let members = view.members.sorted { $0.name < $1.name }.map { m -> JSONValue in
+            var o: [String: JSONValue] = ["name": .string(m.name)]
+            let leads = m.name == view.leader
+            o["role"] = .string(leads ? (standbyCluster ? "standby_leader" : "leader") : "replica")
+            o["state"] = .string((leads ? nil : m.data["replication_state"]?.scalarText) ?? m.state ?? "")
+            o["api_url"] = m.apiURL.map { .string($0) } ?? .null
+            if let url = m.connURL.flatMap({ URLComponents(string: $0) }), let host = url.host, !host.isEmpty {
+                o["host"] = .string(host)
+                if let port = url.port { o["port"] = .int(port) }
+            }
+            for key in ["timeline", "pending_restart", "pending_restart_reason", "scheduled_restart"] where m.data[key] != nil {
+                o[key] = m.data[key]
+            }
+            if !m.tags.isEmpty { o["tags"] = .object(m.tags) }
+            if !leads {
+                for (lag, lsn, field) in [("receive_lag", "receive_lsn", "receive_lsn"), ("replay_lag", "replay_lsn", "replay_lsn"),
+                                          ("lag", "lsn", "xlog_location")] {
+                    if let position = m.data[field]?.intValue, position > 0 {
+                        o[lsn] = .string(LSN.format(position))
+                        o[lag] = .int(max(optime - position, 0))
+                    } else {
+                        o[lsn] = .string("unknown")
+                        o[lag] = .string("unknown")
+                    }
+                }
+            }
+            return .object(o)
         }
+        return .object(["members": .array(members), "scope": .string(config.scope)])
     }
 
     static func timestamp(_ d: Date) -> String { DateText.isoformat(d, separator: " ") }

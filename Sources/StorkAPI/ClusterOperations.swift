@@ -1,3 +1,4 @@
+import StorkConfig
 import StorkHA
 
 /// What the REST API needs of the agent: its status to answer from, and the requests that
@@ -8,6 +9,8 @@ public protocol ClusterOperations: Sendable {
     func reinitialize(force: Bool, fromLeader: Bool) async -> String?
     /// `POST /switchover` and `POST /failover`: the status code and text.
     func manualFailover(leader: String?, candidate: String?, switchover: Bool) async -> (Int, String)
+    /// `PATCH /config` (`replace` false) and `PUT /config` (`replace` true).
+    func changeConfig(_ body: [String: JSONValue], replace: Bool) async -> ConfigChangeAnswer
 }
 
 extension Agent: ClusterOperations {}

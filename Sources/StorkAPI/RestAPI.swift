@@ -8,6 +8,7 @@ import NIOSSL
 import ServiceLifecycle
 import Synchronization
 import StorkConfig
+import StorkDCS
 import StorkHA
 
 /// Patroni's REST API on `restapi.listen`: health checks and `GET /patroni`, answered from
@@ -38,15 +39,53 @@ public enum RestAPI {
         let access = APIAccess(settings: config.restapi, allowlist: resolveAllowlist(config.restapi.allowlist, logger: logger))
         let inFlight = OneChangeAtATime()
         let router = Router(context: APIRequestContext.self)
-        let paths = ["/", "/patroni", "/primary", "/master", "/leader", "/replica", "/read-write", "/read-only",
-                     "/health", "/liveness", "/readiness"]
-        for path in paths {
-            router.get(RouterPath(path)) { _, _ -> Response in
-                respond(path: path, status: status, config: config)
+        router.get("/patroni") { _, _ -> Response in json(200, APIResponses.patroniDocument(status.snapshot, config: config)) }
+        router.head("/patroni") { _, _ -> Response in Response(status: .ok) }
+        for path in HealthChecks.paths {
+            router.get(RouterPath(path)) { request, _ -> Response in
+                let s = status.snapshot
+                let code = HealthChecks.statusCode(path: path, query: HealthQuery(request.uri.query), s, config: config) ?? 404
+                return json(code, APIResponses.patroniDocument(s, config: config))
             }
-            router.head(RouterPath(path)) { _, _ -> Response in
-                let code = APIResponses.statusCode(path: path, status.snapshot, config: config) ?? 404
-                return Response(status: .init(code: code))
+            // HEAD and OPTIONS (HAProxy's `option httpchk OPTIONS /primary`): the code alone.
+            for method in [HTTPRequest.Method.head, .options] {
+                router.on(RouterPath(path), method: method) { request, _ -> Response in
+                    let code = HealthChecks.statusCode(path: path, query: HealthQuery(request.uri.query), status.snapshot, config: config) ?? 404
+                    return Response(status: .init(code: code))
+                }
+            }
+        }
+        // The cluster as the last cycle read it from the DCS (Patroni reads it again for these).
+        router.get("/cluster") { _, _ -> Response in
+            let s = status.snapshot
+            guard let view = s.view else { return text(503, "the DCS has not been read yet") }
+            return json(200, APIResponses.clusterDocument(view, standbyCluster: s.standbyCluster, config: config))
+        }
+        router.get("/history") { _, _ -> Response in
+            json(200, .array(status.snapshot.view?.history ?? []))
+        }
+        router.get("/config") { _, _ -> Response in
+            guard let view = status.snapshot.view else { return text(503, "the DCS has not been read yet") }
+            guard let stored = view.config else { return text(502, "there is no configuration in the DCS") }
+            return json(200, stored)
+        }
+        for (method, replace) in [(HTTPRequest.Method.patch, false), (.put, true)] {
+            router.on("/config", method: method) { request, context -> Response in
+                if let refused = await refusal(request, context, access) { return refused }
+                let body: ByteBuffer
+                switch await readBody(request, limit: limits.maxBody) {
+                case .success(let b): body = b
+                case .failure(let answer): return answer.response
+                }
+                guard case .object(let change)? = JSONValue.parse(json: Data(body.readableBytesView)), !change.isEmpty else {
+                    return text(400, "Bad request: the body must be a non-empty JSON object such as {\"ttl\": 30}")
+                }
+                if let running = inFlight.begin("\(method) /config") { return busy(running) }
+                defer { inFlight.end() }
+                switch await agent.changeConfig(change, replace: replace) {
+                case .written(let config): return json(200, config)
+                case .refused(let code, let reason): return text(code, reason)
+                }
             }
         }
         router.post("/reinitialize") { request, context -> Response in
@@ -125,13 +164,10 @@ public enum RestAPI {
         text(503, "\(running) is in progress; try again when it has answered")
     }
 
-    static func respond(path: String, status: StatusBoard, config: Config) -> Response {
-        let s = status.snapshot
-        let code = APIResponses.statusCode(path: path, s, config: config) ?? 404
-        let body = APIResponses.patroniDocument(s, config: config).jsonData()
+    static func json(_ code: Int, _ document: JSONValue) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
-        return Response(status: .init(code: code), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        return Response(status: .init(code: code), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: document.jsonData())))
     }
 
     static func text(_ code: Int, _ message: String, headers extra: HTTPFields = [:]) -> Response {

@@ -149,17 +149,17 @@ extension ConfigReader {
     /// Checks the timing values and adjusts them as Patroni's `_validate_and_adjust_timeouts` does:
     /// minimums loop_wait 1, retry_timeout 3, ttl 20; then `loop_wait + 2*retry_timeout <= ttl`,
     /// lowering loop_wait first and retry_timeout only when loop_wait is already 1.
-    mutating func readBootstrapDCS(_ dcs: [String: JSONValue]) -> [String: JSONValue] {
+    mutating func readBootstrapDCS(_ dcs: [String: JSONValue], path dcsPath: String = "bootstrap.dcs") -> [String: JSONValue] {
         var out = dcs
-        let ttlValue = int(dcs["ttl"], "bootstrap.dcs.ttl")
-        let loopValue = int(dcs["loop_wait"], "bootstrap.dcs.loop_wait")
-        let retryValue = int(dcs["retry_timeout"], "bootstrap.dcs.retry_timeout")
+        let ttlValue = int(dcs["ttl"], "\(dcsPath).ttl")
+        let loopValue = int(dcs["loop_wait"], "\(dcsPath).loop_wait")
+        let retryValue = int(dcs["retry_timeout"], "\(dcsPath).retry_timeout")
         for key in ["maximum_lag_on_failover", "maximum_lag_on_syncnode", "primary_start_timeout",
                     "primary_stop_timeout", "synchronous_node_count"] {
-            _ = int(dcs[key], "bootstrap.dcs.\(key)")
+            _ = int(dcs[key], "\(dcsPath).\(key)")
         }
-        if let standby = dcs["standby_cluster"], standby != .null, let sc = map(standby, "bootstrap.dcs.standby_cluster") {
-            let path = "bootstrap.dcs.standby_cluster"
+        if let standby = dcs["standby_cluster"], standby != .null, let sc = map(standby, "\(dcsPath).standby_cluster") {
+            let path = "\(dcsPath).standby_cluster"
             _ = required(sc["host"], "\(path).host")
             _ = int(sc["port"], "\(path).port")
             _ = string(sc["primary_slot_name"], "\(path).primary_slot_name")
@@ -169,9 +169,9 @@ extension ConfigReader {
             }
             standbyMethodNames = stringList(sc["create_replica_methods"], "\(path).create_replica_methods") ?? ["basebackup"]
         }
-        if let pg = map(dcs["postgresql"], "bootstrap.dcs.postgresql") {
-            _ = map(pg["parameters"], "bootstrap.dcs.postgresql.parameters")
-            _ = stringList(pg["pg_hba"], "bootstrap.dcs.postgresql.pg_hba")
+        if let pg = map(dcs["postgresql"], "\(dcsPath).postgresql") {
+            _ = map(pg["parameters"], "\(dcsPath).postgresql.parameters")
+            _ = stringList(pg["pg_hba"], "\(dcsPath).postgresql.pg_hba")
         }
         // Only adjust when all three read as integers (or are absent).
         let bad = (dcs["ttl"] != nil && ttlValue == nil) || (dcs["loop_wait"] != nil && loopValue == nil)
@@ -179,7 +179,7 @@ extension ConfigReader {
         if bad { return out }
 
         let given = ClusterTiming(ttl: ttlValue ?? 30, loopWait: loopValue ?? 10, retryTimeout: retryValue ?? 10)
-        let (timing, adjustments) = given.adjusted(source: "bootstrap.dcs")
+        let (timing, adjustments) = given.adjusted(source: dcsPath)
         warnings += adjustments
         if timing.ttl != given.ttl { out["ttl"] = .int(timing.ttl) }
         if timing.loopWait != given.loopWait { out["loop_wait"] = .int(timing.loopWait) }

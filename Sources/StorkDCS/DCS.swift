@@ -37,6 +37,8 @@ public struct ClusterView: Sendable, Equatable {
     /// The cluster's timeline as `history` tells it (Patroni's `cluster.timeline`): one past
     /// the timeline its last entry left; nil without a history.
     public var timeline: Int?
+    /// `history`: Patroni's list of promotions (`[timeline, lsn, reason, time, new leader]`).
+    public var history: [JSONValue] = []
     public init(initialize: String? = nil, config: JSONValue? = nil, leader: String? = nil,
                 members: [Member] = [], leaderOptime: Int? = nil, failover: ManualFailover? = nil, timeline: Int? = nil) {
         self.timeline = timeline
@@ -80,8 +82,11 @@ public protocol DCS: Sendable {
     func touchMember(_ data: JSONValue, ttl: Int) async throws
     /// Removes `members/<name>` (a clean shutdown).
     func deleteMember() async throws
-    /// Writes `config` (JSON) only if absent (`createOnly`) or unconditionally.
-    func writeConfig(_ config: JSONValue, createOnly: Bool) async throws -> Bool
+    /// Reads `config` as stored, with the version a compare-and-set names; nil when absent.
+    func readConfig() async throws -> StoredConfig?
+    /// Writes `config` (JSON) only while it is still at `version` (nil: only if absent);
+    /// false when another writer came first.
+    func writeConfig(_ config: JSONValue, ifVersion version: String?) async throws -> Bool
     /// Writes `optime/leader` (and Patroni 3's `status`) with the leader's WAL position.
     func writeLeaderOptime(_ lsn: Int) async throws
     /// Appends a promotion to `history`, as Patroni records it: `[timeline, lsn, reason,
@@ -92,6 +97,19 @@ public protocol DCS: Sendable {
     /// Seconds until the leader key's lease runs out (nil: no leader key, or no lease), so that
     /// a replica wakes when it expires instead of up to `loop_wait` later.
     func leaderExpiresIn() async throws -> Double?
+}
+
+/// The `config` key as stored: its text, and its version for a compare-and-set (etcd's
+/// `mod_revision`; the embedded store compares the text itself).
+public struct StoredConfig: Sendable, Equatable {
+    public var text: String
+    public var version: String
+    public init(text: String, version: String) { self.text = text; self.version = version }
+    /// The configuration, when the text is a JSON object (Patroni reads anything else as none).
+    public var value: JSONValue? {
+        if case .object? = JSONValue.parse(json: Data(text.utf8)) { return JSONValue.parse(json: Data(text.utf8)) }
+        return nil
+    }
 }
 
 /// Patroni's `failover` key: the leader that steps down (nil: whoever leads) and the member

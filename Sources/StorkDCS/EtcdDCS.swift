@@ -113,11 +113,25 @@ public final class EtcdDCS: DCS {
         try await delete(keys.member)
     }
 
-    public func writeConfig(_ config: JSONValue, createOnly: Bool) async throws -> Bool {
-        let value = DCSKeys.configValue(config)
-        if createOnly { return try await self.createOnly(keys.config, value, withLease: false, ttl: 0) }
-        try await put(keys.config, value)
-        return true
+    public func readConfig() async throws -> StoredConfig? {
+        let key = keys.config
+        return try await client.run { conn throws(EtcdFailure) -> StoredConfig? in
+            let answer = try conn.call("/kv/range", .object(["key": .string(EtcdClient.base64(key))]))
+            guard case .array(let kvs)? = answer["kvs"], let kv = kvs.first, let revision = kv["mod_revision"]?.scalarText else { return nil }
+            return StoredConfig(text: EtcdClient.text(base64: kv["value"]) ?? "", version: revision)
+        }
+    }
+
+    public func writeConfig(_ config: JSONValue, ifVersion version: String?) async throws -> Bool {
+        let key = keys.config, value = DCSKeys.configValue(config)
+        guard let version else { return try await createOnly(key, value, withLease: false, ttl: 0) }
+        return try await client.run { conn throws(EtcdFailure) in
+            let answer = try conn.call("/kv/txn", .object([
+                "compare": .array([.object(["key": .string(EtcdClient.base64(key)), "target": .string("MOD"), "mod_revision": .string(version)])]),
+                "success": .array([.object(["request_put": Self.putFields(key, value, lease: nil)])]),
+            ]))
+            return answer["succeeded"] == .bool(true)
+        }
     }
 
     public func writeLeaderOptime(_ lsn: Int) async throws {

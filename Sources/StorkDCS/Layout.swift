@@ -50,9 +50,9 @@ public struct DCSKeys: Sendable, Equatable {
             view.failover = ManualFailover(leader: m["leader"]?.scalarText, candidate: m["member"]?.scalarText)
         }
         view.leaderOptime = Self.optime(status: relative["status"]) ?? Self.optime(status: relative["optime/leader"])
-        if let h = relative["history"], case .array(let entries)? = JSONValue.parse(json: Data(h.utf8)),
-           case .array(let last)? = entries.last, let left = last.first?.intValue {
-            view.timeline = left + 1
+        if let h = relative["history"], case .array(let entries)? = JSONValue.parse(json: Data(h.utf8)) {
+            view.history = entries
+            if case .array(let last)? = entries.last, let left = last.first?.intValue { view.timeline = left + 1 }
         }
         view.members = relative
             .filter { $0.key.hasPrefix("members/") && $0.key.split(separator: "/", omittingEmptySubsequences: false).count == 2 }

@@ -108,10 +108,15 @@ public final class LocalDCS: DCS {
         try await withStore { store, _ in store.keys[key] = nil }
     }
 
-    public func writeConfig(_ config: JSONValue, createOnly: Bool) async throws -> Bool {
+    public func readConfig() async throws -> StoredConfig? {
+        let key = keys.config
+        return try await withStore { store, _ in store.keys[key].map { StoredConfig(text: $0.value, version: $0.value) } }
+    }
+
+    public func writeConfig(_ config: JSONValue, ifVersion version: String?) async throws -> Bool {
         let key = keys.config, value = DCSKeys.configValue(config)
         return try await withStore { store, _ in
-            if createOnly && store.keys[key] != nil { return false }
+            guard store.keys[key]?.value == version else { return false }
             store.keys[key] = LocalStore.Entry(value: value, lease: nil)
             return true
         }

@@ -69,6 +69,8 @@ public actor Agent {
     /// Slot names of members this agent has seen; only these are ever dropped, never a slot
     /// the user or another tool made (Patroni drops every slot it does not know).
     var memberSlots: Set<String> = []
+    /// What PostgreSQL's files say now, as this agent last wrote them (`SettingsChange`).
+    var writtenSettings: WrittenSettings?
     /// Patroni's watchdog device, and Stork's self-fence (`Fencing`).
     let watchdog: Watchdog
     let selfFence: SelfFence

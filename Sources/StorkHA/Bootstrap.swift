@@ -49,7 +49,7 @@ extension Agent {
         // From here the cluster exists: a crash leaves a data directory whose system
         // identifier is in `initialize`, which the agent starts and leads again.
         node.clearWork()
-        _ = try await dcs.writeConfig(.object(config.bootstrap.dcs), createOnly: true)
+        _ = try await dcs.writeConfig(.object(config.bootstrap.dcs), ifVersion: nil)
         let taken = await takeLeaderKey()
         status.update { $0.state = "running"; $0.role = role }
         // Taken but not fenced, the key stays while the next cycle demotes the server.

@@ -18,8 +18,7 @@ extension Agent {
         let mine = WALStanding(wal: server.walPosition, replayed: server.replayLSN ?? server.walPosition, paused: server.replayPaused)
         if let behind = timelineObjection(mine: max(server.timeline, highestTimeline ?? 0), cluster: view.timeline) { return behind }
         if view.failoverCandidate == config.name { return nil }
-        let maxLag = clusterConfig(config, view.config)["maximum_lag_on_failover"]?.intValue ?? 1_048_576
-        if let lag = lagObjection(mine: mine, leaderOptime: view.leaderOptime, maxLag: maxLag) { return lag }
+        if let lag = lagObjection(mine: mine, leaderOptime: view.leaderOptime, maxLag: maximumLagOnFailover) { return lag }
         let client = MemberAPIClient(config: config, timeout: 2)
         for member in view.members where member.name != config.name && member.tags["nofailover"]?.isTruthy != true {
             guard let api = member.apiURL else { continue }

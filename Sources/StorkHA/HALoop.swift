@@ -73,7 +73,16 @@ extension Agent {
         }
         timing = newTiming
         let watchdogFailed = watchdogObjection != nil
-        status.update { $0.ttl = timing.ttl; $0.watchdogFailed = watchdogFailed }
+        let standby = standbyCluster != nil, maximumLag = maximumLagOnFailover
+        status.update {
+            $0.ttl = timing.ttl
+            $0.loopWait = timing.loopWait
+            $0.watchdogFailed = watchdogFailed
+            $0.standbyCluster = standby
+            $0.maximumLagOnFailover = maximumLag
+            $0.leaderOptime = view.leaderOptime
+            $0.view = view
+        }
 
         var local = await localSnapshot()
         if longTasks.running == nil, local.running, local.inRecovery == true, followedLeader == nil,
@@ -100,6 +109,7 @@ extension Agent {
             logger.info("Lock owner: \(view.leader ?? "None"); I am \(config.name)")
         }
         let message = await execute(decide(snapshot), view: view, local: local)
+        await applyChangedSettings(local: local)
         releaseFencesWhenReadOnly()
         await touchMember(local: local)
         status.update { $0.lastCycle = Date() }

@@ -26,6 +26,10 @@ extension Agent {
             }
         }
         if !config.tags.isEmpty { data["tags"] = .object(config.tags) }
+        if let reason = s.pendingRestart {
+            data["pending_restart"] = .bool(true)
+            data["pending_restart_reason"] = .object(reason)
+        }
         if let progress = s.replicaCreation { data["replica_creation"] = ProgressJSON.replicaCreation(progress) }
         if let progress = s.recoveryProgress { data["recovery_progress"] = ProgressJSON.recoveryProgress(progress) }
         do { try await dcs.touchMember(.object(data), ttl: timing.ttl) } catch {

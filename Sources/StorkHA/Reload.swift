@@ -9,7 +9,8 @@ extension Agent {
     /// member names, the DCS, the REST API, PostgreSQL's data directory, address, binaries,
     /// users, `pg_ctl_timeout` and `basebackup` options) keeps its running value until the agent restarts, and the log says which of those
     /// changed; the rest (tags, `postgresql.parameters` and `pg_hba`, the replica methods,
-    /// bootstrap and archive settings) is used from the next cycle on. Returns the changed keys.
+    /// bootstrap and archive settings) is used from the next cycle on (a running server's
+    /// files rewritten and reloaded: `SettingsChange`). Returns the changed keys.
     @discardableResult
     public func reload(_ new: Config) -> [String] {
         let old = config
@@ -61,11 +62,7 @@ extension Agent {
             logger.info("reloaded the configuration from \(file): nothing changed")
         } else {
             if !taken.isEmpty {
-                var line = "reloaded the configuration from \(file): \(taken.joined(separator: ", ")) changed and take effect from the next cycle"
-                if taken.contains("postgresql.parameters") || taken.contains("postgresql.pg_hba") {
-                    line += "; PostgreSQL's own files are rewritten at its next start"
-                }
-                logger.info("\(line)")
+                logger.info("reloaded the configuration from \(file): \(taken.joined(separator: ", ")) changed and take effect from the next cycle")
             }
             if !kept.isEmpty {
                 logger.warning("reloaded the configuration from \(file): \(kept.joined(separator: ", ")) changed, and keep their running values until the agent restarts")

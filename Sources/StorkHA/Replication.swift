@@ -44,7 +44,8 @@ extension Agent {
     }
 
     func writeConfig(role: ServerRole, hba: [String]? = nil) async throws {
-        var parameters = effectiveParameters(config: config, dynamic: lastView.config)
+        let configured = effectiveParameters(config: config, dynamic: lastView.config)
+        var parameters = configured
         if case .replica(let upstream?) = role, !upstream.isEmpty, useSlots(config: config, dynamic: lastView.config) {
             parameters["primary_slot_name"] = .string(slotName(forMember: config.name))
         }
@@ -67,7 +68,9 @@ extension Agent {
         case .primary:
             break
         }
-        try node.writeConfiguration(parameters: parameters, hba: hba ?? effectiveHBA(config: config), role: role)
+        let lines = hba ?? effectiveHBA(config: config, dynamic: lastView.config)
+        try node.writeConfiguration(parameters: parameters, hba: lines, role: role)
+        writtenSettings = WrittenSettings(role: role, parameters: configured, hba: lines)
     }
 
     /// On the leader: a physical slot for every other member (WAL reserved at once), and the
@@ -99,7 +102,7 @@ extension Agent {
         do {
             try await writeConfig(role: role)
             try await node.start(timeout: config.postgresql.pgCtlTimeout)
-            status.update { $0.postmasterStartTime = Date() }
+            status.update { $0.postmasterStartTime = Date(); $0.pendingRestart = nil }
             if let standby = remotePrimary(followedBy: role) {
                 followedLeader = .some(standby.upstreamLabel)
             } else if case .replica = role {

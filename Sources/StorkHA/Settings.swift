@@ -40,10 +40,16 @@ public func effectiveParameters(config: Config, dynamic: JSONValue?) -> [String:
     return p
 }
 
-/// `pg_hba.conf` lines: `postgresql.pg_hba`, else `bootstrap.pg_hba`, else a default that lets the
+/// `pg_hba.conf` lines: the member's `postgresql.pg_hba`, else the cluster's (the DCS `config`
+/// key's `postgresql.pg_hba`), else `bootstrap.pg_hba`, else a default that lets the
 /// replication user and every user in with a password from loopback and trusts local sockets.
-public func effectiveHBA(config: Config) -> [String] {
-    if let lines = config.postgresql.pgHBA ?? config.bootstrap.pgHBA { return lines }
+public func effectiveHBA(config: Config, dynamic: JSONValue?) -> [String] {
+    if let lines = config.postgresql.pgHBA { return lines }
+    if case .array(let items)? = clusterConfig(config, dynamic)["postgresql"]?["pg_hba"] {
+        let lines = items.compactMap(\.scalarText)
+        if lines.count == items.count { return lines }
+    }
+    if let lines = config.bootstrap.pgHBA { return lines }
     let repl = config.postgresql.replication.username
     return [
         "local all all trust",
@@ -68,6 +74,14 @@ extension Agent {
     var primaryStartTimeout: Int {
         let cluster = clusterConfig(config, lastView.config)
         return cluster["primary_start_timeout"]?.intValue ?? cluster["master_start_timeout"]?.intValue ?? 300
+    }
+}
+
+extension Agent {
+    /// `maximum_lag_on_failover` (bytes, default 1 MiB): how far behind the leader's last
+    /// position a replica may be and still lead, or count as ready.
+    var maximumLagOnFailover: Int {
+        clusterConfig(config, lastView.config)["maximum_lag_on_failover"]?.intValue ?? 1_048_576
     }
 }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import StorkConfig
+import StorkDCS
 import StorkMethods
 import StorkPostgres
 
@@ -20,11 +21,23 @@ public struct MemberStatus: Sendable, Equatable {
     /// When the HA loop last completed a cycle (liveness).
     public var lastCycle: Date?
     public var ttl: Int = 30
+    public var loopWait: Int = 10
+    /// `maximum_lag_on_failover` of the cluster's configuration (bytes): `GET /readiness`'s default limit.
+    public var maximumLagOnFailover: Int = 1_048_576
+    /// The cluster's configuration has a `standby_cluster`: its leader is a standby leader.
+    public var standbyCluster: Bool = false
+    /// The leader's last published WAL position (the DCS `status` key), which replicas' lag is measured against.
+    public var leaderOptime: Int?
+    /// The cluster as the last cycle read it from the DCS (`GET /cluster`, `/history`, `/config`).
+    public var view: ClusterView?
     /// A required watchdog cannot be used: this member does not lead (`watchdog_failed`).
     public var watchdogFailed: Bool = false
     /// Why this replica can never stream from the leader (a forked timeline): `GET /replica`
     /// answers 503 until it rejoins.
     public var cannotFollow: String?
+    /// Parameters changed in the configuration that the running server takes only at a restart:
+    /// `{name: {"old_value", "new_value"}}` (Patroni's `pending_restart_reason`); nil when none.
+    public var pendingRestart: [String: JSONValue]?
     /// The long task running now, if any.
     public var task: String?
     /// The replica method running now, while a replica is built.

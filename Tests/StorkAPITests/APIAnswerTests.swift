@@ -6,7 +6,7 @@ import StorkAPI
 import StorkHA
 import StorkPostgres
 
-private func config(tags: [String: JSONValue] = [:]) -> Config {
+func config(tags: [String: JSONValue] = [:]) -> Config {
     let pg = PostgresSettings(listen: "127.0.0.1:5432", connectAddress: "127.0.0.1:5432", dataDir: "/tmp/x", pgpass: "/tmp/pgpass",
                               superuser: PostgresUser(username: "postgres", password: "s3cret"),
                               replication: PostgresUser(username: "replicator", password: "r3pl"))
@@ -15,7 +15,7 @@ private func config(tags: [String: JSONValue] = [:]) -> Config {
     return c
 }
 
-private func status(state: String, role: String, leader: Bool, inRecovery: Bool = false, lastCycle: Date? = Date()) -> MemberStatus {
+func status(state: String, role: String, leader: Bool, inRecovery: Bool = false, lastCycle: Date? = Date()) -> MemberStatus {
     var s = MemberStatus()
     s.state = state
     s.role = role
@@ -31,36 +31,6 @@ private func status(state: String, role: String, leader: Bool, inRecovery: Bool 
 
 @Suite("REST API answers")
 struct APITests {
-    @Test func healthCheckCodes() {
-        let c = config()
-        let primary = status(state: "running", role: "primary", leader: true)
-        let replica = status(state: "running", role: "replica", leader: false, inRecovery: true)
-        let cloning = status(state: "creating replica", role: "uninitialized", leader: false)
-        let table: [(String, MemberStatus, Int)] = [
-            ("/patroni", primary, 200), ("/patroni", cloning, 200),
-            ("/", primary, 200), ("/primary", primary, 200), ("/master", primary, 200), ("/leader", primary, 200),
-            ("/primary", replica, 503), ("/replica", primary, 503), ("/replica", replica, 200),
-            ("/primary", cloning, 503), ("/replica", cloning, 503), ("/health", cloning, 503),
-            ("/health", replica, 200), ("/readiness", replica, 200), ("/readiness", cloning, 503),
-            ("/liveness", cloning, 200),
-            ("/liveness", status(state: "running", role: "primary", leader: true, lastCycle: Date(timeIntervalSinceNow: -100)), 503),
-            // a primary that lost its key must not take writes through a load balancer
-            ("/primary", status(state: "running", role: "primary", leader: false), 503),
-        ]
-        for (path, s, code) in table {
-            #expect(APIResponses.statusCode(path: path, s, config: c) == code, "\(path) with \(s.state)/\(s.role)")
-        }
-        #expect(APIResponses.statusCode(path: "/nope", primary, config: c) == nil)
-        #expect(APIResponses.statusCode(path: "/replica", replica, config: config(tags: ["noloadbalance": .bool(true)])) == 503)
-        // A replica forked off the leader's timeline never catches up: not offered for reads.
-        var forked = replica
-        forked.cannotFollow = "it replayed timeline 1 past the fork"
-        for path in ["/replica", "/read-only", "/readiness"] {
-            #expect(APIResponses.statusCode(path: path, forked, config: c) == 503, "\(path)")
-        }
-        #expect(APIResponses.statusCode(path: "/health", forked, config: c) == 200)
-    }
-
     @Test func patroniDocumentFields() {
         let c = config()
         let doc = APIResponses.patroniDocument(status(state: "running", role: "primary", leader: true), config: c)

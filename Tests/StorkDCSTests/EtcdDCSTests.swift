@@ -116,8 +116,8 @@ struct EtcdDCSTests {
         let config: JSONValue = .object(["ttl": .int(30), "loop_wait": .int(10),
                                          "postgresql": .object(["parameters": .object(["max_connections": .int(100)])])])
         #expect(try await a.createInitialize("7312345678901234567"))
-        #expect(try await a.writeConfig(config, createOnly: true))
-        #expect(try await b.writeConfig(.object(["ttl": .int(99)]), createOnly: true) == false)
+        #expect(try await a.writeConfig(config, ifVersion: nil))
+        #expect(try await b.writeConfig(.object(["ttl": .int(99)]), ifVersion: nil) == false)
         try await a.touchMember(memberData("a", port: 5432, role: "primary"), ttl: 30)
         try await b.touchMember(memberData("b", port: 5433), ttl: 30)
         #expect(try await a.acquireLeader(ttl: 30))
@@ -138,7 +138,11 @@ struct EtcdDCSTests {
         #expect(view.member(named: "b")?.tags["clonefrom"] == .bool(true))
         #expect(view.leaderOptime == 67_108_864)
 
-        #expect(try await b.writeConfig(.object(["ttl": .int(20)]), createOnly: false))
+        // A compare-and-set on the version read: the second writer of the same version loses.
+        let stored = try #require(try await a.readConfig())
+        #expect(stored.value == config)
+        #expect(try await b.writeConfig(.object(["ttl": .int(20)]), ifVersion: stored.version))
+        #expect(try await a.writeConfig(.object(["ttl": .int(40)]), ifVersion: stored.version) == false)
         #expect(try await a.clusterView().config == .object(["ttl": .int(20)]))
         try await b.deleteMember()
         #expect(try await a.clusterView().members.map(\.name) == ["a"])
@@ -152,7 +156,7 @@ struct EtcdDCSTests {
         let a = etcdDCS([etcd.clientURL], prefix: prefix, name: "node1")
         let data = memberData("node1", port: 5432, role: "primary")
         #expect(try await a.createInitialize("7312345678901234567"))
-        #expect(try await a.writeConfig(.object(["ttl": .int(25), "loop_wait": .int(5)]), createOnly: true))
+        #expect(try await a.writeConfig(.object(["ttl": .int(25), "loop_wait": .int(5)]), ifVersion: nil))
         try await a.touchMember(data, ttl: 25)
         #expect(try await a.acquireLeader(ttl: 25))
         try await a.writeLeaderOptime(123_456)

@@ -192,6 +192,16 @@ final class TestMember: @unchecked Sendable {
         return (r.status, json)
     }
 
+    /// A request with a JSON body on the member's plain-HTTP REST API: status (0 when it
+    /// cannot be reached) and body.
+    func send(_ method: String, _ path: String, _ body: String) async -> (Int, String) {
+        let port = apiPort
+        let answer = await Task.detached {
+            LoopbackTCP.exchange(port, method, path, body: body, headers: ["Content-Type: application/json"])
+        }.value
+        return answer.map { ($0.status, $0.body) } ?? (0, "")
+    }
+
     /// Runs SQL on this member's PostgreSQL as the superuser; nil when it cannot connect.
     func sql(_ query: String) -> String? {
         var env = ["PGPASSWORD": superuserPassword, "PGCONNECT_TIMEOUT": "3"]

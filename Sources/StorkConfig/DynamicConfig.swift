@@ -1,0 +1,56 @@
+import Foundation
+
+/// The DCS `config` key, Patroni's dynamic configuration, as `PATCH /config` and `PUT /config`
+/// change it: Patroni's merge, and the checks a new value must pass before it is written.
+/// Patroni writes whatever it is sent and later adjusts or ignores what it cannot use; Stork
+/// refuses it instead, so that what the key says is what the members run.
+public enum DynamicConfig {
+    /// The keys of Patroni's dynamic configuration (dynamic_configuration.rst, Patroni 4).
+    public static let keys: Set<String> = [
+        "ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "maximum_lag_on_syncnode", "max_timelines_history",
+        "primary_start_timeout", "primary_stop_timeout", "master_start_timeout", "master_stop_timeout", "check_timeline",
+        "synchronous_mode", "synchronous_mode_strict", "synchronous_node_count", "failsafe_mode", "pause",
+        "postgresql", "standby_cluster", "slots", "ignore_slots", "member_slots_ttl",
+    ]
+
+    /// Patroni's merge for `PATCH /config`: a key whose value is null is removed, an object
+    /// merges into an object key by key, anything else replaces what was there.
+    public static func patched(_ current: [String: JSONValue], with patch: [String: JSONValue]) -> [String: JSONValue] {
+        var out = current
+        for (key, value) in patch {
+            switch (value, out[key]) {
+            case (.null, _):
+                out[key] = nil
+            case (.object(let inner), .object(let existing)?):
+                out[key] = .object(patched(existing, with: inner))
+            default:
+                out[key] = value
+            }
+        }
+        return out
+    }
+
+    /// What is wrong with `config` as the cluster's configuration, one line each (empty: it
+    /// may be written): unknown keys among `given` (the keys the request named: one that
+    /// Patroni or an older Stork left in the key does not block a change of another), values
+    /// of the wrong type, timing that breaks Patroni's rule `loop_wait + 2*retry_timeout <= ttl`
+    /// or its minimums.
+    public static func problems(_ config: [String: JSONValue], given: some Sequence<String>) -> [String] {
+        var reader = ConfigReader(environment: [:])
+        for key in Set(given).sorted() where !keys.contains(key) {
+            reader.issue("config.\(key)", "not a key of the dynamic configuration (\(keys.sorted().joined(separator: ", ")))")
+        }
+        _ = reader.readBootstrapDCS(config, path: "config")
+        var problems = reader.issues.map(\.description)
+        if problems.isEmpty {
+            // Patroni would adjust these in memory and leave the key saying otherwise: refused here.
+            let given = ClusterTiming(ttl: config["ttl"]?.intValue ?? 30, loopWait: config["loop_wait"]?.intValue ?? 10,
+                                      retryTimeout: config["retry_timeout"]?.intValue ?? 10)
+            if given.adjusted(source: "config").timing != given {
+                problems.append("config: ttl \(given.ttl), loop_wait \(given.loopWait) and retry_timeout \(given.retryTimeout) break Patroni's rule "
+                                + "(ttl at least 20, loop_wait at least 1, retry_timeout at least 3, loop_wait + 2*retry_timeout <= ttl)")
+            }
+        }
+        return problems
+    }
+}

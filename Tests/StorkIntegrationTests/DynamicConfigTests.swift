@@ -1,0 +1,93 @@
+import Foundation
+import Testing
+import StorkConfig
+import StorkDCS
+import StorkTestSupport
+
+/// The cluster's configuration in the DCS (Patroni's dynamic configuration), changed with
+/// `patronictl edit-config` and through `PATCH /config`, reaching every member's running
+/// server without a restart where PostgreSQL allows, else reported as `pending_restart`.
+@Suite("Dynamic configuration: edit-config and PATCH /config on every member", .serialized)
+struct DynamicConfigTests {
+    @Test(.timeLimit(.minutes(4)))
+    func changesReachEveryMember() async throws {
+        try Patronictl.requireInstalled()
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "dynconf", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        for i in 0..<2 { cluster.addMember("pg\(i)") }
+        for m in cluster.members { try m.start() }
+        #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
+        let ctl = try Patronictl(cluster: cluster, etcd: etcd)
+        let started = cluster.members.map { $0.sql("SELECT pg_postmaster_start_time()") }
+
+        // A parameter a reload applies, with patronictl edit-config: on both servers, neither restarted.
+        let edit = try ctl.run(["edit-config", cluster.scope, "--force", "-p", "work_mem=12MB"])
+        #expect(edit.status == 0, "\(edit.output)")
+        for m in cluster.members {
+            #expect(await TestSupport.waitUntil(timeout: 20) { m.sql("SHOW work_mem") == "12MB" }, "\(m.name): \(m.sql("SHOW work_mem") ?? "-")\n\(m.log.suffix(2000))")
+            #expect(m.log.contains("reloaded PostgreSQL with the changed settings: work_mem"), "\(m.log.suffix(2000))")
+        }
+        #expect(cluster.members.map { $0.sql("SELECT pg_postmaster_start_time()") } == started, "a reload, not a restart")
+
+        // A parameter only a restart applies, through PATCH /config: pending_restart on both,
+        // in GET /patroni, the member key and patronictl list.
+        let (code, _) = await cluster.members[0].send("PATCH", "/config", #"{"postgresql": {"parameters": {"max_files_per_process": 900}}}"#)
+        #expect(code == 200)
+        for m in cluster.members {
+            let pending = await TestSupport.waitUntil(timeout: 20) { await m.api("/patroni").1["pending_restart"] as? Bool == true }
+            let doc = await m.api("/patroni").1
+            #expect(pending, "\(m.name): \(doc)\n\(m.log.suffix(2000))")
+            let reason = (doc["pending_restart_reason"] as? [String: Any])?["max_files_per_process"] as? [String: Any]
+            #expect(reason?["old_value"] as? String == "1000" && reason?["new_value"] as? String == "900", "\(doc)")
+            #expect(m.sql("SHOW max_files_per_process") == "1000")
+        }
+        let listed = try await TestSupport.waitUntil(timeout: 10) {
+            let rows = try ctl.listJSON(cluster.scope) ?? []
+            return rows.count == 2 && rows.allSatisfy { $0["Pending restart"] as? String == "*" }
+        }
+        #expect(listed, "\((try? ctl.run(["list", cluster.scope]))?.output ?? "")")
+
+        // pg_hba from the cluster's configuration (the members set none of their own).
+        let line = "host all stork_probe 127.0.0.1/32 reject"
+        let hba = #"{"postgresql": {"pg_hba": ["local all all trust", "host replication replicator 127.0.0.1/32 scram-sha-256", "\#(line)", "host all all 127.0.0.1/32 scram-sha-256"]}}"#
+        #expect(await cluster.members[1].send("PATCH", "/config", hba).0 == 200)
+        for m in cluster.members {
+            #expect(await TestSupport.waitUntil(timeout: 20) {
+                m.sql("SELECT count(*) FROM pg_hba_file_rules WHERE 'stork_probe' = ANY(user_name)") == "1"
+            }, "\(m.name)\n\(m.log.suffix(2000))")
+        }
+
+        // The member's own YAML after SIGHUP (systemctl reload): applied the same way, to that member only.
+        let yaml = try String(contentsOfFile: cluster.members[1].configPath, encoding: .utf8)
+        try yaml.replacingOccurrences(of: "    max_connections: 30\n", with: "    max_connections: 30\n    lock_timeout: 7000\n")
+            .write(toFile: cluster.members[1].configPath, atomically: false, encoding: .utf8)
+        kill(try #require(cluster.members[1].process?.processIdentifier), SIGHUP)
+        #expect(await TestSupport.waitUntil(timeout: 20) { cluster.members[1].sql("SHOW lock_timeout") == "7s" }, "\(cluster.members[1].log.suffix(2000))")
+        #expect(cluster.members[0].sql("SHOW lock_timeout") == "0")
+
+        // GET /config is the DCS's; GET /cluster names the leader and the replica.
+        let config = await cluster.members[1].api("/config").1
+        #expect((config["postgresql"] as? [String: Any])?["pg_hba"] != nil && config["ttl"] as? Int == 20, "\(config)")
+        let primary = try #require(await cluster.primaries().first)
+        let clusterDoc = await cluster.members[1].api("/cluster").1
+        let members = clusterDoc["members"] as? [[String: Any]] ?? []
+        #expect(members.map { $0["name"] as? String } == ["pg0", "pg1"], "\(clusterDoc)")
+        for m in members {
+            let leads = m["name"] as? String == primary.name
+            #expect(m["role"] as? String == (leads ? "leader" : "replica") && m["state"] as? String == (leads ? "running" : "streaming"), "\(m)")
+            #expect(m["pending_restart"] as? Bool == true, "\(m)")
+        }
+        #expect(clusterDoc["scope"] as? String == cluster.scope)
+
+        // HAProxy's checks: OPTIONS and HEAD answer the code alone, as GET with its filters does.
+        let replica = try #require(cluster.members.first { $0 !== primary })
+        for method in ["OPTIONS", "HEAD", "GET"] {
+            #expect(LoopbackTCP.request(primary.apiPort, method, "/primary") == 200, "\(method) /primary on the primary")
+            #expect(LoopbackTCP.request(replica.apiPort, method, "/primary") == 503, "\(method) /primary on the replica")
+            #expect(LoopbackTCP.request(replica.apiPort, method, "/replica?lag=16MB") == 200, "\(method) /replica on the replica")
+            #expect(LoopbackTCP.request(replica.apiPort, method, "/replica?tag_zone=a") == 503, "\(method): no tag zone")
+        }
+    }
+}
