@@ -44,6 +44,7 @@ public enum APIResponses {
             doc["pending_restart"] = .bool(true)
             doc["pending_restart_reason"] = .object(reason)
         }
+        if let scheduled = s.scheduledRestart { doc["scheduled_restart"] = scheduled }
         return .object(doc)
     }
 

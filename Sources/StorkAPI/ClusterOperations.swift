@@ -11,6 +11,11 @@ public protocol ClusterOperations: Sendable {
     func manualFailover(leader: String?, candidate: String?, switchover: Bool) async -> (Int, String)
     /// `PATCH /config` (`replace` false) and `PUT /config` (`replace` true).
     func changeConfig(_ body: [String: JSONValue], replace: Bool) async -> ConfigChangeAnswer
+    /// `POST /restart`, `DELETE /restart`: the status code and text.
+    func restart(_ request: RestartRequest) async -> (Int, String)
+    func cancelScheduledRestart() async -> (Int, String)
+    /// `POST /reload`: the configuration file is loaded again, as on SIGHUP.
+    func requestReload(from source: String)
 }
 
 extension Agent: ClusterOperations {}

@@ -13,7 +13,8 @@ import StorkHA
 
 /// Patroni's REST API on `restapi.listen`: health checks and `GET /patroni`, answered from
 /// the agent's StatusBoard (see `APIResponses` for the paths and status codes), and the
-/// requests that change the cluster (`POST /reinitialize`, `/switchover`, `/failover`),
+/// requests that change the cluster (`POST /reinitialize`, `/switchover`, `/failover`,
+/// `/restart`, `/reload`, `PATCH`/`PUT /config`),
 /// passed to the agent through `ClusterOperations`. HTTPS when `restapi.certfile` is set; requests that change something
 /// pass `APIAccess` first (allowlist, client certificate, basic authentication).
 public enum RestAPI {
@@ -95,14 +96,11 @@ public enum RestAPI {
             case .success(let b): body = b
             case .failure(let answer): return answer.response
             }
-            var force = false, fromLeader = false
-            if case .object(let map)? = JSONValue.parse(json: Data(body.readableBytesView)) {
-                force = map["force"]?.isTruthy ?? false
-                fromLeader = map["from_leader"]?.isTruthy ?? false
-            } else if body.readableBytesView.contains(where: { !Character(UnicodeScalar($0)).isWhitespace }) {
-                // Options that cannot be read are not taken for none (Patroni answers 400 too).
+            // Options that cannot be read are not taken for none (Patroni answers 400 too).
+            guard let map = optionalObject(body) else {
                 return text(400, "Bad request: the body must be a JSON object such as {\"force\": true}, or empty")
             }
+            let force = map["force"]?.isTruthy ?? false, fromLeader = map["from_leader"]?.isTruthy ?? false
             if let running = inFlight.begin("POST /reinitialize") { return busy(running) }
             defer { inFlight.end() }
             if let reason = await agent.reinitialize(force: force, fromLeader: fromLeader) {
@@ -129,8 +127,39 @@ public enum RestAPI {
                 return text(code, message)
             }
         }
+        router.post("/restart") { request, context -> Response in
+            if let refused = await refusal(request, context, access) { return refused }
+            let body: ByteBuffer
+            switch await readBody(request, limit: limits.maxBody) {
+            case .success(let b): body = b
+            case .failure(let answer): return answer.response
+            }
+            guard let fields = optionalObject(body) else {
+                return text(400, "Bad request: the body must be a JSON object such as {\"schedule\": \"2030-01-01T01:00:00+00:00\"}, or empty")
+            }
+            let restart: RestartRequest
+            switch RestartRequestParser.parse(fields) {
+            case .success(let r): restart = r
+            case .failure(let refused): return text(refused.code, refused.reason)
+            }
+            if let running = inFlight.begin("POST /restart") { return busy(running) }
+            defer { inFlight.end() }
+            let (code, message) = await agent.restart(restart)
+            return text(code, message)
+        }
+        router.delete("/restart") { request, context -> Response in
+            if let refused = await refusal(request, context, access) { return refused }
+            let (code, message) = await agent.cancelScheduledRestart()
+            return text(code, message)
+        }
+        // Handled as SIGHUP is, by the next cycle (Patroni answers the same before it reloads).
+        router.post("/reload") { request, context -> Response in
+            if let refused = await refusal(request, context, access) { return refused }
+            agent.requestReload(from: "POST /reload")
+            return text(202, "reload scheduled")
+        }
         // Patroni's other changing endpoints: refused the same way, then "not yet".
-        for path in ["/restart", "/reload", "/sigterm"] {
+        for path in ["/sigterm"] {
             router.post(RouterPath(path)) { request, context -> Response in
                 if let refused = await refusal(request, context, access) { return refused }
                 return text(501, "\(path) is not implemented by Stork yet")
@@ -154,6 +183,12 @@ public enum RestAPI {
         } catch {
             return .failure(Answer(text(400, "Bad request: the body could not be read")))
         }
+    }
+
+    /// An optional body's JSON object: empty when there is no body, nil when it is not an object.
+    static func optionalObject(_ body: ByteBuffer) -> [String: JSONValue]? {
+        if case .object(let map)? = JSONValue.parse(json: Data(body.readableBytesView)) { return map }
+        return body.readableBytesView.allSatisfy({ Character(UnicodeScalar($0)).isWhitespace }) ? [:] : nil
     }
 
     /// A Response as a failure of `readBody`.

@@ -71,9 +71,19 @@ public actor Agent {
     var memberSlots: Set<String> = []
     /// What PostgreSQL's files say now, as this agent last wrote them (`SettingsChange`).
     var writtenSettings: WrittenSettings?
+    /// `POST /restart` with a schedule, and the postmaster start it was asked against
+    /// (a restart before the time cancels it, as in Patroni). In memory only, as Patroni's.
+    var scheduledRestart: (request: RestartRequest, postmasterStart: Date?)?
+    /// A reload asked for (SIGHUP, `POST /reload`): PostgreSQL reloads on the next cycle even
+    /// when its settings did not change, as Patroni's always does.
+    var reloadAskedFor = false
     /// Patroni's watchdog device, and Stork's self-fence (`Fencing`).
     let watchdog: Watchdog
     let selfFence: SelfFence
+    /// Reloads asked for (SIGHUP, `POST /reload`), each naming where it came from; the
+    /// command that loads the configuration file takes them (`ReloadOnRequest`).
+    public nonisolated let reloadRequests: AsyncStream<String>
+    private nonisolated let reloadContinuation: AsyncStream<String>.Continuation
 
     public init(config: Config, dcs: any DCS, node: PostgresNode, status: StatusBoard = StatusBoard(), logger: Logger) {
         self.config = config
@@ -85,5 +95,9 @@ public actor Agent {
         self.timing = clusterTiming(config: config, dynamic: nil).timing
         self.watchdog = Watchdog(settings: config.watchdog, logger: logger)
         self.selfFence = SelfFence(dataDir: config.postgresql.dataDir, logger: logger)
+        (reloadRequests, reloadContinuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(1))
     }
+
+    /// Asks for the configuration file to be loaded again (`from`: SIGHUP, POST /reload).
+    public nonisolated func requestReload(from source: String) { reloadContinuation.yield(source) }
 }

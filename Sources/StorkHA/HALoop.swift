@@ -108,8 +108,9 @@ extension Agent {
         if longTasks.running == nil {
             logger.info("Lock owner: \(view.leader ?? "None"); I am \(config.name)")
         }
-        let message = await execute(decide(snapshot), view: view, local: local)
+        var message = await execute(decide(snapshot), view: view, local: local)
         await applyChangedSettings(local: local)
+        if let restart = await runScheduledRestart(view: view, local: local) { message = restart }
         releaseFencesWhenReadOnly()
         await touchMember(local: local)
         status.update { $0.lastCycle = Date() }

@@ -26,6 +26,10 @@ extension Agent {
             }
         }
         if !config.tags.isEmpty { data["tags"] = .object(config.tags) }
+        if case .object(var scheduled)? = s.scheduledRestart {
+            if let start = scheduledRestart?.postmasterStart { scheduled["postmaster_start_time"] = .string(DateText.isoformat(start, separator: " ")) }
+            data["scheduled_restart"] = .object(scheduled)
+        }
         if let reason = s.pendingRestart {
             data["pending_restart"] = .bool(true)
             data["pending_restart_reason"] = .object(reason)

@@ -56,6 +56,7 @@ extension Agent {
         if merged != old && taken.isEmpty { taken.append("other settings") }
 
         config = merged
+        reloadAskedFor = true
         applyWatchdogSettings(merged.watchdog, old: old.watchdog)
         let file = old.configFile ?? "the environment"
         if taken.isEmpty && kept.isEmpty {

@@ -98,10 +98,10 @@ extension Agent {
         }
     }
 
-    func startServer(role: ServerRole) async {
+    func startServer(role: ServerRole, timeout: Int? = nil) async {
         do {
             try await writeConfig(role: role)
-            try await node.start(timeout: config.postgresql.pgCtlTimeout)
+            try await node.start(timeout: timeout ?? config.postgresql.pgCtlTimeout)
             status.update { $0.postmasterStartTime = Date(); $0.pendingRestart = nil }
             if let standby = remotePrimary(followedBy: role) {
                 followedLeader = .some(standby.upstreamLabel)

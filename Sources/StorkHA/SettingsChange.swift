@@ -15,7 +15,8 @@ struct WrittenSettings: Equatable {
 // A change of the settings PostgreSQL runs with (the cluster's configuration in the DCS, or
 // the YAML after a reload) reaches a running server on the next cycle: its files rewritten
 // with the role it runs as, a reload, and the parameters that only a restart applies reported
-// as `pending_restart`, as Patroni does.
+// as `pending_restart`, as Patroni does. A reload asked for (SIGHUP, POST /reload) reloads
+// PostgreSQL even when nothing changed, as Patroni's does.
 extension Agent {
     /// Rewrites and reloads when the parameters or pg_hba lines wanted now differ from those
     /// written; only between long tasks, on a running server whose role this agent wrote.
@@ -27,13 +28,17 @@ extension Agent {
         if case .bootstrapRecovery = written.role { return }
         let parameters = effectiveParameters(config: config, dynamic: lastView.config), hba = effectiveHBA(config: config, dynamic: lastView.config)
         let changed = Set(parameters.keys).union(written.parameters.keys).filter { written.parameters[$0] != parameters[$0] }
-        guard !changed.isEmpty || hba != written.hba else { return }
+        let asked = reloadAskedFor
+        guard !changed.isEmpty || hba != written.hba || asked else { return }
+        reloadAskedFor = false
         let first = writtenSettings == nil
         do {
             try await writeConfig(role: written.role)
             try await node.reload()
             if first {
                 logger.info("wrote the running server's configuration files as this agent would and reloaded PostgreSQL")
+            } else if changed.isEmpty && hba == written.hba {
+                logger.info("reloaded PostgreSQL as asked; none of its settings changed")
             } else {
                 var what = changed.sorted()
                 if hba != written.hba { what.append("pg_hba") }

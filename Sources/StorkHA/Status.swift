@@ -38,6 +38,8 @@ public struct MemberStatus: Sendable, Equatable {
     /// Parameters changed in the configuration that the running server takes only at a restart:
     /// `{name: {"old_value", "new_value"}}` (Patroni's `pending_restart_reason`); nil when none.
     public var pendingRestart: [String: JSONValue]?
+    /// A restart scheduled through `POST /restart`, as `GET /patroni` shows it.
+    public var scheduledRestart: JSONValue?
     /// The long task running now, if any.
     public var task: String?
     /// The replica method running now, while a replica is built.

@@ -21,7 +21,8 @@ struct AgentCommand: AsyncParsableCommand {
             Bootstraps a new cluster (initdb) when the DCS has none, clones this member from the \
             leader with pg_basebackup when its data directory is empty, and keeps PostgreSQL running \
             in its role. Stops PostgreSQL and releases the leader key on SIGTERM or SIGINT; SIGHUP \
-            reloads the configuration file (a file that no longer loads keeps the running one). \
+            (or POST /reload) reloads the configuration file and PostgreSQL (a file that no longer loads \
+            keeps the running one). \
             One agent per data directory: a second one exits before touching anything. Without CONFIG, PATRONI_CONFIGURATION or PATRONI_* variables must give the configuration.
 
             Exit status: 0 after SIGTERM/SIGINT; 1 when another agent runs for the same data \
@@ -98,7 +99,7 @@ struct AgentCommand: AsyncParsableCommand {
                       failureTerminationBehavior: .gracefullyShutdownGroup),
                 .init(service: api, successTerminationBehavior: .gracefullyShutdownGroup,
                       failureTerminationBehavior: .gracefullyShutdownGroup),
-                .init(service: ReloadOnHangup(agent: agent, configFile: config.configFile, logger: logger)),
+                .init(service: ReloadOnRequest(agent: agent, configFile: config.configFile, logger: logger)),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: quiet))
@@ -123,23 +124,28 @@ struct AgentService: Service {
     }
 }
 
-/// SIGHUP: the configuration loaded again and handed to the agent; a file that no longer
-/// loads is told, one line per problem, and the running configuration stays.
-struct ReloadOnHangup: Service {
+/// SIGHUP and `POST /reload`: the configuration loaded again and handed to the agent; a file
+/// that no longer loads is told, one line per problem, and the running configuration stays.
+struct ReloadOnRequest: Service {
     let agent: Agent
     let configFile: String?
     let logger: Logger
     func run() async throws {
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         try await cancelWhenGracefulShutdown {
-            for await _ in hangups {
-                logger.info("received SIGHUP: reloading the configuration")
-                switch loadConfig(configFile) {
-                case .success(let loaded):
-                    await agent.reload(loaded.config)
-                case .failure(let error):
-                    for issue in error.issues { logger.error("configuration not reloaded: \(issue)") }
-                    logger.error("the running configuration stays; fix \(configFile ?? "the PATRONI_* variables") and send SIGHUP again")
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { for await _ in hangups { agent.requestReload(from: "SIGHUP") } }
+                group.addTask {
+                    for await source in agent.reloadRequests {
+                        logger.info("received \(source): reloading the configuration")
+                        switch loadConfig(configFile) {
+                        case .success(let loaded):
+                            await agent.reload(loaded.config)
+                        case .failure(let error):
+                            for issue in error.issues { logger.error("configuration not reloaded: \(issue)") }
+                            logger.error("the running configuration stays; fix \(configFile ?? "the PATRONI_* variables") and send SIGHUP again")
+                        }
+                    }
                 }
             }
         }

@@ -6,10 +6,11 @@ import StorkTestSupport
 
 /// The cluster's configuration in the DCS (Patroni's dynamic configuration), changed with
 /// `patronictl edit-config` and through `PATCH /config`, reaching every member's running
-/// server without a restart where PostgreSQL allows, else reported as `pending_restart`.
-@Suite("Dynamic configuration: edit-config and PATCH /config on every member", .serialized)
+/// server without a restart where PostgreSQL allows, else reported as `pending_restart`
+/// until `patronictl restart --pending`; scheduled restarts, flush and reload.
+@Suite("Dynamic configuration, restart and reload: edit-config, PATCH /config, patronictl restart and reload", .serialized)
 struct DynamicConfigTests {
-    @Test(.timeLimit(.minutes(4)))
+    @Test(.timeLimit(.minutes(5)))
     func changesReachEveryMember() async throws {
         try Patronictl.requireInstalled()
         let etcd = try await EtcdServer.startSingle()
@@ -49,6 +50,45 @@ struct DynamicConfigTests {
         }
         #expect(listed, "\((try? ctl.run(["list", cluster.scope]))?.output ?? "")")
 
+        // patronictl restart --pending: both restart (the leader keeps its key), and the change is in.
+        let leader = try #require(await cluster.primaries().first)
+        let restart = try ctl.run(["restart", cluster.scope, "--pending", "--force"], timeout: 120)
+        #expect(restart.status == 0 && cluster.members.allSatisfy { restart.output.contains("Success: restart on member \($0.name)") },
+                "\(restart.output)\n\(cluster.logs())")
+        for m in cluster.members {
+            #expect(m.sql("SHOW max_files_per_process") == "900", "\(m.name)")
+            #expect(await m.api("/patroni").1["pending_restart"] == nil, "\(m.name)")
+        }
+        let restarted = cluster.members.map { $0.sql("SELECT pg_postmaster_start_time()") }
+        #expect(zip(restarted, started).allSatisfy { $0 != nil && $0 != $1 }, "\(restarted) after \(started)")
+        #expect(await cluster.primaries().map(\.name) == [leader.name], "the leader restarted in place")
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+
+        // A restart at a time: shown until it happens, then done; one scheduled far ahead is flushed.
+        let pg1 = cluster.members[1]
+        func iso(_ secondsAhead: Double) -> String { DateText.isoformat(Date().addingTimeInterval(secondsAhead)) }
+        let scheduled = try ctl.run(["restart", cluster.scope, pg1.name, "--scheduled", iso(4), "--force"])
+        #expect(scheduled.status == 0 && scheduled.output.contains("Success: restart scheduled on member \(pg1.name)"), "\(scheduled.output)")
+        #expect(await pg1.api("/patroni").1["scheduled_restart"] != nil)
+        #expect(await TestSupport.waitUntil(timeout: 20) {
+            pg1.sql("SELECT pg_postmaster_start_time()") != restarted[1] && pg1.sql("SELECT 1") == "1"
+        }, "\(pg1.log.suffix(3000))")
+        #expect(await TestSupport.waitUntil(timeout: 5) { await pg1.api("/patroni").1["scheduled_restart"] == nil })
+        #expect(pg1.log.contains("Manual scheduled restart at"), "\(pg1.log.suffix(3000))")
+        #expect(await pg1.send("POST", "/restart", #"{"schedule": "\#(iso(3600))"}"#).0 == 202)
+        #expect(await pg1.send("POST", "/restart", #"{"schedule": "\#(iso(7200))"}"#) == (409, "Another restart is already scheduled"))
+        let flush = try ctl.run(["flush", cluster.scope, "restart", "--force"])
+        #expect(flush.output.contains("Success: flush scheduled restart for member \(pg1.name)"), "\(flush.output)")
+        #expect(await pg1.api("/patroni").1["scheduled_restart"] == nil)
+        #expect(await pg1.send("DELETE", "/restart", "") == (404, "no restarts are scheduled"))
+
+        // patronictl reload: PostgreSQL reloads on both, though nothing changed.
+        let reload = try ctl.run(["reload", cluster.scope, "--force"])
+        #expect(reload.status == 0 && reload.output.contains("Reload request received for member"), "\(reload.output)")
+        for m in cluster.members {
+            #expect(await TestSupport.waitUntil(timeout: 10) { m.log.contains("reloaded PostgreSQL as asked") }, "\(m.name)\n\(m.log.suffix(2000))")
+        }
+
         // pg_hba from the cluster's configuration (the members set none of their own).
         let line = "host all stork_probe 127.0.0.1/32 reject"
         let hba = #"{"postgresql": {"pg_hba": ["local all all trust", "host replication replicator 127.0.0.1/32 scram-sha-256", "\#(line)", "host all all 127.0.0.1/32 scram-sha-256"]}}"#
@@ -77,7 +117,7 @@ struct DynamicConfigTests {
         for m in members {
             let leads = m["name"] as? String == primary.name
             #expect(m["role"] as? String == (leads ? "leader" : "replica") && m["state"] as? String == (leads ? "running" : "streaming"), "\(m)")
-            #expect(m["pending_restart"] as? Bool == true, "\(m)")
+            #expect(m["pending_restart"] == nil, "restarted: \(m)")
         }
         #expect(clusterDoc["scope"] as? String == cluster.scope)
 
