@@ -45,6 +45,7 @@ public enum APIResponses {
             doc["pending_restart_reason"] = .object(reason)
         }
         if let scheduled = s.scheduledRestart { doc["scheduled_restart"] = scheduled }
+        if s.paused { doc["pause"] = .bool(true) }
         return .object(doc)
     }
 
@@ -80,7 +81,9 @@ public enum APIResponses {
             }
             return .object(o)
         }
-        return .object(["members": .array(members), "scope": .string(config.scope)])
+        var doc: [String: JSONValue] = ["members": .array(members), "scope": .string(config.scope)]
+        if view.config?["pause"]?.isTruthy == true { doc["pause"] = .bool(true) }
+        return .object(doc)
     }
 
     static func timestamp(_ d: Date) -> String { DateText.isoformat(d, separator: " ") }

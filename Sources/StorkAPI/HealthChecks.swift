@@ -64,8 +64,10 @@ public enum HealthChecks {
     }
 
     /// `GET /liveness`: the HA loop ran within `ttl` of its next cycle (twice that on a
-    /// member that is not a running primary).
+    /// member that is not a running primary); always while paused, when a stopped agent is
+    /// maintenance, not a failure.
     static func alive(_ s: MemberStatus, now: Date) -> Bool {
+        if s.paused { return true }
         guard let last = s.lastCycle else { return false }
         let primary = s.state == "running" && s.role == "primary"
         let allowed = Double(s.loopWait) + Double(primary ? s.ttl : 2 * s.ttl)

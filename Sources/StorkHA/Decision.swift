@@ -74,6 +74,9 @@ public struct Snapshot: Sendable, Equatable {
     public var remotePrimary: String?
     /// The cluster is a standby cluster: its leader follows a remote primary.
     public var standbyCluster: Bool { remotePrimary != nil }
+    /// Maintenance mode (`pause` in the cluster's configuration): the agent starts, stops,
+    /// promotes and demotes nothing by itself (`decidePaused`).
+    public var paused = false
 
     public init(me: String, cluster: ClusterView, local: LocalSnapshot, mayBootstrap: Bool = true, mayLead: Bool = true,
                 runningTask: String? = nil, mayCloneWithoutLeader: Bool = false) {
@@ -161,11 +164,20 @@ public enum Decision: Sendable, Equatable {
     /// Standby cluster: a running standby holding the leader key that does not follow the
     /// remote primary yet: refresh the key, restart it following the remote primary.
     case restartStandbyLeader
+    /// Paused: nothing to do but say so.
+    case paused(String)
+    /// Paused, a running primary holding the key: refresh it; never demote when that fails.
+    case pausedHoldLeader
+    /// Paused, a running primary and nobody holds the key: take it; never demote.
+    case pausedTakeLeader
+    /// Paused, this member holds the key but runs no primary: give the key back (`reason`).
+    case releaseLeaderKey(reason: String)
 }
 
 /// The agent's decision for one cycle. Pure: the table tests in StorkHATests cover it.
 public func decide(_ s: Snapshot) -> Decision {
     if let task = s.runningTask { return .waitForTask(task) }
+    if s.paused { return decidePaused(s) }
     let cluster = s.cluster
     let local = s.local
 
@@ -249,6 +261,52 @@ public func decide(_ s: Snapshot) -> Decision {
         return .rejoinAfterDemotion(leader: leader)
     }
     return follow(cluster.leader == s.me ? nil : cluster.leader, s)
+}
+
+/// Maintenance mode, as Patroni's pause: no bootstrap, clone, start, stop, promotion, demotion
+/// or rejoin of the agent's own accord. A primary keeps (or takes) the leader key while it
+/// runs and gives it back when it stopped; a replica follows a leader that holds the key and
+/// is left as it is when there is none. A manual switchover to a named candidate still works.
+func decidePaused(_ s: Snapshot) -> Decision {
+    let cluster = s.cluster, local = s.local, me = s.me
+    guard local.dataDirectory == .initialized, !local.incompleteWork else {
+        return .paused(local.dataDirectory == .empty ? "running with empty data directory" : "data directory left as it is")
+    }
+    if let mine = local.systemIdentifier, let theirs = cluster.initialize, !theirs.isEmpty, mine != theirs {
+        return s.iAmLeader ? .releaseLeaderKey(reason: "the system ID mismatch")
+            : .paused("system ID has changed while in paused mode: \(mine) != \(theirs); Stork will exit when resuming unless it is reset")
+    }
+    if !local.running {
+        return s.iAmLeader ? .releaseLeaderKey(reason: "postgres is not running") : .paused("postgres is not running")
+    }
+    if local.inRecovery == nil {
+        return s.iAmLeader ? .pausedHoldLeader : .paused("PostgreSQL does not answer: \(local.queryError ?? "no answer")")
+    }
+    if local.inRecovery == false {
+        if s.iAmLeader {
+            if let f = cluster.failover, let candidate = f.candidate, candidate != me, f.leader == nil || f.leader == me {
+                return .stepDown(candidate: candidate)
+            }
+            if let f = cluster.failover {
+                return .holdLeaderClearingFailover(reason: f.candidate == me ? "it names \(me), the leader, as the candidate" : "it names no candidate, and the cluster is paused")
+            }
+            return .pausedHoldLeader
+        }
+        if cluster.leader == nil && s.mayLead && (cluster.initialize == nil || cluster.initialize == local.systemIdentifier) {
+            return .pausedTakeLeader
+        }
+        return .paused("continue to run as primary without lock")
+    }
+    if s.standbyCluster && s.iAmLeader {
+        return local.followed == .some(s.remotePrimary) ? .holdStandbyLeader : .paused("no action. I am (\(me)), the standby leader with the lock")
+    }
+    // A manual failover names a candidate: it alone takes the key and promotes.
+    if cluster.failoverCandidate == me && (cluster.leader == nil || s.iAmLeader) {
+        return s.iAmLeader ? .promoteHoldingKey : .leaderRace
+    }
+    if s.iAmLeader { return .releaseLeaderKey(reason: "postgres is not running as primary") }
+    guard let leader = cluster.leader else { return .paused("no action. I am (\(me))") }
+    return follow(leader, s)
 }
 
 /// A running replica follows `upstream` (nil: nobody): as it is, or after a change of

@@ -213,6 +213,22 @@ extension Agent {
                 await agent.restartAsReplica()
             }
 
+        case .paused(let message):
+            return message
+
+        case .pausedHoldLeader:
+            guard await refreshLeaderKey() else { return "continue to run as primary after failing to update leader lock in DCS" }
+            if let lsn = status.snapshot.server?.walPosition { try? await dcs.writeLeaderOptime(lsn) }
+            await manageReplicationSlots(view: view)
+            return "no action. I am (\(me)), the leader with the lock"
+
+        case .pausedTakeLeader:
+            return await takeLeaderKey() ? "acquired session lock as a leader" : "continue to run as primary without lock"
+
+        case .releaseLeaderKey(let reason):
+            await releaseLeaderKey()
+            return "removed leader lock because \(reason)"
+
         case .follow(let leader):
             if let leader { return "no action. I am (\(me)), a secondary, and following a leader (\(leader))" }
             return "no action. I am (\(me)), a secondary, and there is no leader"

@@ -12,6 +12,12 @@ extension Agent {
     /// watchdog is required and cannot be activated, or the self-fence is on and cannot work:
     /// this member must not lead.
     func armFences(refreshedAt sent: Date) -> Bool {
+        // Paused, as Patroni's watchdog: an agent stopped for maintenance leaves its primary running.
+        if paused {
+            watchdog.disable()
+            selfFence.disarm()
+            return true
+        }
         if watchdog.isRunning {
             watchdog.keepalive(ttl: timing.ttl)
         } else if !watchdog.activate(ttl: timing.ttl, loopWait: timing.loopWait) {

@@ -62,7 +62,8 @@ extension Agent {
         } catch {
             logger.error("Error communicating with DCS: \(error)")
             defer { releaseFencesWhenReadOnly() }
-            return demoteIfLeaderKeyLapsed()
+            // Paused, nothing is stopped for want of the DCS (as in Patroni).
+            return paused ? "PAUSE: DCS is not accessible" : demoteIfLeaderKeyLapsed()
         }
         lastView = view
         let (newTiming, adjustments) = clusterTiming(config: config, dynamic: view.config)
@@ -73,7 +74,7 @@ extension Agent {
         }
         timing = newTiming
         let watchdogFailed = watchdogObjection != nil
-        let standby = standbyCluster != nil, maximumLag = maximumLagOnFailover
+        let standby = standbyCluster != nil, maximumLag = maximumLagOnFailover, isPaused = paused
         status.update {
             $0.ttl = timing.ttl
             $0.loopWait = timing.loopWait
@@ -82,6 +83,7 @@ extension Agent {
             $0.maximumLagOnFailover = maximumLag
             $0.leaderOptime = view.leaderOptime
             $0.view = view
+            $0.paused = isPaused
         }
 
         var local = await localSnapshot()
@@ -105,12 +107,14 @@ extension Agent {
                                 mayBootstrap: true, mayLead: !config.noFailover, runningTask: longTasks.running,
                                 mayCloneWithoutLeader: config.postgresql.replicaMethods.contains(where: \.noLeader))
         snapshot.remotePrimary = standbyCluster?.upstreamLabel
+        snapshot.paused = paused
         if longTasks.running == nil {
             logger.info("Lock owner: \(view.leader ?? "None"); I am \(config.name)")
         }
         var message = await execute(decide(snapshot), view: view, local: local)
         await applyChangedSettings(local: local)
         if let restart = await runScheduledRestart(view: view, local: local) { message = restart }
+        if paused, let said = message { message = "PAUSE: " + said }
         releaseFencesWhenReadOnly()
         await touchMember(local: local)
         status.update { $0.lastCycle = Date() }

@@ -30,6 +30,7 @@ extension Agent {
             if let start = scheduledRestart?.postmasterStart { scheduled["postmaster_start_time"] = .string(DateText.isoformat(start, separator: " ")) }
             data["scheduled_restart"] = .object(scheduled)
         }
+        if s.paused { data["pause"] = .bool(true) }
         if let reason = s.pendingRestart {
             data["pending_restart"] = .bool(true)
             data["pending_restart_reason"] = .object(reason)

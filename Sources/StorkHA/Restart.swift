@@ -58,6 +58,7 @@ extension Agent {
     /// again). Patroni's texts and codes.
     public func restart(_ request: RestartRequest) async -> (Int, String) {
         if request.schedule != nil {
+            if paused { return (500, "Can't schedule restart in the paused state") }
             if scheduledRestart != nil { return (409, "Another restart is already scheduled") }
             scheduledRestart = (request, status.snapshot.postmasterStartTime)
             status.update { $0.scheduledRestart = request.json }
@@ -117,7 +118,7 @@ extension Agent {
     /// has come runs (one that is stale, or whose server restarted meanwhile, is dropped).
     func runScheduledRestart(view: ClusterView, local: LocalSnapshot) async -> String? {
         guard let (request, startTime) = scheduledRestart, let at = request.schedule, view.leader != nil, local.running,
-              longTasks.running == nil else { return nil }
+              longTasks.running == nil, !paused else { return nil }
         if status.snapshot.postmasterStartTime != startTime {
             logger.info("Cancelling scheduled restart: postgres restart has already happened")
             _ = cancelScheduledRestart()

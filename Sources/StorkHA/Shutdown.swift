@@ -20,6 +20,14 @@ extension Agent {
     /// Shutdown on SIGTERM/SIGINT: cancel the long task, stop PostgreSQL, release the leader key.
     func shutdown() async {
         await longTasks.cancelAndWait()
+        if paused {
+            // Maintenance mode: the agent may be stopped to be upgraded; its keys expire by themselves.
+            logger.info("Leader key is not deleted and PostgreSQL is not stopped due to paused state")
+            watchdog.disable()
+            selfFence.stop()
+            logger.info("Stork agent stopped")
+            return
+        }
         if node.isRunning() { logger.info("stopping PostgreSQL") }
         await stopPostgresUncancelled()
         // A primary that would not stop keeps the key until it expires: given back now, another

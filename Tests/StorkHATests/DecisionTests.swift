@@ -237,10 +237,65 @@ private let cases: [DecisionCase] = [
           expected: .follow(leader: nil)),
 ]
 
+private func paused(_ s: Snapshot) -> Snapshot {
+    var s = s
+    s.paused = true
+    return s
+}
+
+/// Maintenance mode: nothing started, stopped, promoted or demoted by the agent itself.
+private let pausedCases: [DecisionCase] = [
+    .init(label: "paused, empty data directory, no cluster: no bootstrap",
+          snapshot: paused(Snapshot(me: "pg0", cluster: ClusterView(), local: empty)), expected: .paused("running with empty data directory")),
+    .init(label: "paused, empty data directory, a leader: no clone",
+          snapshot: paused(Snapshot(me: "pg1", cluster: leaderView, local: empty)), expected: .paused("running with empty data directory")),
+    .init(label: "paused, the leader's server stopped: the key goes back, the server stays stopped",
+          snapshot: paused(Snapshot(me: "pg0", cluster: leaderView, local: stoppedPrimary)),
+          expected: .releaseLeaderKey(reason: "postgres is not running")),
+    .init(label: "paused, a replica's server stopped: not started",
+          snapshot: paused(Snapshot(me: "pg1", cluster: leaderView, local: stoppedReplica)), expected: .paused("postgres is not running")),
+    .init(label: "paused, the running primary with the key: kept, never demoted",
+          snapshot: paused(Snapshot(me: "pg0", cluster: leaderView, local: runningPrimary)), expected: .pausedHoldLeader),
+    .init(label: "paused, a running primary while another holds the key: left running",
+          snapshot: paused(Snapshot(me: "pg1", cluster: leaderView, local: runningPrimary)),
+          expected: .paused("continue to run as primary without lock")),
+    .init(label: "paused, a running primary and no key: takes it, no race",
+          snapshot: paused(Snapshot(me: "pg0", cluster: ClusterView(initialize: "7001"), local: runningPrimary)), expected: .pausedTakeLeader),
+    .init(label: "paused, a running replica and no leader: no race, left as it is",
+          snapshot: paused(Snapshot(me: "pg1", cluster: ClusterView(initialize: "7001"), local: replica(following: "pg0"))),
+          expected: .paused("no action. I am (pg1)")),
+    .init(label: "paused, a replica that follows the leader: still follows",
+          snapshot: paused(Snapshot(me: "pg1", cluster: leaderView, local: replica(following: "pg0"))), expected: .follow(leader: "pg0")),
+    .init(label: "paused, a replica of another member: retargets to the leader",
+          snapshot: paused(Snapshot(me: "pg1", cluster: leaderView, local: replica(following: "pg2"))),
+          expected: .retarget(leader: "pg0", byReload: true)),
+    .init(label: "paused, a manual switchover to pg1: the leader steps down",
+          snapshot: paused(Snapshot(me: "pg0", cluster: ClusterView(initialize: "7001", leader: "pg0", members: [member("pg0", role: "primary"), member("pg1")],
+                                                                    failover: ManualFailover(leader: "pg0", candidate: "pg1")), local: runningPrimary)),
+          expected: .stepDown(candidate: "pg1")),
+    .init(label: "paused, the named candidate with no leader: races",
+          snapshot: paused(Snapshot(me: "pg1", cluster: ClusterView(initialize: "7001", members: [member("pg1")],
+                                                                    failover: ManualFailover(leader: "pg0", candidate: "pg1")), local: replica(following: nil))),
+          expected: .leaderRace),
+    .init(label: "paused, a replica holding the key: gives it back, no promotion",
+          snapshot: paused(Snapshot(me: "pg1", cluster: ClusterView(initialize: "7001", leader: "pg1"), local: replica(following: nil))),
+          expected: .releaseLeaderKey(reason: "postgres is not running as primary")),
+    .init(label: "paused, a data directory of another cluster: not fatal",
+          snapshot: paused(Snapshot(me: "pg1", cluster: ClusterView(initialize: "7999", leader: "pg0"), local: stoppedReplica)),
+          expected: .paused("system ID has changed while in paused mode: 7001 != 7999; Stork will exit when resuming unless it is reset")),
+    .init(label: "paused, a long task runs: it is waited for",
+          snapshot: paused(Snapshot(me: "pg0", cluster: leaderView, local: runningPrimary, runningTask: "restart")), expected: .waitForTask("restart")),
+]
+
 @Suite("The agent's decision table")
 struct DecisionTests {
     @Test(arguments: cases)
     func decision(_ c: DecisionCase) {
+        #expect(decide(c.snapshot) == c.expected)
+    }
+
+    @Test(arguments: pausedCases)
+    func pausedDecision(_ c: DecisionCase) {
         #expect(decide(c.snapshot) == c.expected)
     }
 }

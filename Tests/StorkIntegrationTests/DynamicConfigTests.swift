@@ -130,4 +130,52 @@ struct DynamicConfigTests {
             #expect(LoopbackTCP.request(replica.apiPort, method, "/replica?tag_zone=a") == 503, "\(method): no tag zone")
         }
     }
+
+    /// `patronictl pause --wait`: the agents start, stop, promote and demote nothing; an agent
+    /// stopped leaves its server running; the primary's postmaster killed is not restarted and
+    /// nobody promotes; `patronictl resume --wait`: normal handling, one primary again.
+    @Test(.timeLimit(.minutes(4)))
+    func pauseAndResume() async throws {
+        try Patronictl.requireInstalled()
+        let etcd = try await EtcdServer.startSingle()
+        defer { etcd.destroy() }
+        let cluster = TestCluster(scope: "paused", dcs: .etcd([etcd.clientURL]))
+        defer { cluster.destroy() }
+        for i in 0..<2 { cluster.addMember("pg\(i)") }
+        for m in cluster.members { try m.start() }
+        #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
+        let ctl = try Patronictl(cluster: cluster, etcd: etcd)
+        let primary = try #require(await cluster.primaries().first)
+        let replica = try #require(cluster.members.first { $0 !== primary })
+
+        let pause = try ctl.run(["pause", cluster.scope, "--wait"])
+        #expect(pause.status == 0 && pause.output.contains("Success: cluster management is paused"), "\(pause.output)\n\(cluster.logs())")
+        #expect(try ctl.run(["list", cluster.scope]).output.contains("Maintenance mode: on"))
+        for m in cluster.members {
+            #expect(await m.api("/patroni").1["pause"] as? Bool == true, "\(m.name)")
+            #expect(await TestSupport.waitUntil(timeout: 5) { m.log.contains("PAUSE: no action. I am (\(m.name))") }, "\(m.log.suffix(2000))")
+        }
+        #expect(await cluster.members[0].api("/cluster").1["pause"] as? Bool == true)
+
+        // The replica's agent stopped: its server keeps running (maintenance of the agent); started again, it follows.
+        replica.stop()
+        #expect(replica.sql("SELECT pg_is_in_recovery()") == "t", "the replica's server runs on")
+        try replica.start()
+
+        // The primary's postmaster killed: not restarted, the key given back, and no promotion.
+        let pid = try #require(FailoverTests.postmasterPID(primary))
+        kill(pid, SIGKILL)
+        #expect(await TestSupport.waitUntil(timeout: 15) { primary.log.contains("PAUSE: removed leader lock because postgres is not running") },
+                "\(primary.log.suffix(3000))")
+        try await Task.sleep(for: .seconds(5))
+        #expect(primary.sql("SELECT 1") == nil, "the agent started its server")
+        #expect(replica.sql("SELECT pg_is_in_recovery()") == "t", "the replica promoted while paused")
+        #expect(replica.log.contains("PAUSE: no action. I am (\(replica.name))"), "\(replica.log.suffix(3000))")
+
+        let resume = try ctl.run(["resume", cluster.scope, "--wait"])
+        #expect(resume.status == 0 && resume.output.contains("Success: cluster management is resumed"), "\(resume.output)")
+        #expect(await TestSupport.waitUntil(timeout: 60) { await cluster.primaries().count == 1 }, "\(cluster.logs())")
+        #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
+        #expect(await cluster.members[0].api("/patroni").1["pause"] == nil)
+    }
 }
