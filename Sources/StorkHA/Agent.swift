@@ -71,6 +71,8 @@ public actor Agent {
     var memberSlots: Set<String> = []
     /// What PostgreSQL's files say now, as this agent last wrote them (`SettingsChange`).
     var writtenSettings: WrittenSettings?
+    /// The parameter warnings already logged (`ParameterCatalog.check`): each said once.
+    var parameterWarningsSaid: Set<String> = []
     /// `POST /restart` with a schedule, and the postmaster start it was asked against
     /// (a restart before the time cancels it, as in Patroni). In memory only, as Patroni's.
     var scheduledRestart: (request: RestartRequest, postmasterStart: Date?)?

@@ -116,7 +116,7 @@ extension Agent {
         if let restart = await runScheduledRestart(view: view, local: local) { message = restart }
         if paused, let said = message { message = "PAUSE: " + said }
         releaseFencesWhenReadOnly()
-        await touchMember(local: local)
+        await touchMember()
         status.update { $0.lastCycle = Date() }
         return message
     }

@@ -7,7 +7,7 @@ import StorkPostgres
 
 // The member key: what this member publishes about itself every cycle.
 extension Agent {
-    func touchMember(local: LocalSnapshot) async {
+    func touchMember() async {
         let s = status.snapshot
         var data: [String: JSONValue] = [
             "conn_url": .string(node.connURL),

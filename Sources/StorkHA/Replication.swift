@@ -68,6 +68,12 @@ extension Agent {
         case .primary:
             break
         }
+        // What this major does not know, or cannot read, would keep the server from starting.
+        if let catalog = node.parameterCatalog() {
+            let (kept, warnings) = catalog.check(parameters)
+            parameters = kept
+            for warning in warnings where parameterWarningsSaid.insert(warning).inserted { logger.warning("\(warning)") }
+        }
         let lines = hba ?? effectiveHBA(config: config, dynamic: lastView.config)
         try node.writeConfiguration(parameters: parameters, hba: lines, role: role)
         writtenSettings = WrittenSettings(role: role, parameters: configured, hba: lines)

@@ -63,6 +63,8 @@ extension Agent {
             scheduledRestart = (request, status.snapshot.postmasterStartTime)
             status.update { $0.scheduledRestart = request.json }
             logger.info("restart scheduled at \(request.scheduleText ?? "")")
+            // Published at once, as Patroni does: patronictl reads it from the member key.
+            await touchMember()
             return (202, "Restart scheduled")
         }
         if let unmet = request.unmetCondition(status.snapshot) {
@@ -78,11 +80,12 @@ extension Agent {
     }
 
     /// `DELETE /restart`.
-    public func cancelScheduledRestart() -> (Int, String) {
+    public func cancelScheduledRestart() async -> (Int, String) {
         guard scheduledRestart != nil else { return (404, "no restarts are scheduled") }
         scheduledRestart = nil
         status.update { $0.scheduledRestart = nil }
         logger.info("scheduled restart deleted")
+        await touchMember()
         return (200, "scheduled restart deleted")
     }
 
@@ -121,7 +124,7 @@ extension Agent {
               longTasks.running == nil, !paused else { return nil }
         if status.snapshot.postmasterStartTime != startTime {
             logger.info("Cancelling scheduled restart: postgres restart has already happened")
-            _ = cancelScheduledRestart()
+            _ = await cancelScheduledRestart()
             return nil
         }
         let delta = at.timeIntervalSinceNow
@@ -129,7 +132,7 @@ extension Agent {
             logger.info("Awaiting restart at \(request.scheduleText ?? "") (in \(Int(delta.rounded())) seconds)")
             return nil
         }
-        _ = cancelScheduledRestart()
+        _ = await cancelScheduledRestart()
         if delta < -1.5 * Double(timing.loopWait) {
             logger.warning("Found a stale restart value, cleaning up: \(request.scheduleText ?? "")")
             return nil

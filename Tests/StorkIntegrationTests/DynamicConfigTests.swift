@@ -18,8 +18,13 @@ struct DynamicConfigTests {
         let cluster = TestCluster(scope: "dynconf", dcs: .etcd([etcd.clientURL]))
         defer { cluster.destroy() }
         for i in 0..<2 { cluster.addMember("pg\(i)") }
+        // A file carried over from PostgreSQL 12 (wal_keep_segments), and a parameter no major has.
+        let carried = try String(contentsOfFile: cluster.members[1].configPath, encoding: .utf8)
+        try carried.replacingOccurrences(of: "    max_connections: 30\n", with: "    max_connections: 30\n    wal_keep_segments: 8\n    foo_bar: 1\n")
+            .write(toFile: cluster.members[1].configPath, atomically: false, encoding: .utf8)
         for m in cluster.members { try m.start() }
         #expect(await cluster.waitAllStreaming(timeout: 90), "\(cluster.logs())")
+        #expect(cluster.members[1].sql("SHOW wal_keep_size") == "128MB")
         let ctl = try Patronictl(cluster: cluster, etcd: etcd)
         let started = cluster.members.map { $0.sql("SELECT pg_postmaster_start_time()") }
 
@@ -106,6 +111,13 @@ struct DynamicConfigTests {
         kill(try #require(cluster.members[1].process?.processIdentifier), SIGHUP)
         #expect(await TestSupport.waitUntil(timeout: 20) { cluster.members[1].sql("SHOW lock_timeout") == "7s" }, "\(cluster.members[1].log.suffix(2000))")
         #expect(cluster.members[0].sql("SHOW lock_timeout") == "0")
+
+        // The carried-over file's parameters: one warning each, however often the files were written since.
+        let major = try #require(cluster.members[1].sql("SHOW server_version_num")).prefix(2)
+        for warning in ["wal_keep_segments is not a parameter of PostgreSQL \(major); written as wal_keep_size = 128MB",
+                        "foo_bar is not a parameter of PostgreSQL \(major); left out of postgresql.conf"] {
+            #expect(cluster.members[1].log.components(separatedBy: warning).count == 2, "\(warning)\n\(cluster.members[1].log.suffix(3000))")
+        }
 
         // GET /config is the DCS's; GET /cluster names the leader and the replica.
         let config = await cluster.members[1].api("/config").1
