@@ -59,7 +59,7 @@ make_venv() {
 }
 
 # A Python virtualenv outside the repository with moto's S3 server (`moto_server`), which the
-# archive tests start on loopback. Created on first use (with Debian's python3-venv when the
+# archive tests start on loopback, and prometheus_client (its text-format parser). Created on first use (with Debian's python3-venv when the
 # python3 on PATH has no venv module); tests find it through STORK_TEST_VENV.
 if [ "$(id -u)" -eq 0 ]; then
     STORK_TEST_VENV="${STORK_TEST_VENV:-/var/lib/stork/test-venv}"
@@ -71,15 +71,16 @@ export STORK_TEST_VENV
 ensure_test_venv() {
     ensure_patroni_venv
     # moto 5.2.1 checked signatures against the decoded query (a listing's prefix=a%2Fb failed).
-    local moto='moto[server]>=5.2.5,<6'
+    # prometheus_client's parser reads GET /metrics in MetricsTests.
+    local moto='moto[server]>=5.2.5,<6' prometheus='prometheus_client>=0.20,<1'
     if [ -x "$STORK_TEST_VENV/bin/moto_server" ]; then
-        # Offline and quick (about a second) when the installed moto already fits.
-        "$STORK_TEST_VENV/bin/pip" install -q --disable-pip-version-check "$moto"
+        # Offline and quick (about a second) when the installed packages already fit.
+        "$STORK_TEST_VENV/bin/pip" install -q --disable-pip-version-check "$moto" "$prometheus"
         return 0
     fi
-    echo "== installing moto[server] into $STORK_TEST_VENV"
+    echo "== installing moto[server] and prometheus_client into $STORK_TEST_VENV"
     make_venv "$STORK_TEST_VENV"
-    "$STORK_TEST_VENV/bin/pip" install -q --disable-pip-version-check "$moto"
+    "$STORK_TEST_VENV/bin/pip" install -q --disable-pip-version-check "$moto" "$prometheus"
 }
 
 # Patroni from PyPI in a virtualenv of its own (its pins do not meet moto's): the measuring

@@ -62,6 +62,11 @@ public enum RestAPI {
             guard let view = s.view else { return text(503, "the DCS has not been read yet") }
             return json(200, APIResponses.clusterDocument(view, standbyCluster: s.standbyCluster, config: config))
         }
+        router.get("/metrics") { _, _ -> Response in
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: Metrics.text(status.snapshot, config: config))))
+        }
         router.get("/history") { _, _ -> Response in
             json(200, .array(status.snapshot.view?.history ?? []))
         }

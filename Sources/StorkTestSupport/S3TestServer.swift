@@ -83,7 +83,7 @@ public final class S3TestServer: @unchecked Sendable {
     static let emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
     /// Where scripts/test puts the virtualenv (STORK_TEST_VENV, else the default of scripts/lib.sh).
-    static var venvDirectory: String {
+    public static var venvDirectory: String {
         let environment = ProcessInfo.processInfo.environment
         if let venv = environment["STORK_TEST_VENV"], !venv.isEmpty { return venv }
         let cache = environment["XDG_CACHE_HOME"] ?? ((environment["HOME"] ?? "/root") + "/.cache")

@@ -169,6 +169,21 @@ struct DynamicConfigTests {
         }
         #expect(await cluster.members[0].api("/cluster").1["pause"] as? Bool == true)
 
+        // GET /metrics, read by prometheus_client's parser: Patroni's names, the values of this cluster.
+        for m in [primary, replica] {
+            let metrics = try prometheusMetrics(m, scope: cluster.scope)
+            let isPrimary = m === primary
+            #expect(metrics["patroni_postgres_running"] == 1 && metrics["patroni_is_paused"] == 1 && metrics["patroni_cluster_unlocked"] == 0, "\(metrics)")
+            #expect(metrics["patroni_primary"] == (isPrimary ? 1 : 0) && metrics["patroni_replica"] == (isPrimary ? 0 : 1), "\(metrics)")
+            #expect(metrics["patroni_postgres_server_version"] == Double(m.sql("SHOW server_version_num") ?? ""), "\(metrics)")
+            #expect(metrics["patroni_postgres_timeline"] == 1 && metrics["patroni_postgres_state"] == 5, "\(metrics)")
+            // The parser names a counter's sample <name>_total (Patroni's text has none).
+            #expect((metrics[isPrimary ? "patroni_xlog_location_total" : "patroni_xlog_replayed_location_total"] ?? 0) > 0, "\(metrics)")
+            #expect(metrics["patroni_xlog_received_location_total"].map { isPrimary ? $0 == 0 : $0 > 0 } == true, "\(metrics)")
+            #expect(metrics["patroni_postgres_streaming"] == (isPrimary ? 0 : 1), "\(metrics)")
+            #expect(abs((metrics["patroni_dcs_last_seen"] ?? 0) - Date().timeIntervalSince1970) < 10, "\(metrics)")
+        }
+
         // The replica's agent stopped: its server keeps running (maintenance of the agent); started again, it follows.
         replica.stop()
         #expect(replica.sql("SELECT pg_is_in_recovery()") == "t", "the replica's server runs on")
@@ -191,3 +206,40 @@ struct DynamicConfigTests {
         #expect(await cluster.members[0].api("/patroni").1["pause"] == nil)
     }
 }
+
+/// `GET /metrics` of `m`, parsed by prometheus_client (STORK_TEST_VENV): every sample's value
+/// by name; the parser throws on anything the text format does not allow, and every sample
+/// must carry Patroni's labels.
+func prometheusMetrics(_ m: TestMember, scope: String) throws -> [String: Double] {
+    let port = m.apiPort
+    guard let answer = LoopbackTCP.exchange(port, "GET", "/metrics"), answer.status == 200 else {
+        throw PatronictlError("GET /metrics on \(m.name) did not answer 200")
+    }
+    let program = """
+        import json, sys
+        from prometheus_client.parser import text_string_to_metric_families
+        out = {}
+        for family in text_string_to_metric_families(sys.stdin.read()):
+            for sample in family.samples:
+                assert sample.labels == {"scope": sys.argv[1], "name": sys.argv[2]}, sample
+                out[sample.name] = sample.value
+        print(json.dumps(out))
+        """
+    let input = m.base + "/metrics.txt"
+    try answer.body.write(toFile: input, atomically: true, encoding: .utf8)
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: S3TestServer.venvDirectory + "/bin/python3")
+    p.arguments = ["-c", program, scope, m.name]
+    p.standardInput = FileHandle(forReadingAtPath: input)
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = out
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    guard p.terminationStatus == 0, let parsed = try JSONSerialization.jsonObject(with: data) as? [String: Double] else {
+        throw PatronictlError("prometheus_client could not read GET /metrics: \(String(decoding: data, as: UTF8.self))\n\(answer.body)")
+    }
+    return parsed
+}
+

@@ -1,0 +1,81 @@
+import Foundation
+import StorkConfig
+import StorkDCS
+import StorkHA
+import StorkPostgres
+
+/// `GET /metrics`: the member's status in Prometheus's text format, with Patroni's metric
+/// names, help texts and labels (`scope`, `name`), so that a dashboard made for Patroni graphs
+/// a Stork cluster unchanged. Pure, so `MetricsTests` checks it against a parser.
+public enum Metrics {
+    /// Patroni's numbering of the member states (`patroni_postgres_state`).
+    static let states = ["initializing new cluster", "initdb failed", "running custom bootstrap script", "custom bootstrap failed",
+                         "creating replica", "running", "starting", "starting after custom bootstrap", "start failed",
+                         "restarting", "restart failed", "stopping", "stopped", "stop failed", "crashed"]
+
+    public static func text(_ s: MemberStatus, config: Config) -> String {
+        let labels = "{scope=\"\(escape(config.scope))\",name=\"\(escape(config.name))\"}"
+        var lines: [String] = []
+        func metric(_ name: String, _ type: String, _ help: String, _ value: String, note: String? = nil) {
+            lines.append("# HELP \(name) \(help)")
+            if let note { lines.append(note) }
+            lines.append("# TYPE \(name) \(type)")
+            lines.append("\(name)\(labels) \(value)")
+        }
+        func flag(_ b: Bool) -> String { b ? "1" : "0" }
+        let running = s.state == "running"
+        let server = running ? s.server : nil
+        let replica = server?.inRecovery == true
+
+        metric("patroni_version", "gauge", "Patroni semver without periods.", version(storkVersion))
+        metric("patroni_postgres_running", "gauge", "Value is 1 if Postgres is running, 0 otherwise.", flag(running))
+        metric("patroni_postmaster_start_time", "gauge", "Epoch seconds since Postgres started.",
+               s.postmasterStartTime.map { number($0.timeIntervalSince1970) } ?? "0")
+        metric("patroni_primary", "gauge", "Value is 1 if this node is the leader, 0 otherwise.", flag(s.role == "primary"))
+        metric("patroni_xlog_location", "counter", "Current location of the Postgres transaction log, 0 if this node is not the leader.",
+               String(server.map { $0.inRecovery ? 0 : $0.walPosition } ?? 0))
+        metric("patroni_standby_leader", "gauge", "Value is 1 if this node is the standby_leader, 0 otherwise.", flag(s.role == "standby_leader"))
+        metric("patroni_replica", "gauge", "Value is 1 if this node is a replica, 0 otherwise.", flag(s.role == "replica"))
+        // Synchronous replication is not in Stork yet: no member is a synchronous or quorum standby.
+        metric("patroni_sync_standby", "gauge", "Value is 1 if this node is a sync standby, 0 otherwise.", "0")
+        metric("patroni_quorum_standby", "gauge", "Value is 1 if this node is a quorum standby, 0 otherwise.", "0")
+        metric("patroni_xlog_received_location", "counter",
+               "Current location of the received Postgres transaction log, 0 if this node is not a replica.",
+               String(replica ? (server?.receiveLSN ?? server?.walPosition ?? 0) : 0))
+        metric("patroni_xlog_replayed_location", "counter",
+               "Current location of the replayed Postgres transaction log, 0 if this node is not a replica.",
+               String(replica ? (server?.replayLSN ?? server?.walPosition ?? 0) : 0))
+        metric("patroni_xlog_replayed_timestamp", "gauge", "Current timestamp of the replayed Postgres transaction log, 0 if null.", "0")
+        metric("patroni_xlog_paused", "gauge", "Value is 1 if the Postgres xlog is paused, 0 otherwise.", flag(replica && server?.replayPaused == true))
+        if let server {
+            metric("patroni_postgres_streaming", "gauge", "Value is 1 if Postgres is streaming, 0 otherwise.", flag(server.inRecovery && server.streaming))
+            metric("patroni_postgres_in_archive_recovery", "gauge", "Value is 1 if Postgres is replicating from archive, 0 otherwise.",
+                   flag(server.inRecovery && !server.streaming))
+        }
+        metric("patroni_postgres_server_version", "gauge", "Version of Postgres (if running), 0 otherwise.", String(server?.serverVersion ?? 0))
+        metric("patroni_cluster_unlocked", "gauge", "Value is 1 if the cluster is unlocked, 0 if locked.", flag(s.view?.leader == nil))
+        metric("patroni_failsafe_mode_is_active", "gauge", "Value is 1 if failsafe mode is active, 0 if inactive.", "0")
+        metric("patroni_postgres_timeline", "gauge", "Postgres timeline of this node (if running), 0 otherwise.", String(server?.timeline ?? 0))
+        metric("patroni_dcs_last_seen", "gauge", "Epoch timestamp when DCS was last contacted successfully by Patroni.",
+               String(Int(s.dcsLastSeen?.timeIntervalSince1970 ?? 0)))
+        metric("patroni_pending_restart", "gauge", "Value is 1 if the node needs a restart, 0 otherwise.", flag(s.pendingRestart != nil))
+        metric("patroni_is_paused", "gauge", "Value is 1 if auto failover is disabled, 0 otherwise.", flag(s.paused))
+        metric("patroni_postgres_state", "gauge", "Numeric representation of Postgres state.", String(states.firstIndex(of: s.state) ?? -1),
+               note: "# Values: 0=initdb, 1=initdb_failed, 2=custom_bootstrap, 3=custom_bootstrap_failed, 4=creating_replica, 5=running, "
+                   + "6=starting, 7=bootstrap_starting, 8=start_failed, 9=restarting, 10=restart_failed, 11=stopping, 12=stopped, "
+                   + "13=stop_failed, 14=crashed")
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Patroni's `patroni_version`: each part two digits, `4.1.5` → `040105`.
+    static func version(_ v: String) -> String {
+        v.split(separator: ".").map { String(repeating: "0", count: max(0, 2 - $0.count)) + $0 }.joined()
+    }
+
+    static func number(_ d: Double) -> String { d == d.rounded() ? String(Int(d)) : String(d) }
+
+    /// A label value as the text format wants it: backslash, quote and newline escaped.
+    static func escape(_ s: String) -> String {
+        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+    }
+}
