@@ -59,8 +59,9 @@ make_venv() {
 }
 
 # A Python virtualenv outside the repository with moto's S3 server (`moto_server`), which the
-# archive tests start on loopback, and prometheus_client (its text-format parser). Created on first use (with Debian's python3-venv when the
-# python3 on PATH has no venv module); tests find it through STORK_TEST_VENV.
+# archive tests start on loopback, and prometheus_client (its text-format parser). Created on
+# first use (with Debian's python3-venv when the python3 on PATH has no venv module); tests
+# find it through STORK_TEST_VENV.
 if [ "$(id -u)" -eq 0 ]; then
     STORK_TEST_VENV="${STORK_TEST_VENV:-/var/lib/stork/test-venv}"
 else
@@ -71,7 +72,7 @@ export STORK_TEST_VENV
 ensure_test_venv() {
     ensure_patroni_venv
     # moto 5.2.1 checked signatures against the decoded query (a listing's prefix=a%2Fb failed).
-    # prometheus_client's parser reads GET /metrics in MetricsTests.
+    # prometheus_client's parser reads GET /metrics (DynamicConfigTests.pauseAndResume).
     local moto='moto[server]>=5.2.5,<6' prometheus='prometheus_client>=0.20,<1'
     if [ -x "$STORK_TEST_VENV/bin/moto_server" ]; then
         # Offline and quick (about a second) when the installed packages already fit.

@@ -6,7 +6,8 @@ import StorkPostgres
 
 /// `GET /metrics`: the member's status in Prometheus's text format, with Patroni's metric
 /// names, help texts and labels (`scope`, `name`), so that a dashboard made for Patroni graphs
-/// a Stork cluster unchanged. Pure, so `MetricsTests` checks it against a parser.
+/// a Stork cluster unchanged. Pure; `DynamicConfigTests.pauseAndResume` reads it with
+/// prometheus_client's parser on a running cluster.
 public enum Metrics {
     /// Patroni's numbering of the member states (`patroni_postgres_state`).
     static let states = ["initializing new cluster", "initdb failed", "running custom bootstrap script", "custom bootstrap failed",

@@ -77,12 +77,8 @@ public enum RestAPI {
         }
         for (method, replace) in [(HTTPRequest.Method.patch, false), (.put, true)] {
             router.on("/config", method: method) { request, context -> Response in
-                if let refused = await refusal(request, context, access) { return refused }
                 let body: ByteBuffer
-                switch await readBody(request, limit: limits.maxBody) {
-                case .success(let b): body = b
-                case .failure(let answer): return answer.response
-                }
+                do throws(Answer) { body = try await accepted(request, context, access, limit: limits.maxBody) } catch { return error.response }
                 guard case .object(let change)? = JSONValue.parse(json: Data(body.readableBytesView)), !change.isEmpty else {
                     return text(400, "Bad request: the body must be a non-empty JSON object such as {\"ttl\": 30}")
                 }
@@ -95,12 +91,8 @@ public enum RestAPI {
             }
         }
         router.post("/reinitialize") { request, context -> Response in
-            if let refused = await refusal(request, context, access) { return refused }
             let body: ByteBuffer
-            switch await readBody(request, limit: limits.maxBody) {
-            case .success(let b): body = b
-            case .failure(let answer): return answer.response
-            }
+            do throws(Answer) { body = try await accepted(request, context, access, limit: limits.maxBody) } catch { return error.response }
             // Options that cannot be read are not taken for none (Patroni answers 400 too).
             guard let map = optionalObject(body) else {
                 return text(400, "Bad request: the body must be a JSON object such as {\"force\": true}, or empty")
@@ -115,12 +107,8 @@ public enum RestAPI {
         }
         for (path, switchover) in [("/switchover", true), ("/failover", false)] {
             router.post(RouterPath(path)) { request, context -> Response in
-                if let refused = await refusal(request, context, access) { return refused }
                 let body: ByteBuffer
-                switch await readBody(request, limit: limits.maxBody) {
-                case .success(let b): body = b
-                case .failure(let answer): return answer.response
-                }
+                do throws(Answer) { body = try await accepted(request, context, access, limit: limits.maxBody) } catch { return error.response }
                 guard case .object(let map)? = JSONValue.parse(json: Data(body.readableBytesView)) else {
                     return text(400, "Bad request: a JSON object with leader and candidate is expected")
                 }
@@ -133,12 +121,8 @@ public enum RestAPI {
             }
         }
         router.post("/restart") { request, context -> Response in
-            if let refused = await refusal(request, context, access) { return refused }
             let body: ByteBuffer
-            switch await readBody(request, limit: limits.maxBody) {
-            case .success(let b): body = b
-            case .failure(let answer): return answer.response
-            }
+            do throws(Answer) { body = try await accepted(request, context, access, limit: limits.maxBody) } catch { return error.response }
             guard let fields = optionalObject(body) else {
                 return text(400, "Bad request: the body must be a JSON object such as {\"schedule\": \"2030-01-01T01:00:00+00:00\"}, or empty")
             }
@@ -163,12 +147,10 @@ public enum RestAPI {
             agent.requestReload(from: "POST /reload")
             return text(202, "reload scheduled")
         }
-        // Patroni's other changing endpoints: refused the same way, then "not yet".
-        for path in ["/sigterm"] {
-            router.post(RouterPath(path)) { request, context -> Response in
-                if let refused = await refusal(request, context, access) { return refused }
-                return text(501, "\(path) is not implemented by Stork yet")
-            }
+        // Patroni's test hook (it only acts on Windows): refused the same way, then "not here".
+        router.post("/sigterm") { request, context -> Response in
+            if let refused = await refusal(request, context, access) { return refused }
+            return text(501, "/sigterm is not implemented by Stork yet")
         }
 
         let http1: HTTPServerBuilder = .http1(configuration: .init(idleTimeout: TimeAmount(limits.idleTimeout)))
@@ -181,12 +163,14 @@ public enum RestAPI {
                            logger: logger)
     }
 
-    /// A changing request's body, at most `limit` bytes; 413 when larger.
-    static func readBody(_ request: Request, limit: Int) async -> Result<ByteBuffer, Answer> {
-        do { return .success(try await request.body.collect(upTo: limit)) } catch is NIOTooManyBytesError {
-            return .failure(Answer(text(413, "Request body too large: at most \(limit / 1024) KiB")))
+    /// A changing request that passed the access checks: its body, at most `limit` bytes
+    /// (413 when larger); else the answer that refuses it.
+    static func accepted(_ request: Request, _ context: APIRequestContext, _ access: APIAccess, limit: Int) async throws(Answer) -> ByteBuffer {
+        if let refused = await refusal(request, context, access) { throw Answer(refused) }
+        do { return try await request.body.collect(upTo: limit) } catch is NIOTooManyBytesError {
+            throw Answer(text(413, "Request body too large: at most \(limit / 1024) KiB"))
         } catch {
-            return .failure(Answer(text(400, "Bad request: the body could not be read")))
+            throw Answer(text(400, "Bad request: the body could not be read"))
         }
     }
 
@@ -196,7 +180,7 @@ public enum RestAPI {
         return body.readableBytesView.allSatisfy({ Character(UnicodeScalar($0)).isWhitespace }) ? [:] : nil
     }
 
-    /// A Response as a failure of `readBody`.
+    /// A Response as a failure of `accepted`.
     struct Answer: Error { let response: Response; init(_ r: Response) { response = r } }
 
     /// The answer to a changing request while `running` (`POST /switchover`, ...) has not answered.
