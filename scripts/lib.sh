@@ -142,12 +142,16 @@ ensure_pg15() {
     export STORK_PG15_BINDIR
 }
 
+# pg_major BINDIR: the major BINDIR's postgres says it is (15, 18; "18" for 18beta1); empty
+# when it does not run.
+pg_major() {
+    "$1/postgres" --version 2>/dev/null | sed -n 's/^postgres (PostgreSQL) \([0-9][0-9]*\).*/\1/p'
+}
+
 # require_major BINDIR MAJOR HINT: fails unless BINDIR's postgres says it is MAJOR.
 require_major() {
-    local version
-    version=$("$1/postgres" --version 2>&1) || true
-    case $version in
-        "postgres (PostgreSQL) $2."*|"postgres (PostgreSQL) $2 "*) ;;
-        *) echo "PostgreSQL $2 from $1 does not run (${version:-no output}); $3" >&2; exit 1 ;;
-    esac
+    if [ "$(pg_major "$1")" != "$2" ]; then
+        echo "PostgreSQL $2 from $1 does not run ($("$1/postgres" --version 2>&1 || true)); $3" >&2
+        exit 1
+    fi
 }

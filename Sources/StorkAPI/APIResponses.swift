@@ -82,7 +82,7 @@ public enum APIResponses {
             return .object(o)
         }
         var doc: [String: JSONValue] = ["members": .array(members), "scope": .string(config.scope)]
-        if view.config?["pause"]?.isTruthy == true { doc["pause"] = .bool(true) }
+        if view.paused { doc["pause"] = .bool(true) }
         return .object(doc)
     }
 

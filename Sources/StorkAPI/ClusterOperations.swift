@@ -10,7 +10,7 @@ public protocol ClusterOperations: Sendable {
     /// `POST /switchover` and `POST /failover`: the status code and text.
     func manualFailover(leader: String?, candidate: String?, switchover: Bool) async -> (Int, String)
     /// `PATCH /config` (`replace` false) and `PUT /config` (`replace` true).
-    func changeConfig(_ body: [String: JSONValue], replace: Bool) async -> ConfigChangeAnswer
+    func changeConfig(_ body: [String: JSONValue], replace: Bool) async -> Result<JSONValue, RefusedRequest>
     /// `POST /restart`, `DELETE /restart`: the status code and text.
     func restart(_ request: RestartRequest) async -> (Int, String)
     func cancelScheduledRestart() async -> (Int, String)

@@ -85,8 +85,8 @@ public enum RestAPI {
                 if let running = inFlight.begin("\(method) /config") { return busy(running) }
                 defer { inFlight.end() }
                 switch await agent.changeConfig(change, replace: replace) {
-                case .written(let config): return json(200, config)
-                case .refused(let code, let reason): return text(code, reason)
+                case .success(let config): return json(200, config)
+                case .failure(let refused): return text(refused.code, refused.reason)
                 }
             }
         }

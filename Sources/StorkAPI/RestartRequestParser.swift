@@ -82,10 +82,3 @@ public enum RestartRequestParser {
         return Int(t)
     }
 }
-
-/// A request the REST API refuses: the status code and the one line that says why.
-public struct RefusedRequest: Error, Equatable {
-    public var code: Int
-    public var reason: String
-    public init(_ code: Int, _ reason: String) { self.code = code; self.reason = reason }
-}

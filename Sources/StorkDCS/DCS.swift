@@ -52,6 +52,9 @@ public struct ClusterView: Sendable, Equatable {
 
     public func member(named name: String) -> Member? { members.first { $0.name == name } }
 
+    /// Maintenance mode: `pause` in the `config` key (`patronictl pause`). Only the DCS says so, as in Patroni.
+    public var paused: Bool { config?["pause"]?.isTruthy ?? false }
+
     /// The member a manual failover hands the leader key to, while it is a running member.
     public var failoverCandidate: String? {
         guard let candidate = failover?.candidate, member(named: candidate)?.state == "running" else { return nil }
@@ -107,8 +110,8 @@ public struct StoredConfig: Sendable, Equatable {
     public init(text: String, version: String) { self.text = text; self.version = version }
     /// The configuration, when the text is a JSON object (Patroni reads anything else as none).
     public var value: JSONValue? {
-        if case .object? = JSONValue.parse(json: Data(text.utf8)) { return JSONValue.parse(json: Data(text.utf8)) }
-        return nil
+        guard let parsed = JSONValue.parse(json: Data(text.utf8)), case .object = parsed else { return nil }
+        return parsed
     }
 }
 

@@ -74,16 +74,14 @@ extension Agent {
         }
         timing = newTiming
         let watchdogFailed = watchdogObjection != nil
-        let standby = standbyCluster != nil, maximumLag = maximumLagOnFailover, isPaused = paused
+        let standby = standbyCluster != nil, maximumLag = maximumLagOnFailover
         status.update {
             $0.ttl = timing.ttl
             $0.loopWait = timing.loopWait
             $0.watchdogFailed = watchdogFailed
             $0.standbyCluster = standby
             $0.maximumLagOnFailover = maximumLag
-            $0.leaderOptime = view.leaderOptime
             $0.view = view
-            $0.paused = isPaused
         }
 
         var local = await localSnapshot()

@@ -51,7 +51,7 @@ public struct RestartRequest: Sendable, Equatable {
     }
 }
 
-// Restarting PostgreSQL on request, and reloading the configuration file.
+// Restarting PostgreSQL on request (`POST /restart`), at once or at a time.
 extension Agent {
     /// `POST /restart`: a scheduled one is kept for the cycle that reaches its time (202), an
     /// immediate one runs as the long task while the request waits (200 when the server runs

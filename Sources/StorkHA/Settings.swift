@@ -78,9 +78,8 @@ extension Agent {
 }
 
 extension Agent {
-    /// Maintenance mode: `pause` in the DCS `config` key (`PATCH /config {"pause": true}`,
-    /// `patronictl pause`). Only the DCS says so, as in Patroni.
-    var paused: Bool { lastView.config?["pause"]?.isTruthy ?? false }
+    /// Maintenance mode, as the last look at the DCS says (`ClusterView.paused`).
+    var paused: Bool { lastView.paused }
 
     /// `maximum_lag_on_failover` (bytes, default 1 MiB): how far behind the leader's last
     /// position a replica may be and still lead, or count as ready.

@@ -24,14 +24,14 @@ public struct MemberStatus: Sendable, Equatable {
     public var loopWait: Int = 10
     /// `maximum_lag_on_failover` of the cluster's configuration (bytes): `GET /readiness`'s default limit.
     public var maximumLagOnFailover: Int = 1_048_576
-    /// Maintenance mode (`pause` in the cluster's configuration).
-    public var paused: Bool = false
     /// The cluster's configuration has a `standby_cluster`: its leader is a standby leader.
     public var standbyCluster: Bool = false
-    /// The leader's last published WAL position (the DCS `status` key), which replicas' lag is measured against.
-    public var leaderOptime: Int?
     /// The cluster as the last cycle read it from the DCS (`GET /cluster`, `/history`, `/config`).
     public var view: ClusterView?
+    /// Maintenance mode (`pause` in the cluster's configuration).
+    public var paused: Bool { view?.paused ?? false }
+    /// The leader's last published WAL position (the DCS `status` key), which replicas' lag is measured against.
+    public var leaderOptime: Int? { view?.leaderOptime }
     /// A required watchdog cannot be used: this member does not lead (`watchdog_failed`).
     public var watchdogFailed: Bool = false
     /// Why this replica can never stream from the leader (a forked timeline): `GET /replica`

@@ -28,7 +28,7 @@ extension Agent {
         let what = switchover ? "Switchover" : "Failover"
         if switchover && leader == nil { return (400, "Switchover could be performed only from a specific leader") }
         if !switchover && candidate == nil { return (400, "Failover could be performed only to a specific candidate") }
-        if candidate == nil && (view.config?["pause"]?.isTruthy ?? false) {
+        if candidate == nil && view.paused {
             return (400, "Switchover is possible only to a specific candidate in a paused state")
         }
         guard let current = view.leader else { return (412, "Cluster has no leader, can not \(what.lowercased())") }

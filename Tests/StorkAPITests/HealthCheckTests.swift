@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import StorkConfig
+import StorkDCS
 import StorkAPI
 import StorkHA
 import StorkPostgres
@@ -88,7 +89,7 @@ struct HealthCheckTests {
     @Test func lagLimits() {
         // Replayed 50,331,000; received 50,331,648; the leader published 60,331,000 (10,000,000 ahead of replay).
         var s = replica
-        s.leaderOptime = 60_331_000
+        s.view = ClusterView(leaderOptime: 60_331_000)
         #expect(code("/replica", s) == 200)
         #expect(code("/replica", s, query: "lag=10000000") == 200)
         #expect(code("/replica", s, query: "lag=9999999") == 503)
@@ -102,7 +103,7 @@ struct HealthCheckTests {
         s.maximumLagOnFailover = 1_048_576
         #expect(code("/readiness", s) == 503)
         #expect(code("/readiness", s, query: "lag=20MB") == 200)
-        s.leaderOptime = 50_331_648 + 100
+        s.view = ClusterView(leaderOptime: 50_331_648 + 100)
         #expect(code("/readiness", s) == 200)
         s.maximumLagOnFailover = 200
         #expect(code("/readiness", s) == 503, "648 bytes behind at replay")
