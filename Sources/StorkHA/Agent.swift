@@ -79,6 +79,9 @@ public actor Agent {
     /// A reload asked for (SIGHUP, `POST /reload`): PostgreSQL reloads on the next cycle even
     /// when its settings did not change, as Patroni's always does.
     var reloadAskedFor = false
+    /// The pause state the member key last showed: a change is published as soon as a cycle
+    /// reads it, because `patronictl pause/resume --wait` gives members only loop_wait + 1 s.
+    var publishedPause: Bool?
     /// Patroni's watchdog device, and Stork's self-fence (`Fencing`).
     let watchdog: Watchdog
     let selfFence: SelfFence

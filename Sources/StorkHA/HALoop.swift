@@ -83,6 +83,7 @@ extension Agent {
             $0.maximumLagOnFailover = maximumLag
             $0.view = view
         }
+        if paused != publishedPause { await touchMember() }
 
         var local = await localSnapshot()
         if longTasks.running == nil, local.running, local.inRecovery == true, followedLeader == nil,

@@ -37,7 +37,10 @@ extension Agent {
         }
         if let progress = s.replicaCreation { data["replica_creation"] = ProgressJSON.replicaCreation(progress) }
         if let progress = s.recoveryProgress { data["recovery_progress"] = ProgressJSON.recoveryProgress(progress) }
-        do { try await dcs.touchMember(.object(data), ttl: timing.ttl) } catch {
+        do {
+            try await dcs.touchMember(.object(data), ttl: timing.ttl)
+            publishedPause = s.paused
+        } catch {
             logger.error("Error communicating with DCS: \(error)")
         }
     }

@@ -262,7 +262,10 @@ struct StandbyClusterTests {
         let leading = await TestSupport.waitUntil(timeout: 60) { await pg0.api("/patroni").1["role"] as? String == "standby_leader" }
         #expect(leading, "\(pg0.log)")
         #expect(pg0.log.contains("initialized a new standby cluster: the standby leader follows the remote primary 127.0.0.1:\(remote.port)"), "\(pg0.log)")
-        #expect(remote.sql("SELECT active FROM pg_replication_slots WHERE slot_name = 'standby_cluster'") == "t", "the standby leader streams through its slot")
+        // The role is published when the server runs; its walreceiver connects a moment later.
+        #expect(await TestSupport.waitUntil(timeout: 15) {
+            remote.sql("SELECT active FROM pg_replication_slots WHERE slot_name = 'standby_cluster'") == "t"
+        }, "the standby leader streams through its slot: \(pg0.log.suffix(2000))")
         #expect(remote.sql("INSERT INTO t SELECT g FROM generate_series(101, 150) g") != nil)
         #expect(await TestSupport.waitUntil(timeout: 30) { pg0.sql("SELECT count(*) FROM t") == "150" }, "\(pg0.log)")
         #expect(pg0.sql("SELECT pg_is_in_recovery()") == "t")
