@@ -312,6 +312,15 @@ public struct PostgresSettings: Sendable, Equatable {
     /// the only copy of what this member wrote.
     public var removeOnRewindFailure = false
     public var removeOnDivergedTimelines = false
+    /// `postgresql.callbacks`: the command of each action (`CallbackAction`), run as Patroni
+    /// runs it, `CMD ACTION ROLE SCOPE`, in the background.
+    public var callbacks: [String: String] = [:]
+    /// `postgresql.pre_promote`: run before a promotion, which a non-zero exit cancels.
+    public var prePromote: String?
+    /// `postgresql.before_stop`: run, and waited for, before every stop of PostgreSQL.
+    public var beforeStop: String?
+    /// Patroni's callback actions, the keys of `postgresql.callbacks`.
+    public static let callbackActions = ["on_start", "on_stop", "on_restart", "on_reload", "on_role_change"]
     public init(listen: String, connectAddress: String, dataDir: String, pgpass: String,
                 superuser: PostgresUser, replication: PostgresUser) {
         self.listen = listen

@@ -22,8 +22,8 @@ extension ConfigReader {
                 b.users[name] = BootstrapUser(password: password, options: options)
             }
         }
-        let postInit = string(m["post_init"], "bootstrap.post_init")
-        let postBootstrap = string(m["post_bootstrap"], "bootstrap.post_bootstrap")
+        let postInit = command(m["post_init"], "bootstrap.post_init")
+        let postBootstrap = command(m["post_bootstrap"], "bootstrap.post_bootstrap")
         b.postBootstrap = postBootstrap ?? postInit
 
         if let v = m["recovery_timeout"], v != .null {

@@ -85,10 +85,14 @@ extension ConfigReader {
         let removeOnRewindFailure = m["remove_data_directory_on_rewind_failure"].map(\.isTruthy)
         let removeOnDivergedTimelines = m["remove_data_directory_on_diverged_timelines"].map(\.isTruthy)
         if let timeout, timeout < 0 { issue("postgresql.pg_ctl_timeout", "\(timeout): must not be negative") }
+        let callbacks = readCallbacks(m["callbacks"])
+        let prePromote = command(m["pre_promote"], "postgresql.pre_promote")
+        let beforeStop = command(m["before_stop"], "postgresql.before_stop")
 
         var known: Set<String> = ["listen", "connect_address", "data_dir", "bin_dir", "pgpass", "authentication",
                                   "parameters", "pg_hba", "create_replica_methods", "basebackup", "pg_ctl_timeout", "use_pg_rewind",
-                                  "remove_data_directory_on_rewind_failure", "remove_data_directory_on_diverged_timelines"]
+                                  "remove_data_directory_on_rewind_failure", "remove_data_directory_on_diverged_timelines",
+                                  "callbacks", "pre_promote", "before_stop"]
         var sections: [String: JSONValue] = [:]
         for (key, section) in m where !known.contains(key) {
             if methods.contains(key) || standbyMethodNames?.contains(key) == true {
@@ -119,7 +123,33 @@ extension ConfigReader {
         if let useRewind { pg.useRewind = useRewind }
         if let removeOnRewindFailure { pg.removeOnRewindFailure = removeOnRewindFailure }
         if let removeOnDivergedTimelines { pg.removeOnDivergedTimelines = removeOnDivergedTimelines }
+        pg.callbacks = callbacks
+        pg.prePromote = prePromote
+        pg.beforeStop = beforeStop
         return pg
+    }
+
+    /// `postgresql.callbacks`: a command for each of Patroni's actions; another key is listed
+    /// as not implemented.
+    mutating func readCallbacks(_ value: JSONValue?) -> [String: String] {
+        guard let m = map(value, "postgresql.callbacks") else { return [:] }
+        unknownKeys(m, known: Set(PostgresSettings.callbackActions), prefix: "postgresql.callbacks")
+        var out: [String: String] = [:]
+        for action in PostgresSettings.callbackActions {
+            if let text = command(m[action], "postgresql.callbacks.\(action)") { out[action] = text }
+        }
+        return out
+    }
+
+    /// A command line run without a shell (split as a shell would split its words); nil when
+    /// absent or empty.
+    mutating func command(_ value: JSONValue?, _ path: String) -> String? {
+        guard let text = string(value, path), !text.trimmingCharacters(in: .whitespaces).isEmpty else { return nil }
+        guard let words = UserOptions.shellWords(text), !words.isEmpty else {
+            issue(path, "\"\(text)\": an unbalanced quote or a trailing backslash")
+            return nil
+        }
+        return text
     }
 
     mutating func readUser(_ value: JSONValue?, _ path: String, required isRequired: Bool) -> PostgresUser? {

@@ -82,6 +82,13 @@ public actor Agent {
     /// The pause state the member key last showed: a change is published as soon as a cycle
     /// reads it, because `patronictl pause/resume --wait` gives members only loop_wait + 1 s.
     var publishedPause: Bool?
+    /// `postgresql.callbacks`, run in the background (`Callbacks.swift`), and the role they
+    /// last announced (nil: none yet; Patroni's `cb_called`).
+    let callbacks = CallbackRunner()
+    var callbackRole: String?
+    /// When a failed pre_promote made this member give the leader key back: it stays out of
+    /// the races for a ttl, as Patroni's does.
+    var prePromoteFailedAt: Date?
     /// Patroni's watchdog device, and Stork's self-fence (`Fencing`).
     let watchdog: Watchdog
     let selfFence: SelfFence

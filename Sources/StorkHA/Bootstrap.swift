@@ -135,7 +135,7 @@ extension Agent {
         let reason = oneLine("\(error)", limit: 2000)
         logger.error(Task.isCancelled ? "bootstrap cancelled by shutdown: \(reason)" : "bootstrap failed: \(reason)")
         status.update { $0.state = "initdb failed" }
-        await stopPostgresUncancelled()
+        await stopPostgresUncancelled(announce: false)
         // Once the system identifier is in `initialize` (the marker goes then too), the
         // cluster exists: its data directory and key stay.
         let initialize = try? await dcs.clusterView().initialize

@@ -61,7 +61,7 @@ extension Agent {
             return "recorded system identifier \(sysid) of the existing data directory in the initialize key"
 
         case .removeIncompleteWork:
-            await stopPostgresUncancelled()
+            await stopPostgresUncancelled(announce: false)
             if node.isRunning() { return "PostgreSQL does not stop; the unfinished data directory stays" }
             do {
                 let message = try await finishOrUndoIncompleteWork(view: view)

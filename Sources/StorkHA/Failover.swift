@@ -14,6 +14,9 @@ extension Agent {
     /// even it never leads from behind the cluster's timeline.
     func reasonNotToLead(view: ClusterView) async -> String? {
         if let watchdog = watchdogObjection { return watchdog }
+        if let failed = prePromoteFailedAt, Date().timeIntervalSince(failed) < Double(timing.ttl) {
+            return "backoff: skip leader race after pre_promote script failure and releasing the lock voluntarily"
+        }
         guard let server = try? await node.serverState() else { return "PostgreSQL does not answer" }
         let mine = WALStanding(wal: server.walPosition, replayed: server.replayLSN ?? server.walPosition, paused: server.replayPaused)
         if let behind = timelineObjection(mine: max(server.timeline, highestTimeline ?? 0), cluster: view.timeline) { return behind }
@@ -40,10 +43,17 @@ extension Agent {
     /// does, and lead. A promotion that fails gives the key back.
     func promoteToPrimary() async {
         let before = status.snapshot.server
+        guard await prePromoteAllows() else {
+            logger.warning("Releasing the leader key voluntarily because the pre-promote script failed")
+            prePromoteFailedAt = Date()
+            await releaseLeaderKey()
+            return
+        }
         do {
             // The server removes standby.signal itself when it promotes; the primary's
             // configuration (no upstream) is written after.
             try await node.promote()
+            announceRoleChange("primary")
             try await writeConfig(role: .primary)
             try await node.reload()
             // pg_control names the new timeline only after a checkpoint; a former primary's

@@ -86,6 +86,7 @@ extension Agent {
         if paused != publishedPause { await touchMember() }
 
         var local = await localSnapshot()
+        announceRunningServerFound(local)
         if longTasks.running == nil, local.running, local.inRecovery == true, followedLeader == nil,
            let leader = view.leader, leader != config.name, await runningUpstreamMatches(leader) {
             // A new agent beside a replica that already follows the leader: nothing to restart.

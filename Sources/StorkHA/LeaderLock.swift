@@ -28,10 +28,13 @@ extension Agent {
     /// did not stop (the next cycle tries again).
     func stopUnreadablePrimary() async {
         do {
-            try await node.stop(timeout: config.postgresql.pgCtlTimeout)
+            try await stopServer(announce: true)
         } catch {
             logger.error("failed to stop PostgreSQL: \(error); stopping it immediately")
-            do { try await node.stop(mode: "immediate", timeout: config.postgresql.pgCtlTimeout) } catch {
+            do {
+                try await node.stop(mode: "immediate", timeout: config.postgresql.pgCtlTimeout)
+                announceStopped()
+            } catch {
                 logger.critical("failed to stop PostgreSQL in immediate mode: \(error); it may still accept writes")
             }
         }

@@ -17,7 +17,7 @@ extension Agent {
     /// primary does (a restart as a replica on the old timeline could never stream).
     func demoteAndRejoin(leader: String) async {
         do {
-            if node.isRunning() { try await node.stop(timeout: config.postgresql.pgCtlTimeout) }
+            if node.isRunning() { try await stopServer(announce: true) }
         } catch {
             logger.error("failed to stop PostgreSQL: \(error)")
             return

@@ -104,11 +104,13 @@ extension Agent {
         }
     }
 
-    func startServer(role: ServerRole, timeout: Int? = nil) async {
+    /// Starts PostgreSQL in `role`; `restarted`: it was stopped for this start (on_restart).
+    func startServer(role: ServerRole, timeout: Int? = nil, restarted: Bool = false) async {
         do {
             try await writeConfig(role: role)
             try await node.start(timeout: timeout ?? config.postgresql.pgCtlTimeout)
             status.update { $0.postmasterStartTime = Date(); $0.pendingRestart = nil }
+            announceRunning(role, restarted: restarted)
             if let standby = remotePrimary(followedBy: role) {
                 followedLeader = .some(standby.upstreamLabel)
             } else if case .replica = role {
@@ -126,6 +128,7 @@ extension Agent {
         do {
             try await writeConfig(role: replicaRole())
             try await node.reload()
+            callback("on_reload", role: status.snapshot.role)
             followedLeader = .some(leader)
             logger.info("following \(leader ?? "nobody") without a restart (primary_conninfo reloaded)")
         } catch {
@@ -140,11 +143,11 @@ extension Agent {
     func restartAsReplica(standbyLeader: Bool = false, demoted: Bool = false) async {
         if demoted { divergenceUnchecked = true }
         do {
-            if node.isRunning() { try await node.stop(timeout: config.postgresql.pgCtlTimeout) }
+            if node.isRunning() { try await stopServer(announce: demoted) }
         } catch {
             logger.error("failed to stop PostgreSQL: \(error)")
             return
         }
-        await startServer(role: standbyLeader ? standbyLeaderRole() : replicaRole())
+        await startServer(role: standbyLeader ? standbyLeaderRole() : replicaRole(), restarted: !demoted)
     }
 }

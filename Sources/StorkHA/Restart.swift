@@ -95,7 +95,7 @@ extension Agent {
     func restartServer(role: ServerRole, timeout: Int?) async {
         logger.info("restarting PostgreSQL")
         do {
-            try await node.stop(timeout: config.postgresql.pgCtlTimeout)
+            try await stopServer(announce: false)
         } catch {
             logger.error("restart failed: PostgreSQL did not stop: \(error)")
             status.update { $0.state = "restart failed" }
@@ -105,9 +105,9 @@ extension Agent {
         if role == .primary, !(await refreshLeaderKey()) {
             logger.warning("lost the leader key during the restart: starting as a replica")
             divergenceUnchecked = true
-            await startServer(role: replicaRole(), timeout: startTimeout)
+            await startServer(role: replicaRole(), timeout: startTimeout, restarted: true)
         } else {
-            await startServer(role: role, timeout: startTimeout)
+            await startServer(role: role, timeout: startTimeout, restarted: true)
         }
         if node.isRunning() {
             status.update { $0.state = "running" }

@@ -35,6 +35,7 @@ extension Agent {
         do {
             try await writeConfig(role: written.role)
             try await node.reload()
+            if !first { callback("on_reload", role: status.snapshot.role) }
             if first {
                 logger.info("wrote the running server's configuration files as this agent would and reloaded PostgreSQL")
             } else if changed.isEmpty && hba == written.hba {

@@ -9,11 +9,11 @@ import StorkPostgres
 extension Agent {
     /// Stops PostgreSQL even when the calling task is cancelled (a shutdown during a long
     /// task): the process runner would tear a cancelled pg_ctl down at once.
-    func stopPostgresUncancelled(mode: String = "fast") async {
+    /// `announce`: on_stop is called (a bootstrap's clean-up calls none, as in Patroni).
+    func stopPostgresUncancelled(mode: String = "fast", announce: Bool = true) async {
         guard node.isRunning() else { return }
-        let node = self.node, timeout = config.postgresql.pgCtlTimeout, logger = self.logger
-        await Task.detached {
-            do { try await node.stop(mode: mode, timeout: timeout) } catch { logger.error("failed to stop PostgreSQL: \(error)") }
+        await Task.detached { [self] in
+            do { try await stopServer(mode: mode, announce: announce) } catch { logger.error("failed to stop PostgreSQL: \(error)") }
         }.value
     }
 
@@ -30,6 +30,7 @@ extension Agent {
         }
         if node.isRunning() { logger.info("stopping PostgreSQL") }
         await stopPostgresUncancelled()
+        await callbacks.wait(seconds: 5)
         // A primary that would not stop keeps the key until it expires: given back now, another
         // member could promote while this server still accepts writes.
         if releaseFencesOnShutdown() {
