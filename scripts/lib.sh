@@ -1,7 +1,7 @@
 # Shared by scripts/test, scripts/demo and scripts/bench.
 
 # apt packages Stork needs to build and to run its tests.
-STORK_APT_PACKAGES="postgresql-15 postgresql-client-15 libpq-dev libcurl4-openssl-dev libarchive-dev etcd-server etcd-client rsync pgbackrest barman bc openssl curl"
+STORK_APT_PACKAGES="postgresql-15 postgresql-client-15 libpq-dev libcurl4-openssl-dev libarchive-dev etcd-server etcd-client rsync pgbackrest barman bc openssl curl haproxy"
 
 # Installed without the packages they recommend: barman recommends openssh-server, which
 # would start an SSH server; the tests run Barman on this host, without SSH.
