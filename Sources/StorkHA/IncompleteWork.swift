@@ -15,6 +15,12 @@ extension Agent {
         let work = node.workInProgress() ?? .clone
         await node.stopOrphanedCopies()
         let dataDir = config.postgresql.dataDir
+        // A pg_ctl stopped above may have forked its postmaster already: nothing is moved or
+        // removed under a running server.
+        let running = await node.stopServersLeftBehind(within: 5)
+        guard running.isEmpty else {
+            throw PostgresError("PostgreSQL still runs on \(dataDir) (PID \(running.map(String.init).joined(separator: ", "))): the unfinished \(work.rawValue) stays until it has stopped")
+        }
         switch work {
         case .staged:
             logger.warning("a checked copy waits in \(node.stagingDirectory): putting it in place of \(dataDir)")

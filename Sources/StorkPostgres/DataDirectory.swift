@@ -376,4 +376,45 @@ extension PostgresNode {
         }
         for group in groups { kill(-group, SIGKILL) }
     }
+
+    /// The processes running PostgreSQL on this data directory, whether or not postmaster.pid
+    /// says so yet: a program given it with `-D` (pg_ctl, the shell it starts, postgres), or a
+    /// postgres process whose working directory it is. A pg_ctl stopped an instant after it
+    /// forked leaves a postmaster that writes postmaster.pid only later.
+    public func serverProcesses() -> [pid_t] {
+        let dir = settings.dataDir, resolved = URL(fileURLWithPath: dir).resolvingSymlinksInPath().path
+        let names: Set<String> = [dir, resolved]
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        return entries.compactMap { pid_t($0) }.filter { pid in
+            guard pid != getpid(), let raw = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+            let args = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            let named = zip(args, args.dropFirst()).contains { $0 == "-D" && names.contains($1) } || args.contains { arg in
+                (arg.hasPrefix("-D") && names.contains(String(arg.dropFirst(2))))
+                    || (arg.hasPrefix("--pgdata=") && names.contains(String(arg.dropFirst(9))))
+            }
+            if named { return true }
+            // A backend's title replaces its arguments ("postgres: checkpointer").
+            guard let first = args.first, (first as NSString).lastPathComponent == "postgres" || first.hasPrefix("postgres:"),
+                  let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd") else { return false }
+            return names.contains(cwd)
+        }
+    }
+
+    /// After ``stopOrphanedCopies()``: waits up to `seconds` until nothing runs PostgreSQL on
+    /// the data directory, stopping (immediate) a postmaster that shows itself meanwhile.
+    /// Returns what still runs: while anything does, the directory must not be moved or removed.
+    public func stopServersLeftBehind(within seconds: Double) async -> [pid_t] {
+        let deadline = Date().addingTimeInterval(seconds)
+        while true {
+            let running = serverProcesses()
+            if running.isEmpty || Date() >= deadline { return running }
+            if isRunning() {
+                logger.warning("a PostgreSQL server an earlier agent started runs on \(settings.dataDir): stopping it")
+                do { try await stop(mode: "immediate", timeout: settings.pgCtlTimeout) } catch {
+                    logger.error("could not stop it: \(error)")
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
 }

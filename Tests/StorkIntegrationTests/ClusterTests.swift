@@ -3,6 +3,7 @@ import Logging
 import Testing
 import StorkConfig
 import StorkDCS
+import StorkProcess
 import StorkTestSupport
 
 /// Reads the cluster as the agents wrote it, through the same backend code.
@@ -288,6 +289,41 @@ struct CrashDuringBootstrapTests {
             #expect(movedAside.isEmpty, "a bootstrapped cluster is kept\n\(m.log)")
         }
         #expect(!FileManager.default.fileExists(atPath: m.dataDir + ".stork-incomplete"))
+    }
+
+    /// A program still running PostgreSQL on the unfinished bootstrap's directory without a
+    /// postmaster.pid (here a stand-in naming it with -D, as the shell pg_ctl starts does; in
+    /// CI, the postmaster of a pg_ctl the agent stopped an instant after it forked): the
+    /// directory is neither moved nor removed until it has ended; then the agent goes on.
+    @Test(.timeLimit(.minutes(3)))
+    func aServerStillStartingKeepsTheDirectoryInPlace() async throws {
+        let dir = TestSupport.makeTempDir("stork-dcs")
+        defer { TestSupport.removeTree(dir) }
+        let cluster = TestCluster(dcs: .local(dir))
+        defer { cluster.destroy() }
+        let m = cluster.addMember("pg0")
+        try m.start()
+        #expect(await TestSupport.waitUntil(timeout: 30, interval: 0.005) { m.log.contains("starting PostgreSQL") }, "\(m.log)")
+        m.crash()
+        // Gone when the test ends; in a session of its own, as a forked postmaster would be.
+        let user = try #require(TestSupport.postgresUser)
+        let starting = try Companion.start(["/usr/bin/setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--init-groups",
+                                            "/bin/sh", "-c", "sleep 12", "postgres", "-D", m.dataDir], environment: [])
+        let startingPID = starting.pid
+        defer { kill(-startingPID, SIGKILL); starting.close(kill: true) }
+        let since = Date()
+        try m.start()
+        // For the stand-in's life (12 s, less what has passed): nothing moved aside, and the
+        // agent says why (after 5 s of waiting for it to end).
+        let movedAside = { (try? FileManager.default.contentsOfDirectory(atPath: m.base))?.filter { $0.hasPrefix("data_") } ?? [] }
+        while Date().timeIntervalSince(since) < 10 {
+            if !movedAside().isEmpty { Issue.record("moved aside while a server ran on it: \(movedAside())\n\(m.log)"); break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(m.log.contains("PostgreSQL still runs on \(m.dataDir) (PID "), "\(m.log)")
+        // Once it has ended, the unfinished bootstrap is moved aside and the agent bootstraps anew.
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        #expect(m.log.contains("removed the data directory left by an unfinished bootstrap"), "\(m.log)")
     }
 }
 
