@@ -83,6 +83,12 @@ public enum APIResponses {
         }
         var doc: [String: JSONValue] = ["members": .array(members), "scope": .string(config.scope)]
         if view.paused { doc["pause"] = .bool(true) }
+        if let failover = view.failover, let at = failover.scheduledAt {
+            var scheduled: [String: JSONValue] = ["at": .string(DateText.isoformat(at))]
+            if let leader = failover.leader { scheduled["from"] = .string(leader) }
+            if let candidate = failover.candidate { scheduled["to"] = .string(candidate) }
+            doc["scheduled_switchover"] = .object(scheduled)
+        }
         return .object(doc)
     }
 

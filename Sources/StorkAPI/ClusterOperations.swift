@@ -1,3 +1,4 @@
+import Foundation
 import StorkConfig
 import StorkHA
 
@@ -7,8 +8,10 @@ public protocol ClusterOperations: Sendable {
     var status: StatusBoard { get }
     /// `POST /reinitialize`: nil when the rebuild has started, else why not.
     func reinitialize(force: Bool, fromLeader: Bool) async -> String?
-    /// `POST /switchover` and `POST /failover`: the status code and text.
-    func manualFailover(leader: String?, candidate: String?, switchover: Bool) async -> (Int, String)
+    /// `POST /switchover` and `POST /failover` (`schedule`: `scheduled_at`, read), `DELETE
+    /// /switchover`: the status code and text.
+    func manualFailover(leader: String?, candidate: String?, switchover: Bool, schedule: Result<(Date, String), RefusedRequest>?) async -> (Int, String)
+    func cancelScheduledSwitchover() async -> (Int, String)
     /// `PATCH /config` (`replace` false) and `PUT /config` (`replace` true).
     func changeConfig(_ body: [String: JSONValue], replace: Bool) async -> Result<JSONValue, RefusedRequest>
     /// `POST /restart`, `DELETE /restart`: the status code and text.

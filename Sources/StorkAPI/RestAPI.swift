@@ -112,11 +112,13 @@ public enum RestAPI {
                 guard case .object(let map)? = JSONValue.parse(json: Data(body.readableBytesView)) else {
                     return text(400, "Bad request: a JSON object with leader and candidate is expected")
                 }
-                if map["scheduled_at"].map({ $0 != .null }) == true { return text(501, "scheduled \(path.dropFirst()) is not implemented by Stork yet") }
+                let schedule = map["scheduled_at"].flatMap { $0 == .null ? nil : RestartRequestParser.parseSchedule($0, action: "switchover", now: Date()) }
                 if let running = inFlight.begin("POST \(path)") { return busy(running) }
                 defer { inFlight.end() }
-                let (code, message) = await agent.manualFailover(leader: map["leader"]?.scalarText, candidate: map["candidate"]?.scalarText,
-                                                                  switchover: switchover)
+                // Patroni takes `member` for the candidate too.
+                let (code, message) = await agent.manualFailover(leader: map["leader"]?.scalarText,
+                                                                  candidate: (map["candidate"] ?? map["member"])?.scalarText,
+                                                                  switchover: switchover, schedule: schedule)
                 return text(code, message)
             }
         }
@@ -139,6 +141,11 @@ public enum RestAPI {
         router.delete("/restart") { request, context -> Response in
             if let refused = await refusal(request, context, access) { return refused }
             let (code, message) = await agent.cancelScheduledRestart()
+            return text(code, message)
+        }
+        router.delete("/switchover") { request, context -> Response in
+            if let refused = await refusal(request, context, access) { return refused }
+            let (code, message) = await agent.cancelScheduledSwitchover()
             return text(code, message)
         }
         // Handled as SIGHUP is, by the next cycle (Patroni answers the same before it reloads).

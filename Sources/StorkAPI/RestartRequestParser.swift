@@ -11,13 +11,10 @@ public enum RestartRequestParser {
             return .failure(RefusedRequest(400, "Unknown filter for the scheduled restart: \(key)"))
         }
         if let value = body["schedule"] {
-            guard case .string(let text) = value, let (date, zoned) = timestamp(text) else {
-                return .failure(RefusedRequest(422, "Unable to parse scheduled timestamp. It should be in an unambiguous format, e.g. ISO 8601"))
+            switch parseSchedule(value, action: "restart", now: now) {
+            case .failure(let refused): return .failure(refused)
+            case .success(let (date, text)): request.schedule = date; request.scheduleText = text
             }
-            guard zoned else { return .failure(RefusedRequest(400, "Timezone information is mandatory for the scheduled restart")) }
-            guard date > now else { return .failure(RefusedRequest(422, "Cannot schedule restart in the past")) }
-            request.schedule = date
-            request.scheduleText = text
         }
         if let value = body["role"] {
             guard case .string(let role) = value, ["primary", "standby_leader", "replica"].contains(role) else {
@@ -47,28 +44,15 @@ public enum RestartRequestParser {
         return .success(request)
     }
 
-    /// An ISO 8601 time (`2030-01-01T00:00:00+00:00`, `2030-01-01 00:00Z`, fractions allowed) and
-    /// whether it names its offset; nil for anything else.
-    static func timestamp(_ text: String) -> (Date, Bool)? {
-        let pattern = #/^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?\s*(Z|[+-]\d{2}:?\d{2})?$/#
-        guard let m = text.trimmingCharacters(in: .whitespaces).wholeMatch(of: pattern) else { return nil }
-        var parts = DateComponents()
-        parts.year = Int(m.1); parts.month = Int(m.2); parts.day = Int(m.3)
-        parts.hour = Int(m.4); parts.minute = Int(m.5); parts.second = m.6.flatMap { Int($0) } ?? 0
-        if let fraction = m.7 { parts.nanosecond = Int(fraction.padding(toLength: 9, withPad: "0", startingAt: 0)) }
-        var zone = TimeZone.current
-        if let offset = m.8 {
-            if offset == "Z" { zone = TimeZone(secondsFromGMT: 0)! } else {
-                let digits = offset.dropFirst().replacingOccurrences(of: ":", with: "")
-                let seconds = (Int(digits.prefix(2))! * 60 + Int(digits.suffix(2))!) * 60
-                zone = TimeZone(secondsFromGMT: offset.hasPrefix("-") ? -seconds : seconds)!
-            }
+    /// A time a request schedules something at (`POST /restart`'s `schedule`, `POST
+    /// /switchover`'s `scheduled_at`), checked as Patroni's `parse_schedule` checks it.
+    static func parseSchedule(_ value: JSONValue, action: String, now: Date) -> Result<(Date, String), RefusedRequest> {
+        guard case .string(let text) = value, let (date, zoned) = DateText.timestamp(text) else {
+            return .failure(RefusedRequest(422, "Unable to parse scheduled timestamp. It should be in an unambiguous format, e.g. ISO 8601"))
         }
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = zone
-        guard let date = calendar.date(from: parts), calendar.dateComponents([.year, .month, .day, .hour, .minute], from: date)
-            == DateComponents(year: parts.year, month: parts.month, day: parts.day, hour: parts.hour, minute: parts.minute) else { return nil }
-        return (date, m.8 != nil)
+        guard zoned else { return .failure(RefusedRequest(400, "Timezone information is mandatory for the scheduled \(action)")) }
+        guard date > now else { return .failure(RefusedRequest(422, "Cannot schedule \(action) in the past")) }
+        return .success((date, text))
     }
 
     /// Patroni's time with units (base unit seconds): `300`, `5min`, `2h`, `1d`, `1500ms`.

@@ -120,15 +120,19 @@ public struct StoredConfig: Sendable, Equatable {
 public struct ManualFailover: Sendable, Equatable {
     public var leader: String?
     public var candidate: String?
-    public init(leader: String?, candidate: String?) {
+    /// `scheduled_at`: a switchover the leader carries out at that time, not at once.
+    public var scheduledAt: Date?
+    public init(leader: String?, candidate: String?, scheduledAt: Date? = nil) {
         self.leader = leader
         self.candidate = candidate
+        self.scheduledAt = scheduledAt
     }
 
     public var value: String {
         var m: [String: JSONValue] = [:]
         if let leader { m["leader"] = .string(leader) }
         if let candidate { m["member"] = .string(candidate) }
+        if let scheduledAt { m["scheduled_at"] = .string(DateText.isoformat(scheduledAt)) }
         return JSONValue.object(m).jsonString(sortedKeys: true)
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import StorkConfig
 import StorkDCS
 import StorkPostgres
@@ -77,6 +78,10 @@ public struct Snapshot: Sendable, Equatable {
     /// Maintenance mode (`pause` in the cluster's configuration): the agent starts, stops,
     /// promotes and demotes nothing by itself (`decidePaused`).
     public var paused = false
+    /// The time of the look, and `loop_wait`: a scheduled switchover is carried out within a
+    /// loop_wait of its time, and dropped when it is more than 1.5 loop_wait past (Patroni's rule).
+    public var now = Date()
+    public var loopWait = 10
 
     public init(me: String, cluster: ClusterView, local: LocalSnapshot, mayBootstrap: Bool = true, mayLead: Bool = true,
                 runningTask: String? = nil, mayCloneWithoutLeader: Bool = false) {
@@ -151,6 +156,8 @@ public enum Decision: Sendable, Equatable {
     /// A running primary holding the key and a `failover` key that names another member (or
     /// any): stop, give the key back, start as a replica.
     case stepDown(candidate: String?)
+    /// A running primary holding the key and a switchover scheduled for later: hold the key.
+    case awaitScheduledSwitchover(at: Date)
     /// A running replica that follows `leader` (nil: nobody): nothing to change.
     case follow(leader: String?)
     /// A running replica that follows someone else: write `primary_conninfo` for `leader`,
@@ -231,6 +238,7 @@ public func decide(_ s: Snapshot) -> Decision {
         if s.iAmLeader {
             // A switchover or failover asked for through the REST API: hand the key over.
             if let f = cluster.failover {
+                if let waiting = scheduledSwitchover(f, s) { return waiting }
                 if let named = f.leader, named != s.me {
                     return .holdLeaderClearingFailover(reason: "it names \(named) as the leader, and \(s.me) leads")
                 }
@@ -284,6 +292,7 @@ func decidePaused(_ s: Snapshot) -> Decision {
     }
     if local.inRecovery == false {
         if s.iAmLeader {
+            if let f = cluster.failover, let waiting = scheduledSwitchover(f, s) { return waiting }
             if let f = cluster.failover, let candidate = f.candidate, candidate != me, f.leader == nil || f.leader == me {
                 return .stepDown(candidate: candidate)
             }
@@ -307,6 +316,18 @@ func decidePaused(_ s: Snapshot) -> Decision {
     if s.iAmLeader { return .releaseLeaderKey(reason: "postgres is not running as primary") }
     guard let leader = cluster.leader else { return .paused("no action. I am (\(me))") }
     return follow(leader, s)
+}
+
+/// A scheduled switchover the leader does not carry out this cycle: one whose time is more
+/// than a loop_wait away (wait), or more than 1.5 loop_wait past (dropped); nil when it is due.
+private func scheduledSwitchover(_ f: ManualFailover, _ s: Snapshot) -> Decision? {
+    guard let at = f.scheduledAt else { return nil }
+    let delta = at.timeIntervalSince(s.now)
+    if delta > Double(s.loopWait) { return .awaitScheduledSwitchover(at: at) }
+    if delta < -1.5 * Double(s.loopWait) {
+        return .holdLeaderClearingFailover(reason: "Found a stale failover value, cleaning up: \(DateText.isoformat(at))")
+    }
+    return nil
 }
 
 /// A running replica follows `upstream` (nil: nobody): as it is, or after a change of

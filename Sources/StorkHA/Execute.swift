@@ -97,6 +97,9 @@ extension Agent {
                 await agent.startServer(role: agent.replicaRole())
             }
 
+        case .awaitScheduledSwitchover(let at):
+            logger.info("Awaiting failover at \(DateText.isoformat(at)) (in \(Int(at.timeIntervalSinceNow.rounded())) seconds)")
+            fallthrough
         case .holdLeader:
             if await refreshLeaderKey() {
                 if let lsn = status.snapshot.server?.walPosition { try? await dcs.writeLeaderOptime(lsn) }
@@ -174,6 +177,11 @@ extension Agent {
             return "failed to acquire the leader lock"
 
         case .stepDown(let candidate):
+            if let at = view.failover?.scheduledAt {
+                // Due within a loop_wait: to the second, as Patroni's.
+                if at > Date() { try? await Task.sleep(for: .seconds(at.timeIntervalSinceNow)) }
+                logger.info("Manual scheduled failover at \(DateText.isoformat(at))")
+            }
             return launch("demoting", state: "stopping", "manual failover: demoting myself" + (candidate.map { " in favour of \($0)" } ?? "")) { agent in
                 await agent.stepDown()
             }

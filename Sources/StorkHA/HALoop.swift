@@ -108,6 +108,7 @@ extension Agent {
                                 mayCloneWithoutLeader: config.postgresql.replicaMethods.contains(where: \.noLeader))
         snapshot.remotePrimary = standbyCluster?.upstreamLabel
         snapshot.paused = paused
+        snapshot.loopWait = timing.loopWait
         if longTasks.running == nil {
             logger.info("Lock owner: \(view.leader ?? "None"); I am \(config.name)")
         }

@@ -222,6 +222,17 @@ private let cases: [DecisionCase] = [
     .init(label: "the leader and a switchover to pg1: step down",
           snapshot: Snapshot(me: "pg0", cluster: { var v = leaderView; v.failover = ManualFailover(leader: "pg0", candidate: "pg1"); return v }(),
                              local: runningPrimary), expected: .stepDown(candidate: "pg1")),
+    .init(label: "the leader and a switchover scheduled in 11 s (loop_wait 10): hold the key, wait",
+          snapshot: scheduled(in: 11), expected: .awaitScheduledSwitchover(at: Date(timeIntervalSince1970: 1_000_011))),
+    .init(label: "the leader and a switchover due within loop_wait: step down",
+          snapshot: scheduled(in: 9), expected: .stepDown(candidate: "pg1")),
+    .init(label: "the leader and a switchover 14 s past: still carried out",
+          snapshot: scheduled(in: -14), expected: .stepDown(candidate: "pg1")),
+    .init(label: "the leader and a switchover more than 1.5 loop_wait past: dropped",
+          snapshot: scheduled(in: -16),
+          expected: .holdLeaderClearingFailover(reason: "Found a stale failover value, cleaning up: \(DateText.isoformat(Date(timeIntervalSince1970: 999_984)))")),
+    .init(label: "paused, the leader and a switchover scheduled in 11 s: hold the key, wait",
+          snapshot: paused(scheduled(in: 11)), expected: .awaitScheduledSwitchover(at: Date(timeIntervalSince1970: 1_000_011))),
     .init(label: "no leader, a failover to another running member: wait for it",
           snapshot: Snapshot(me: "pg2", cluster: ClusterView(initialize: "7001", members: [Member(name: "pg1", data: .object(["state": .string("running")]))],
                                                              failover: ManualFailover(leader: "pg0", candidate: "pg1")),
@@ -286,6 +297,15 @@ private let pausedCases: [DecisionCase] = [
     .init(label: "paused, a long task runs: it is waited for",
           snapshot: paused(Snapshot(me: "pg0", cluster: leaderView, local: runningPrimary, runningTask: "restart")), expected: .waitForTask("restart")),
 ]
+
+/// pg0 leads and a switchover to pg1 is scheduled `seconds` from the snapshot's time.
+private func scheduled(in seconds: Double) -> Snapshot {
+    var view = leaderView
+    view.failover = ManualFailover(leader: "pg0", candidate: "pg1", scheduledAt: Date(timeIntervalSince1970: 1_000_000 + seconds))
+    var s = Snapshot(me: "pg0", cluster: view, local: runningPrimary)
+    s.now = Date(timeIntervalSince1970: 1_000_000)
+    return s
+}
 
 @Suite("The agent's decision table")
 struct DecisionTests {

@@ -199,6 +199,11 @@ struct DynamicConfigTests {
         #expect(replica.sql("SELECT pg_is_in_recovery()") == "t", "the replica promoted while paused")
         #expect(replica.log.contains("PAUSE: no action. I am (\(replica.name))"), "\(replica.log.suffix(3000))")
 
+        // A failover to a named candidate, with no leader (its main use): the replica promotes, paused.
+        let failover = try ctl.run(["failover", cluster.scope, "--candidate", replica.name, "--force"], timeout: 60)
+        #expect(failover.output.contains("Successfully failed over to \"\(replica.name)\""), "\(failover.output)\n\(cluster.logs())")
+        #expect(replica.sql("SELECT pg_is_in_recovery()") == "f", "\(replica.log.suffix(3000))")
+
         let resume = try ctl.run(["resume", cluster.scope, "--wait"])
         #expect(resume.status == 0 && resume.output.contains("Success: cluster management is resumed"), "\(resume.output)")
         #expect(await TestSupport.waitUntil(timeout: 60) { await cluster.primaries().count == 1 }, "\(cluster.logs())")

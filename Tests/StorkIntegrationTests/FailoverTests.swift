@@ -1,4 +1,5 @@
 import Foundation
+import StorkConfig
 import Testing
 import StorkDCS
 import StorkTestSupport
@@ -210,10 +211,18 @@ struct FailoverTests {
             let lines = r.output.split(separator: "\n", omittingEmptySubsequences: false)
             return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
         }
-        #expect(try post("{\"leader\": \"pg0\", \"candidate\": \"pg0\"}") == (412, "Switchover target and source are the same"))
+        #expect(try post("{\"leader\": \"pg0\", \"candidate\": \"pg0\"}") == (400, "Switchover target and source are the same"))
         #expect(try post("{\"leader\": \"pg1\", \"candidate\": \"pg0\"}") == (412, "leader name does not match"))
         #expect(try post("{\"candidate\": \"pg1\"}") == (400, "Switchover could be performed only from a specific leader"))
-        #expect(try post("{\"leader\": \"pg0\", \"candidate\": \"nosuch\"}") == (412, "candidate name does not match with any member"))
+        #expect(try post("{\"leader\": \"pg0\", \"candidate\": \"nosuch\"}") == (412, "candidate does not exists"))
+        // Schedules Patroni refuses, and a failover, which cannot be scheduled.
+        #expect(try post(#"{"leader": "pg0", "candidate": "pg1", "scheduled_at": "tomorrow"}"#)
+                == (422, "Unable to parse scheduled timestamp. It should be in an unambiguous format, e.g. ISO 8601"))
+        #expect(try post(#"{"leader": "pg0", "candidate": "pg1", "scheduled_at": "2030-01-01T00:00:00"}"#)
+                == (400, "Timezone information is mandatory for the scheduled switchover"))
+        #expect(try post(#"{"leader": "pg0", "candidate": "pg1", "scheduled_at": "2020-01-01T00:00:00+00:00"}"#)
+                == (422, "Cannot schedule switchover in the past"))
+        #expect(try runEtcdctl(etcd, ["get", "--print-value-only", "/service/so/failover"]).isEmpty, "a refused request wrote the key")
         #expect(pg0.sql("CREATE TABLE t AS SELECT 1 AS i") != nil)
         let answer = try post("{\"leader\": \"pg0\", \"candidate\": \"pg1\"}")
         #expect(answer == (200, "Successfully switched over to \"pg1\""), "\(answer)\n\(cluster.logs())")
@@ -223,6 +232,35 @@ struct FailoverTests {
         #expect(pg0.log.contains("manual failover: demoting myself in favour of pg1"), "\(pg0.log)")
         #expect(pg1.sql("INSERT INTO t VALUES (2)") != nil)
         #expect(await TestSupport.waitUntil(timeout: 20) { pg0.sql("SELECT count(*) FROM t") == "2" })
+        #expect(try runEtcdctl(etcd, ["get", "--print-value-only", "/service/so/failover"]).isEmpty)
+
+        // Scheduled with patronictl: 202 at once, shown by patronictl list and GET /cluster,
+        // the leader awaits it, and at its time pg0 leads again.
+        let ctl = try Patronictl(cluster: cluster, etcd: etcd)
+        #expect(await TestSupport.waitUntil(timeout: 20) { await pg0.api("/patroni").1["state"] as? String == "running" })
+        let at = Date().addingTimeInterval(8)
+        let scheduled = try ctl.run(["switchover", cluster.scope, "--leader", "pg1", "--candidate", "pg0",
+                                     "--scheduled", DateText.isoformat(at), "--force"])
+        #expect(scheduled.status == 0 && scheduled.output.contains("Switchover scheduled"), "\(scheduled.output)")
+        let listed = try ctl.run(["list", cluster.scope])
+        #expect(listed.output.contains("Switchover scheduled at: "), "\(listed.output)")
+        let clusterDoc = await pg1.api("/cluster").1
+        #expect((clusterDoc["scheduled_switchover"] as? [String: Any]).map { $0["from"] as? String == "pg1" && $0["to"] as? String == "pg0" } == true,
+                "\(clusterDoc)")
+        #expect(await TestSupport.waitUntil(timeout: 5) { pg1.log.contains("Awaiting failover at ") }, "\(pg1.log.suffix(2000))")
+        #expect(pg1.sql("SELECT NOT pg_is_in_recovery()") == "t", "switched before its time")
+        #expect(await TestSupport.waitUntil(timeout: 40) { pg0.sql("SELECT NOT pg_is_in_recovery()") == "t" }, "\(cluster.logs())")
+        #expect(Date() >= at.addingTimeInterval(-0.5), "switched before its time")
+        #expect(pg1.log.contains("Manual scheduled failover at "), "\(pg1.log.suffix(2000))")
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+
+        // One far ahead, flushed with patronictl; DELETE /switchover then finds none.
+        let later = try ctl.run(["switchover", cluster.scope, "--leader", "pg0", "--candidate", "pg1",
+                                 "--scheduled", DateText.isoformat(Date().addingTimeInterval(3600)), "--force"])
+        #expect(later.output.contains("Switchover scheduled"), "\(later.output)")
+        let flushed = try ctl.run(["flush", cluster.scope, "switchover", "--force"])
+        #expect(flushed.output.contains("scheduled switchover deleted"), "\(flushed.output)")
+        #expect(await pg0.send("DELETE", "/switchover", "") == (404, "no switchover is scheduled"))
         #expect(try runEtcdctl(etcd, ["get", "--print-value-only", "/service/so/failover"]).isEmpty)
     }
 
