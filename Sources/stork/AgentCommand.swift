@@ -72,10 +72,21 @@ struct AgentCommand: AsyncParsableCommand {
         // A DCS that refuses the configured credentials or certificates will not change its
         // mind: say which key is wrong and start nothing. An unreachable one may come back.
         do {
-            _ = try await dcs.clusterView()
+            let view = try await dcs.clusterView()
+            // Patroni's ensure_unique_name: a member key of this name whose REST API answers at
+            // all is another node running under the same name (an operator's copy-paste).
+            if let api = view.member(named: config.name)?.apiURL {
+                let base = api.hasSuffix("/patroni") ? String(api.dropLast("/patroni".count)) : api
+                if (try? await MemberAPIClient(config: config, timeout: 3).request("GET", url: base + "/liveness")) != nil {
+                    logger.critical("Can't start; there is already a node named '\(config.name)' running")
+                    throw ExitCode(1)
+                }
+            }
         } catch let error as DCSError where error.configurationKey != nil {
             FileHandle.standardError.write(Data("\(error.configurationKey!): \(error.message)\n".utf8))
             throw ExitCode(2)
+        } catch let exit as ExitCode {
+            throw exit
         } catch {
             logger.warning("DCS not reachable at start: \(error); the agent keeps trying")
         }

@@ -1,0 +1,42 @@
+import Foundation
+import Testing
+import StorkTestSupport
+
+/// Start-up as Patroni's: a `data_dir` whose parents do not exist yet is created (0700) and
+/// bootstrapped; a second node started under a name a running member has is refused before it
+/// touches anything (Patroni's "Can't start; there is already a node named ... running").
+@Suite("Start-up: a data_dir without parents, a name already taken", .serialized)
+struct StartupTests {
+    @Test(.timeLimit(.minutes(3)))
+    func missingParentsAndATakenName() async throws {
+        let dcsDir = TestSupport.makeTempDir("stork-dcs")
+        let cluster = TestCluster(scope: "startup", dcs: .local(dcsDir))
+        let other = TestSupport.makeTempDir("stork-it")
+        defer { cluster.destroy(); TestSupport.removeTree(dcsDir); TestSupport.removeTree(other) }
+        let pg0 = cluster.addMember("pg0")
+        let nested = pg0.base + "/not/yet/there/data"
+        let text = try String(contentsOfFile: pg0.configPath, encoding: .utf8)
+        try text.replacingOccurrences(of: "data_dir: \(pg0.dataDir)\n", with: "data_dir: \(nested)\n")
+            .write(toFile: pg0.configPath, atomically: false, encoding: .utf8)
+        try pg0.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        #expect(pg0.sql("SHOW data_directory") == nested)
+        for dir in [pg0.base + "/not", pg0.base + "/not/yet", pg0.base + "/not/yet/there"] {
+            let mode = (try FileManager.default.attributesOfItem(atPath: dir)[.posixPermissions] as? Int) ?? 0
+            #expect(mode == 0o700, "\(dir): \(String(mode, radix: 8))")
+        }
+
+        // The same name on another host (here another directory and ports): exit 1, nothing touched.
+        #expect(await TestSupport.waitUntil(timeout: 10) { await pg0.api("/patroni").1["state"] as? String == "running" })
+        let twin = TestMember(name: "pg0", scope: cluster.scope, dcs: cluster.dcs, root: other)
+        try twin.start()
+        let status = await twin.waitForExit(timeout: 30)
+        #expect(status == 1, "\(twin.log)")
+        #expect(twin.log.contains("Can't start; there is already a node named 'pg0' running"), "\(twin.log)")
+        #expect(!FileManager.default.fileExists(atPath: twin.dataDir), "the twin made a data directory")
+        #expect(await pg0.api("/primary").0 == 200, "\(pg0.log.suffix(2000))")
+        let doc = await pg0.api("/cluster").1
+        let members = (doc["members"] as? [[String: Any]] ?? []).compactMap { $0["api_url"] as? String }
+        #expect(members == ["http://127.0.0.1:\(pg0.apiPort)/patroni"], "\(doc)")
+    }
+}
