@@ -94,7 +94,8 @@ public protocol DCS: Sendable {
     func writeLeaderOptime(_ lsn: Int) async throws
     /// Appends a promotion to `history`, as Patroni records it: `[timeline, lsn, reason,
     /// time, new leader]`, `timeline` being the one that ended at `lsn`.
-    func appendHistory(timeline: Int, lsn: Int, reason: String, newLeader: String) async throws
+    /// `keep`: at most that many entries stay, the newest (`max_timelines_history`; 0: all).
+    func appendHistory(timeline: Int, lsn: Int, reason: String, newLeader: String, keep: Int) async throws
     /// Writes `failover` (`{"leader": ..., "member": ...}`, Patroni's), or deletes it (nil).
     func setFailover(_ failover: ManualFailover?) async throws
     /// Seconds until the leader key's lease runs out (nil: no leader key, or no lease), so that
@@ -139,11 +140,12 @@ public struct ManualFailover: Sendable, Equatable {
 
 extension DCSKeys {
     /// `history` with one more entry.
-    public static func historyValue(appending entry: (timeline: Int, lsn: Int, reason: String, newLeader: String), to current: String?) -> String {
+    public static func historyValue(appending entry: (timeline: Int, lsn: Int, reason: String, newLeader: String), to current: String?, keep: Int = 0) -> String {
         var items: [JSONValue] = []
         if let current, case .array(let old)? = JSONValue.parse(json: Data(current.utf8)) { items = old }
         items.append(.array([.int(entry.timeline), .int(entry.lsn), .string(entry.reason), .string(DateText.isoformat(Date())),
                              .string(entry.newLeader)]))
+        if keep > 0 && items.count > keep { items.removeFirst(items.count - keep) }
         return String(decoding: JSONValue.array(items).jsonData(sortedKeys: true), as: UTF8.self)
     }
 }

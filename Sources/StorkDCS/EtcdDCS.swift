@@ -146,13 +146,13 @@ public final class EtcdDCS: DCS {
         }
     }
 
-    public func appendHistory(timeline: Int, lsn: Int, reason: String, newLeader: String) async throws {
+    public func appendHistory(timeline: Int, lsn: Int, reason: String, newLeader: String, keep: Int) async throws {
         let keys = self.keys
         _ = try await client.run { conn throws(EtcdFailure) in
             let answer = try conn.call("/kv/range", .object(["key": .string(EtcdClient.base64(keys.history))]))
             var current: String?
             if case .array(let kvs)? = answer["kvs"], let kv = kvs.first { current = EtcdClient.text(base64: kv["value"]) }
-            let value = DCSKeys.historyValue(appending: (timeline, lsn, reason, newLeader), to: current)
+            let value = DCSKeys.historyValue(appending: (timeline, lsn, reason, newLeader), to: current, keep: keep)
             _ = try conn.call("/kv/put", Self.putFields(keys.history, value, lease: nil))
         }
     }

@@ -130,10 +130,10 @@ public final class LocalDCS: DCS {
         }
     }
 
-    public func appendHistory(timeline: Int, lsn: Int, reason: String, newLeader: String) async throws {
+    public func appendHistory(timeline: Int, lsn: Int, reason: String, newLeader: String, keep: Int) async throws {
         let keys = self.keys
         try await withStore { store, _ in
-            let value = DCSKeys.historyValue(appending: (timeline, lsn, reason, newLeader), to: store.keys[keys.history]?.value)
+            let value = DCSKeys.historyValue(appending: (timeline, lsn, reason, newLeader), to: store.keys[keys.history]?.value, keep: keep)
             store.keys[keys.history] = LocalStore.Entry(value: value, lease: nil)
         }
     }

@@ -65,8 +65,14 @@ extension Agent {
             logger.info("promoted: timeline \(after?.timeline ?? 0), at \(LSN.format(before?.walPosition ?? 0))")
             if lastView.failover != nil { try? await dcs.setFailover(nil) }
             if let before, let after {
-                do { try await dcs.appendHistory(timeline: before.timeline, lsn: before.walPosition, reason: "no recovery target specified",
-                                                 newLeader: config.name) } catch { logger.warning("could not update history: \(error)") }
+                // The new timeline's history file says where it forked off which one, as
+                // Patroni reads it; a replica's own report of its timeline can lag (an idle
+                // WAL receiver still names the timeline it started on).
+                let fork = try? await node.timelineHistory(fromConnURL: node.connURL, timeline: after.timeline).last
+                do {
+                    try await dcs.appendHistory(timeline: fork?.parent ?? before.timeline, lsn: fork?.switchpoint ?? before.walPosition,
+                                                reason: "no recovery target specified", newLeader: config.name, keep: maxTimelinesHistory)
+                } catch { logger.warning("could not update history: \(error)") }
                 try? await dcs.writeLeaderOptime(after.walPosition)
             }
         } catch {

@@ -70,6 +70,12 @@ func clusterTiming(config: Config, dynamic: JSONValue?) -> (timing: ClusterTimin
 }
 
 extension Agent {
+    /// `max_timelines_history` of the cluster-wide configuration: how many entries the
+    /// `history` key keeps (Patroni's default 0: all).
+    var maxTimelinesHistory: Int {
+        max(0, clusterConfig(config, lastView.config)["max_timelines_history"]?.intValue ?? 0)
+    }
+
     /// `primary_start_timeout` (Patroni's alias `master_start_timeout`), seconds, default 300.
     var primaryStartTimeout: Int {
         let cluster = clusterConfig(config, lastView.config)

@@ -211,6 +211,8 @@ struct FailoverTests {
             let lines = r.output.split(separator: "\n", omittingEmptySubsequences: false)
             return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
         }
+        // The history key keeps the newest entry only (checked after the second switchover).
+        #expect(await pg0.send("PATCH", "/config", #"{"max_timelines_history": 1}"#).0 == 200)
         #expect(try post("{\"leader\": \"pg0\", \"candidate\": \"pg0\"}") == (400, "Switchover target and source are the same"))
         #expect(try post("{\"leader\": \"pg1\", \"candidate\": \"pg0\"}") == (412, "leader name does not match"))
         #expect(try post("{\"candidate\": \"pg1\"}") == (400, "Switchover could be performed only from a specific leader"))
@@ -261,6 +263,8 @@ struct FailoverTests {
         let flushed = try ctl.run(["flush", cluster.scope, "switchover", "--force"])
         #expect(flushed.output.contains("scheduled switchover deleted"), "\(flushed.output)")
         #expect(await pg0.send("DELETE", "/switchover", "") == (404, "no switchover is scheduled"))
+        let history = try runEtcdctl(etcd, ["get", "--print-value-only", "/service/so/history"])
+        #expect(history.hasPrefix("[[2,") && history.components(separatedBy: "],[").count == 1, "\(history)")
         #expect(try runEtcdctl(etcd, ["get", "--print-value-only", "/service/so/failover"]).isEmpty)
     }
 
