@@ -5,7 +5,10 @@ extension ConfigReader {
     mutating func readBootstrap(_ value: JSONValue?, archiveSection: JSONValue?) -> BootstrapSettings {
         var b = BootstrapSettings()
         guard let m = map(value, "bootstrap") else { return b }
-        if let dcs = map(m["dcs"], "bootstrap.dcs") { b.dcs = readBootstrapDCS(dcs) }
+        if let dcs = map(m["dcs"], "bootstrap.dcs") {
+            b.dcs = readBootstrapDCS(dcs)
+            unimplemented += DynamicConfig.withoutEffect(dcs, prefix: "bootstrap.dcs.")
+        }
         if let method = string(m["method"], "bootstrap.method"), !method.isEmpty { b.method = method }
         if let initdb = m["initdb"], initdb != .null {
             _ = UserOptions.process(initdb, refused: UserOptions.refusedInitdbOptions, path: "bootstrap.initdb", issues: &issues)

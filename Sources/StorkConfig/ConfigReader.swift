@@ -150,6 +150,13 @@ struct ConfigReader {
         let postgresql = readPostgres(root["postgresql"])
         var tags: [String: JSONValue] = [:]
         if let t = map(root["tags"], "tags") { tags = t }
+        // Patroni's topology tags that Stork does not act on yet (issue 19); other tags are the
+        // operator's own and pass as they are.
+        for key in ["replicatefrom", "nosync", "sync_priority", "nostream"] where tags[key]?.isSet == true {
+            unimplemented.append("tags.\(key)")
+        }
+        // 1 is Patroni's default; 0 would keep the member from leading, as nofailover does.
+        if let priority = tags["failover_priority"], priority.intValue != 1 { unimplemented.append("tags.failover_priority") }
         let archive = readArchive(root["archive"])
         let watchdog = readWatchdog(root["watchdog"])
 

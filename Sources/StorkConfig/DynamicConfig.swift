@@ -13,6 +13,32 @@ public enum DynamicConfig {
         "postgresql", "standby_cluster", "slots", "ignore_slots", "member_slots_ttl",
     ]
 
+    /// Keys Stork accepts and does not act on yet (synchronous replication, slots and failsafe
+    /// come with issue 19; primary_stop_timeout acts only in synchronous mode).
+    static let notImplemented: Set<String> = [
+        "maximum_lag_on_syncnode", "synchronous_mode", "synchronous_mode_strict", "synchronous_node_count", "failsafe_mode",
+        "slots", "ignore_slots", "member_slots_ttl", "primary_stop_timeout", "master_stop_timeout",
+    ]
+    /// The keys of `postgresql` in the dynamic configuration that Stork applies.
+    static let postgresqlKeys: Set<String> = [
+        "parameters", "pg_hba", "use_slots", "use_pg_rewind",
+        "remove_data_directory_on_rewind_failure", "remove_data_directory_on_diverged_timelines",
+    ]
+
+    /// The keys of `config` (`bootstrap.dcs` or the DCS key) that have no effect in Stork,
+    /// as paths under `prefix`: unknown ones, and set ones Stork does not act on yet (one set
+    /// to false, 0 or empty changes nothing, so it is not named).
+    public static func withoutEffect(_ config: [String: JSONValue], prefix: String) -> [String] {
+        var out: [String] = []
+        for (key, value) in config {
+            if !keys.contains(key) || (notImplemented.contains(key) && value.isSet) { out.append(prefix + key) }
+        }
+        if case .object(let pg)? = config["postgresql"] {
+            for (key, value) in pg where !postgresqlKeys.contains(key) && value.isSet { out.append(prefix + "postgresql." + key) }
+        }
+        return out.sorted()
+    }
+
     /// Patroni's merge for `PATCH /config`: a key whose value is null is removed, an object
     /// merges into an object key by key, anything else replaces what was there.
     public static func patched(_ current: [String: JSONValue], with patch: [String: JSONValue]) -> [String: JSONValue] {

@@ -68,6 +68,17 @@ extension JSONValue {
         }
     }
 
+    /// Set to something that would change behaviour: not null, false, 0 or empty.
+    var isSet: Bool {
+        switch self {
+        case .null: return false
+        case .bool, .int, .double: return isTruthy
+        case .string(let s): return !s.isEmpty && !["false", "off", "no", "n", "0"].contains(s.lowercased())
+        case .array(let a): return !a.isEmpty
+        case .object(let o): return !o.isEmpty
+        }
+    }
+
     public var intValue: Int? {
         switch self {
         case .int(let i): return i

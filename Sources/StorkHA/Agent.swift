@@ -73,6 +73,8 @@ public actor Agent {
     var writtenSettings: WrittenSettings?
     /// The parameter warnings already logged (`ParameterCatalog.check`): each said once.
     var parameterWarningsSaid: Set<String> = []
+    /// Keys of the DCS `config` key without effect in Stork, already logged (each once).
+    var ignoredConfigKeysSaid: Set<String> = []
     /// `POST /restart` with a schedule, and the postmaster start it was asked against
     /// (a restart before the time cancels it, as in Patroni). In memory only, as Patroni's.
     var scheduledRestart: (request: RestartRequest, postmasterStart: Date?)?

@@ -73,6 +73,12 @@ extension Agent {
             timingWarnings = adjustments
         }
         timing = newTiming
+        if case .object(let dynamic)? = view.config {
+            for key in DynamicConfig.withoutEffect(dynamic, prefix: "config.") where !ignoredConfigKeysSaid.contains(key) {
+                logger.warning("configuration key \(key) (the DCS config key) is accepted but not implemented by Stork yet; it has no effect")
+                ignoredConfigKeysSaid.insert(key)
+            }
+        }
         let watchdogFailed = watchdogObjection != nil
         let standby = standbyCluster != nil, maximumLag = maximumLagOnFailover
         status.update {

@@ -104,6 +104,14 @@ struct DynamicConfigTests {
             }, "\(m.name)\n\(m.log.suffix(2000))")
         }
 
+        // A key Stork accepts without acting on it yet: each member says so once.
+        #expect(await cluster.members[0].send("PATCH", "/config", #"{"synchronous_mode": true}"#).0 == 200)
+        let ignored = "configuration key config.synchronous_mode (the DCS config key) is accepted but not implemented by Stork yet"
+        for m in cluster.members {
+            #expect(await TestSupport.waitUntil(timeout: 10) { m.log.contains(ignored) }, "\(m.name)\n\(m.log.suffix(2000))")
+        }
+        #expect(await cluster.members[0].send("PATCH", "/config", #"{"synchronous_mode": null}"#).0 == 200)
+
         // The member's own YAML after SIGHUP (systemctl reload): applied the same way, to that member only.
         let yaml = try String(contentsOfFile: cluster.members[1].configPath, encoding: .utf8)
         try yaml.replacingOccurrences(of: "    max_connections: 30\n", with: "    max_connections: 30\n    lock_timeout: 7000\n")
