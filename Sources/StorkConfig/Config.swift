@@ -319,6 +319,14 @@ public struct PostgresSettings: Sendable, Equatable {
     public var prePromote: String?
     /// `postgresql.before_stop`: run, and waited for, before every stop of PostgreSQL.
     public var beforeStop: String?
+    /// `postgresql.proxy_address`: a connection pooler in front of this member, published in
+    /// the member key as `proxy_url`.
+    public var proxyAddress: String?
+    /// `postgresql.use_unix_socket` and `use_unix_socket_repl`: the agent's own connections to
+    /// its server (superuser; replication) go through the first of `unix_socket_directories`
+    /// (libpq's default directory when the parameter is not set) instead of TCP.
+    public var useUnixSocket = false
+    public var useUnixSocketRepl = false
     /// Patroni's callback actions, the keys of `postgresql.callbacks`.
     public static let callbackActions = ["on_start", "on_stop", "on_restart", "on_reload", "on_role_change"]
     public init(listen: String, connectAddress: String, dataDir: String, pgpass: String,

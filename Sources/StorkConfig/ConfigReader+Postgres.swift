@@ -85,6 +85,8 @@ extension ConfigReader {
         let removeOnRewindFailure = m["remove_data_directory_on_rewind_failure"].map(\.isTruthy)
         let removeOnDivergedTimelines = m["remove_data_directory_on_diverged_timelines"].map(\.isTruthy)
         if let timeout, timeout < 0 { issue("postgresql.pg_ctl_timeout", "\(timeout): must not be negative") }
+        var proxy: String?
+        if let p = string(m["proxy_address"], "postgresql.proxy_address"), !p.isEmpty, hostPort(p, "postgresql.proxy_address") != nil { proxy = p }
         let callbacks = readCallbacks(m["callbacks"])
         let prePromote = command(m["pre_promote"], "postgresql.pre_promote")
         let beforeStop = command(m["before_stop"], "postgresql.before_stop")
@@ -92,7 +94,7 @@ extension ConfigReader {
         var known: Set<String> = ["listen", "connect_address", "data_dir", "bin_dir", "pgpass", "authentication",
                                   "parameters", "pg_hba", "create_replica_methods", "basebackup", "pg_ctl_timeout", "use_pg_rewind",
                                   "remove_data_directory_on_rewind_failure", "remove_data_directory_on_diverged_timelines",
-                                  "callbacks", "pre_promote", "before_stop"]
+                                  "callbacks", "pre_promote", "before_stop", "proxy_address", "use_unix_socket", "use_unix_socket_repl"]
         var sections: [String: JSONValue] = [:]
         for (key, section) in m where !known.contains(key) {
             if methods.contains(key) || standbyMethodNames?.contains(key) == true {
@@ -124,6 +126,9 @@ extension ConfigReader {
         if let removeOnRewindFailure { pg.removeOnRewindFailure = removeOnRewindFailure }
         if let removeOnDivergedTimelines { pg.removeOnDivergedTimelines = removeOnDivergedTimelines }
         pg.callbacks = callbacks
+        pg.proxyAddress = proxy
+        pg.useUnixSocket = m["use_unix_socket"]?.isTruthy ?? false
+        pg.useUnixSocketRepl = m["use_unix_socket_repl"]?.isTruthy ?? false
         pg.prePromote = prePromote
         pg.beforeStop = beforeStop
         return pg

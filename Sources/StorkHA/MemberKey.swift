@@ -26,6 +26,7 @@ extension Agent {
             }
         }
         if !config.tags.isEmpty { data["tags"] = .object(config.tags) }
+        if let proxy = config.postgresql.proxyAddress { data["proxy_url"] = .string("postgres://\(proxy)/postgres") }
         if case .object(var scheduled)? = s.scheduledRestart {
             if let start = scheduledRestart?.postmasterStart { scheduled["postmaster_start_time"] = .string(DateText.isoformat(start, separator: " ")) }
             data["scheduled_restart"] = .object(scheduled)

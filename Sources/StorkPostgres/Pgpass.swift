@@ -105,11 +105,21 @@ extension PostgresNode {
         }
     }
 
+    /// With `use_unix_socket(_repl)`: the first of `unix_socket_directories` that names a
+    /// directory (an `@` entry is Linux's abstract namespace, which libpq cannot name as a
+    /// host); nil when the parameter is not set (libpq's own default directory), and the TCP
+    /// address when none fits, as Patroni falls back.
+    var socketDirectory: String? {
+        guard let value = settings.parameters["unix_socket_directories"]?.scalarText else { return nil }
+        let dirs = value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        return dirs.first { $0.hasPrefix("/") } ?? localHost
+    }
+
     /// The superuser's conninfo to this node; no password (it is in the pgpass file). With
     /// `statementTimeout` (milliseconds, 0 for none), the session's `statement_timeout`.
     func localConninfo(passfile: Bool, statementTimeout: Int? = nil) -> String {
-        var pairs: [(String, String)] = [("host", localHost), ("port", String(settings.port)),
-                                         ("user", settings.superuser.username), ("dbname", "postgres")]
+        var pairs: [(String, String)] = [("port", String(settings.port)), ("user", settings.superuser.username), ("dbname", "postgres")]
+        if let host = settings.useUnixSocket ? socketDirectory : localHost { pairs.insert(("host", host), at: 0) }
         if passfile { pairs += [("passfile", settings.pgpass), ("connect_timeout", "3"), ("application_name", "stork")] }
         if let statementTimeout { pairs.append(("options", "-c statement_timeout=\(statementTimeout)")) }
         for key in settings.superuser.sslOptions.keys.sorted() { pairs.append((key, settings.superuser.sslOptions[key]!)) }
@@ -125,7 +135,16 @@ extension PostgresNode {
     /// A replication connection as the replication user to a member (`conn_url`): it accepts
     /// replication commands (`IDENTIFY_SYSTEM`, `TIMELINE_HISTORY`, `SHOW`) only.
     func replicationConnection(toConnURL url: String) async throws -> Connection {
-        let conninfo = try conninfo(toConnURL: url, as: settings.replication, applicationName: "stork") + " replication=true"
+        var conninfo = try conninfo(toConnURL: url, as: settings.replication, applicationName: "stork") + " replication=true"
+        if url == connURL && settings.useUnixSocketRepl {
+            // This member's own server through its socket (libpq reads the password of a socket
+            // connection under `localhost`); the later `host` wins.
+            if let password = settings.replication.password {
+                remember(PgpassEntry(host: "localhost", port: String(settings.port), user: settings.replication.username, password: password))
+                try writePgpass()
+            }
+            conninfo += " " + ConnInfo.format([("host", socketDirectory ?? "")])
+        }
         return try await Connection.connect(conninfo: conninfo, timeout: 5)
     }
 

@@ -234,6 +234,7 @@ struct ConfigLoaderTests {
             ("  callbacks: {on_start: \"/bin/cb 'unclosed\"}", "postgresql.callbacks.on_start: \"/bin/cb 'unclosed\": an unbalanced quote or a trailing backslash"),
             ("  callbacks: [on_start]", "postgresql.callbacks: expected a map"),
             ("  pre_promote: {a: 1}", "postgresql.pre_promote: expected a string, found a map"),
+            ("  proxy_address: pgbouncer", "postgresql.proxy_address: \"pgbouncer\": expected host:port"),
             (#"  before_stop: "x \\""#, #"postgresql.before_stop: "x \": an unbalanced quote or a trailing backslash"#),
         ]
         for (yaml, expected) in cases {

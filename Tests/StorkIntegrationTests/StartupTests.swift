@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import StorkConfig
+import StorkDCS
 import StorkTestSupport
 
 /// Start-up as Patroni's: a `data_dir` whose parents do not exist yet is created (0700) and
@@ -38,5 +40,33 @@ struct StartupTests {
         let doc = await pg0.api("/cluster").1
         let members = (doc["members"] as? [[String: Any]] ?? []).compactMap { $0["api_url"] as? String }
         #expect(members == ["http://127.0.0.1:\(pg0.apiPort)/patroni"], "\(doc)")
+    }
+
+    /// `use_unix_socket`: the agent's own connections go through the socket, so a pg_hba that
+    /// refuses the superuser over TCP does not blind it; `proxy_address` is in the member key.
+    @Test(.timeLimit(.minutes(2)))
+    func unixSocketAndProxyAddress() async throws {
+        let dcsDir = TestSupport.makeTempDir("stork-dcs")
+        let cluster = TestCluster(scope: "socket", dcs: .local(dcsDir))
+        defer { cluster.destroy(); TestSupport.removeTree(dcsDir) }
+        let pg0 = cluster.addMember("pg0", postgresqlYAML: """
+            use_unix_socket: true
+            use_unix_socket_repl: true
+            proxy_address: 127.0.0.1:6432
+            pg_hba:
+            - local all all trust
+            - host all postgres 127.0.0.1/32 reject
+            - host replication replicator 127.0.0.1/32 scram-sha-256
+            - host all all 127.0.0.1/32 scram-sha-256
+            """)
+        try pg0.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        // Several cycles later it still leads: its queries were answered all along.
+        try await Task.sleep(for: .seconds(3))
+        #expect(await pg0.api("/primary").0 == 200, "\(pg0.log.suffix(3000))")
+        #expect(!pg0.log.contains("does not answer"), "\(pg0.log.suffix(3000))")
+        let members = await pg0.api("/cluster").1["members"] as? [[String: Any]] ?? []
+        let view = try await readView(scope: cluster.scope, dcs: cluster.dcs)
+        #expect(view.member(named: "pg0")?.data["proxy_url"]?.scalarText == "postgres://127.0.0.1:6432/postgres", "\(members)")
     }
 }
