@@ -82,6 +82,11 @@ public struct LogSettings: Sendable, Equatable {
     public var level: String = "INFO"
     /// `log.type`: `plain` (Patroni's line format, default) or `json`.
     public var type: String = "plain"
+    /// `log.dir`: the agent logs to `<dir>/patroni.log` instead of standard error, rotated at
+    /// `log.file_size` bytes (Patroni's default 25,000,000), `log.file_num` old files kept (4).
+    public var dir: String?
+    public var fileSize = 25_000_000
+    public var fileNum = 4
     public init() {}
 }
 

@@ -180,7 +180,14 @@ struct ConfigReader {
     mutating func readLog(_ value: JSONValue?) -> LogSettings {
         var log = LogSettings()
         guard let m = map(value, "log") else { return log }
-        unknownKeys(m, known: ["level", "type"], prefix: "log")
+        unknownKeys(m, known: ["level", "type", "dir", "file_size", "file_num"], prefix: "log")
+        if let dir = string(m["dir"], "log.dir"), !dir.isEmpty { log.dir = dir }
+        if let size = int(m["file_size"], "log.file_size") {
+            if size > 0 { log.fileSize = size } else { issue("log.file_size", "\(size): must be a positive number of bytes") }
+        }
+        if let count = int(m["file_num"], "log.file_num") {
+            if count >= 0 { log.fileNum = count } else { issue("log.file_num", "\(count): must not be negative") }
+        }
         if let level = string(m["level"], "log.level") {
             switch level.uppercased() {
             case "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL": log.level = level.uppercased()

@@ -19,16 +19,18 @@ public struct PatroniLogHandler: LogHandler {
     public var metadataProvider: Logger.MetadataProvider?
     public let label: String
     public let json: Bool
-    /// Where lines go; 2 (stderr) unless a test passes a pipe.
+    /// Where lines go; 2 (stderr) unless a test passes a pipe, or `file` (`log.dir`) is given.
     public let fileDescriptor: Int32
+    public let file: RotatingLogFile?
 
     public init(label: String, json: Bool = false, logLevel: Logger.Level = .info,
-                metadataProvider: Logger.MetadataProvider? = nil, fileDescriptor: Int32 = 2) {
+                metadataProvider: Logger.MetadataProvider? = nil, fileDescriptor: Int32 = 2, file: RotatingLogFile? = nil) {
         self.label = label
         self.json = json
         self.logLevel = logLevel
         self.metadataProvider = metadataProvider
         self.fileDescriptor = fileDescriptor
+        self.file = file
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -43,7 +45,7 @@ public struct PatroniLogHandler: LogHandler {
         let line = json
             ? Self.formatJSON(date: Date(), level: event.level, message: event.message.description, metadata: all)
             : Self.formatPlain(date: Date(), level: event.level, message: event.message.description)
-        Self.writeLine(line, to: fileDescriptor)
+        if let file { file.write(line) } else { Self.writeLine(line, to: fileDescriptor) }
     }
 
     // MARK: - Formatting (pure; tests pass a fixed date and time zone)
@@ -132,11 +134,12 @@ public enum StorkLogging {
     ///   - level: Patroni's level name (`log.level`); an unknown name means INFO.
     ///   - json: `log.type == "json"`.
     @discardableResult
-    public static func bootstrap(level: String, json: Bool) -> Bool {
+    ///   - file: `log.dir`'s file, written instead of standard error.
+    public static func bootstrap(level: String, json: Bool, file: RotatingLogFile? = nil) -> Bool {
         guard bootstrapped.claim() else { return false }
         let logLevel = parseLevel(level) ?? .info
         LoggingSystem.bootstrap { label in
-            PatroniLogHandler(label: label, json: json, logLevel: logLevel)
+            PatroniLogHandler(label: label, json: json, logLevel: logLevel, file: file)
         }
         return true
     }

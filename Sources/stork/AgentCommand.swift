@@ -41,7 +41,7 @@ struct AgentCommand: AsyncParsableCommand {
         // A watchdog pipe or a self-fence whose reader is gone is an error to log, not the end
         // of the agent.
         signal(SIGPIPE, SIG_IGN)
-        let (loaded, logger) = try loadConfigAndLog(configFile)
+        let (loaded, logger) = try loadConfigAndLog(configFile, toFile: true)
         let config = loaded.config
         // libpq prefers PGPASSWORD to the pgpass file Stork writes: an inherited one would send
         // the wrong password for every user.

@@ -51,10 +51,19 @@ func loadConfigQuietly(_ path: String?) throws -> Config {
 }
 
 /// The configuration for a command that works for a while (`agent`, `backup`): loaded or exit
-/// 2, logging as its `log` section says, and the loader's warnings logged.
-func loadConfigAndLog(_ path: String?) throws -> (LoadedConfig, Logger) {
+/// 2, logging as its `log` section says (`toFile`: into `log.dir` when set, the agent's), and
+/// the loader's warnings logged.
+func loadConfigAndLog(_ path: String?, toFile: Bool = false) throws -> (LoadedConfig, Logger) {
     let loaded = try loadConfigOrExit(path)
-    StorkLogging.bootstrap(level: loaded.config.log.level, json: loaded.config.log.type == "json")
+    let log = loaded.config.log
+    var file: RotatingLogFile?
+    if toFile, let dir = log.dir {
+        do { file = try RotatingLogFile(dir: dir, maxBytes: log.fileSize, backups: log.fileNum) } catch {
+            FileHandle.standardError.write(Data("\(error)\n".utf8))
+            throw ExitCode(2)
+        }
+    }
+    StorkLogging.bootstrap(level: log.level, json: log.type == "json", file: file)
     let logger = Logger(label: "stork")
     for warning in loaded.warnings { logger.warning("\(warning)") }
     return (loaded, logger)

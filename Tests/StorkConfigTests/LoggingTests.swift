@@ -122,3 +122,34 @@ struct LoggingTests {
         #expect(flag.claim() == false)
     }
 }
+
+@Suite("log.dir: patroni.log, rotated as Patroni rotates it")
+struct RotatingLogFileTests {
+    /// Lines of 9 bytes with the newline, file_size 30: three lines a file; two old files kept.
+    @Test func rotatesAtTheSizeAndKeepsFileNum() throws {
+        let dir = NSTemporaryDirectory() + "stork-log-\(UUID().uuidString)/nested"
+        defer { try? FileManager.default.removeItem(atPath: (dir as NSString).deletingLastPathComponent) }
+        let file = try RotatingLogFile(dir: dir, maxBytes: 30, backups: 2)
+        for i in 1...10 { file.write("line \(String(format: "%03d", i))") }
+        func read(_ name: String) -> String? { try? String(contentsOfFile: dir + "/" + name, encoding: .utf8) }
+        #expect(read("patroni.log") == "line 010\n")
+        #expect(read("patroni.log.1") == "line 007\nline 008\nline 009\n")
+        #expect(read("patroni.log.2") == "line 004\nline 005\nline 006\n")
+        #expect(read("patroni.log.3") == nil, "file_num 2 keeps two")
+        let mode = try FileManager.default.attributesOfItem(atPath: dir + "/patroni.log")[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+        // Opened again, it appends and counts what is there.
+        let again = try RotatingLogFile(dir: dir, maxBytes: 30, backups: 2)
+        again.write("line 011")
+        #expect(read("patroni.log") == "line 010\nline 011\n")
+    }
+
+    @Test func aDirectoryThatCannotBeMadeIsOneLine() {
+        do {
+            _ = try RotatingLogFile(dir: "/proc/stork-log", maxBytes: 100, backups: 1)
+            Issue.record("made a log directory under /proc")
+        } catch {
+            #expect("\(error)".hasPrefix("log.dir: cannot create /proc/stork-log") && !"\(error)".contains("\n"), "\(error)")
+        }
+    }
+}

@@ -15,7 +15,9 @@ struct StartupTests {
         let cluster = TestCluster(scope: "startup", dcs: .local(dcsDir))
         let other = TestSupport.makeTempDir("stork-it")
         defer { cluster.destroy(); TestSupport.removeTree(dcsDir); TestSupport.removeTree(other) }
-        let pg0 = cluster.addMember("pg0")
+        // log.dir (made too): the agent's lines go to patroni.log there, rotated at 2,000 bytes.
+        let logDir = cluster.root + "/pg0/log/stork"
+        let pg0 = cluster.addMember("pg0", extraYAML: "log:\n  dir: \(logDir)\n  file_size: 2000\n  file_num: 1")
         let nested = pg0.base + "/not/yet/there/data"
         let text = try String(contentsOfFile: pg0.configPath, encoding: .utf8)
         try text.replacingOccurrences(of: "data_dir: \(pg0.dataDir)\n", with: "data_dir: \(nested)\n")
@@ -27,6 +29,12 @@ struct StartupTests {
             let mode = (try FileManager.default.attributesOfItem(atPath: dir)[.posixPermissions] as? Int) ?? 0
             #expect(mode == 0o700, "\(dir): \(String(mode, radix: 8))")
         }
+
+        #expect(await TestSupport.waitUntil(timeout: 30) { FileManager.default.fileExists(atPath: logDir + "/patroni.log.1") })
+        let current = (try? String(contentsOfFile: logDir + "/patroni.log", encoding: .utf8)) ?? ""
+        #expect(current.utf8.count < 2000 && current.contains(" INFO: "), "\(current)")
+        #expect(!FileManager.default.fileExists(atPath: logDir + "/patroni.log.2"), "file_num 1 keeps one")
+        #expect(!pg0.log.contains("Lock owner"), "the cycle's lines went to standard error: \(pg0.log)")
 
         // The same name on another host (here another directory and ports): exit 1, nothing touched.
         #expect(await TestSupport.waitUntil(timeout: 10) { await pg0.api("/patroni").1["state"] as? String == "running" })
