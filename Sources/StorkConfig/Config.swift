@@ -292,6 +292,9 @@ public struct PostgresSettings: Sendable, Equatable {
     public var parameters: [String: JSONValue] = [:]
     /// `postgresql.pg_hba`: lines; wins over `bootstrap.pg_hba`.
     public var pgHBA: [String]? = nil
+    /// `postgresql.pg_ident`: lines of pg_ident.conf; wins over the DCS's (nil: neither says,
+    /// and the file is left as it is).
+    public var pgIdent: [String]? = nil
     /// `postgresql.create_replica_methods`; empty means `[basebackup]`.
     public var createReplicaMethods: [String] = []
     /// `postgresql.basebackup`: a list of switches and single-key maps, or a map.

@@ -175,6 +175,7 @@ extension ConfigReader {
         if let pg = map(dcs["postgresql"], "\(dcsPath).postgresql") {
             _ = map(pg["parameters"], "\(dcsPath).postgresql.parameters")
             _ = stringList(pg["pg_hba"], "\(dcsPath).postgresql.pg_hba")
+            _ = stringList(pg["pg_ident"], "\(dcsPath).postgresql.pg_ident")
         }
         // Only adjust when all three read as integers (or are absent).
         let bad = (dcs["ttl"] != nil && ttlValue == nil) || (dcs["loop_wait"] != nil && loopValue == nil)

@@ -67,6 +67,7 @@ extension ConfigReader {
 
         let parameters = map(m["parameters"], "postgresql.parameters") ?? [:]
         let pgHBA = stringList(m["pg_hba"], "postgresql.pg_hba")
+        let pgIdent = stringList(m["pg_ident"], "postgresql.pg_ident")
         var methods: [String] = []
         switch m["create_replica_methods"] {
         case nil, .null?: break
@@ -92,7 +93,7 @@ extension ConfigReader {
         let beforeStop = command(m["before_stop"], "postgresql.before_stop")
 
         var known: Set<String> = ["listen", "connect_address", "data_dir", "bin_dir", "pgpass", "authentication",
-                                  "parameters", "pg_hba", "create_replica_methods", "basebackup", "pg_ctl_timeout", "use_pg_rewind",
+                                  "parameters", "pg_hba", "pg_ident", "create_replica_methods", "basebackup", "pg_ctl_timeout", "use_pg_rewind",
                                   "remove_data_directory_on_rewind_failure", "remove_data_directory_on_diverged_timelines",
                                   "callbacks", "pre_promote", "before_stop", "proxy_address", "use_unix_socket", "use_unix_socket_repl"]
         var sections: [String: JSONValue] = [:]
@@ -116,6 +117,7 @@ extension ConfigReader {
         pg.rewind = rewind
         pg.parameters = parameters
         pg.pgHBA = pgHBA
+        pg.pgIdent = pgIdent
         pg.createReplicaMethods = methods
         pg.basebackup = basebackup
         pg.methodSections = sections

@@ -21,7 +21,7 @@ public enum DynamicConfig {
     ]
     /// The keys of `postgresql` in the dynamic configuration that Stork applies.
     static let postgresqlKeys: Set<String> = [
-        "parameters", "pg_hba", "use_slots", "use_pg_rewind",
+        "parameters", "pg_hba", "pg_ident", "use_slots", "use_pg_rewind",
         "remove_data_directory_on_rewind_failure", "remove_data_directory_on_diverged_timelines",
     ]
 

@@ -17,6 +17,11 @@ extension Config {
         w.section("log")
         w.scalar("level", .string(log.level), depth: 1)
         w.scalar("type", .string(log.type), depth: 1)
+        if let dir = log.dir {
+            w.scalar("dir", .string(dir), depth: 1)
+            w.scalar("file_size", .int(log.fileSize), depth: 1)
+            w.scalar("file_num", .int(log.fileNum), depth: 1)
+        }
 
         w.section("restapi")
         w.scalar("listen", .string(restapi.listen), depth: 1)

@@ -75,8 +75,9 @@ extension Agent {
             for warning in warnings where parameterWarningsSaid.insert(warning).inserted { logger.warning("\(warning)") }
         }
         let lines = hba ?? effectiveHBA(config: config, dynamic: lastView.config)
-        try node.writeConfiguration(parameters: parameters, hba: lines, role: role)
-        writtenSettings = WrittenSettings(role: role, parameters: configured, hba: lines)
+        let ident = effectiveIdent(config: config, dynamic: lastView.config)
+        try node.writeConfiguration(parameters: parameters, hba: lines, ident: ident, role: role)
+        writtenSettings = WrittenSettings(role: role, parameters: configured, hba: lines, ident: ident)
     }
 
     /// On the leader: a physical slot for every other member (WAL reserved at once), and the

@@ -60,6 +60,17 @@ public func effectiveHBA(config: Config, dynamic: JSONValue?) -> [String] {
     ]
 }
 
+/// The lines of pg_ident.conf: the member's `postgresql.pg_ident`, else the cluster's; nil
+/// when neither names any (the file is left as it is).
+public func effectiveIdent(config: Config, dynamic: JSONValue?) -> [String]? {
+    if let lines = config.postgresql.pgIdent { return lines }
+    if case .array(let items)? = clusterConfig(config, dynamic)["postgresql"]?["pg_ident"] {
+        let lines = items.compactMap(\.scalarText)
+        if lines.count == items.count { return lines }
+    }
+    return nil
+}
+
 /// Cluster timing: the DCS `config` key wins over `bootstrap.dcs` (already held to the rule
 /// at load), each value held to Patroni's rule (``ClusterTiming``) as the key may say anything.
 func clusterTiming(config: Config, dynamic: JSONValue?) -> (timing: ClusterTiming, warnings: [String]) {

@@ -10,6 +10,7 @@ struct WrittenSettings: Equatable {
     var role: ServerRole
     var parameters: [String: JSONValue]
     var hba: [String]
+    var ident: [String]?
 }
 
 // A change of the settings PostgreSQL runs with (the cluster's configuration in the DCS, or
@@ -18,18 +19,19 @@ struct WrittenSettings: Equatable {
 // as `pending_restart`, as Patroni does. A reload asked for (SIGHUP, POST /reload) reloads
 // PostgreSQL even when nothing changed, as Patroni's does.
 extension Agent {
-    /// Rewrites and reloads when the parameters or pg_hba lines wanted now differ from those
+    /// Rewrites and reloads when the parameters, pg_hba or pg_ident lines wanted now differ from those
     /// written; only between long tasks, on a running server whose role this agent wrote.
     func applyChangedSettings(local: LocalSnapshot) async {
         guard longTasks.running == nil, local.running else { return }
         // An agent started beside a running server has written nothing yet: once it is sure
         // what the server runs as, it writes the files once.
-        guard let written = writtenSettings ?? runningRole(local).map({ WrittenSettings(role: $0, parameters: [:], hba: []) }) else { return }
+        guard let written = writtenSettings ?? runningRole(local).map({ WrittenSettings(role: $0, parameters: [:], hba: [], ident: nil) }) else { return }
         if case .bootstrapRecovery = written.role { return }
         let parameters = effectiveParameters(config: config, dynamic: lastView.config), hba = effectiveHBA(config: config, dynamic: lastView.config)
+        let ident = effectiveIdent(config: config, dynamic: lastView.config)
         let changed = Set(parameters.keys).union(written.parameters.keys).filter { written.parameters[$0] != parameters[$0] }
         let asked = reloadAskedFor
-        guard !changed.isEmpty || hba != written.hba || asked else { return }
+        guard !changed.isEmpty || hba != written.hba || ident != written.ident || asked else { return }
         reloadAskedFor = false
         let first = writtenSettings == nil
         do {
@@ -38,11 +40,12 @@ extension Agent {
             if !first { callback("on_reload", role: status.snapshot.role) }
             if first {
                 logger.info("wrote the running server's configuration files as this agent would and reloaded PostgreSQL")
-            } else if changed.isEmpty && hba == written.hba {
+            } else if changed.isEmpty && hba == written.hba && ident == written.ident {
                 logger.info("reloaded PostgreSQL as asked; none of its settings changed")
             } else {
                 var what = changed.sorted()
                 if hba != written.hba { what.append("pg_hba") }
+                if ident != written.ident { what.append("pg_ident") }
                 logger.info("reloaded PostgreSQL with the changed settings: \(what.joined(separator: ", "))")
             }
         } catch {

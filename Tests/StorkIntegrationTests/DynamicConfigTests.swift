@@ -104,6 +104,15 @@ struct DynamicConfigTests {
             }, "\(m.name)\n\(m.log.suffix(2000))")
         }
 
+        // pg_ident from the cluster's configuration, on every member.
+        #expect(await cluster.members[0].send("PATCH", "/config", #"{"postgresql": {"pg_ident": ["stork_map alice postgres"]}}"#).0 == 200)
+        for m in cluster.members {
+            #expect(await TestSupport.waitUntil(timeout: 20) {
+                m.sql("SELECT count(*) FROM pg_ident_file_mappings WHERE map_name = 'stork_map' AND pg_username = 'postgres'") == "1"
+            }, "\(m.name)\n\(m.log.suffix(2000))")
+            #expect(m.log.contains("reloaded PostgreSQL with the changed settings: pg_ident"), "\(m.log.suffix(2000))")
+        }
+
         // A key Stork accepts without acting on it yet: each member says so once.
         #expect(await cluster.members[0].send("PATCH", "/config", #"{"synchronous_mode": true}"#).0 == 200)
         let ignored = "configuration key config.synchronous_mode (the DCS config key) is accepted but not implemented by Stork yet"
