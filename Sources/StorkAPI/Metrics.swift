@@ -2,6 +2,7 @@ import Foundation
 import StorkConfig
 import StorkDCS
 import StorkHA
+import StorkMethods
 import StorkPostgres
 
 /// `GET /metrics`: the member's status in Prometheus's text format, with Patroni's metric
@@ -65,6 +66,20 @@ public enum Metrics {
                note: "# Values: 0=initdb, 1=initdb_failed, 2=custom_bootstrap, 3=custom_bootstrap_failed, 4=creating_replica, 5=running, "
                    + "6=starting, 7=bootstrap_starting, 8=start_failed, 9=restarting, 10=restart_failed, 11=stopping, 12=stopped, "
                    + "13=stop_failed, 14=crashed")
+        // Stork's own: the replica builds of this agent (since it started).
+        let builds = s.replicaBuilds
+        metric("stork_replica_builds", "counter", "Replica builds (clones, reinitializes) of this member that succeeded.", String(builds.succeeded))
+        metric("stork_replica_build_failures", "counter", "Replica builds of this member in which every method failed.", String(builds.failed))
+        metric("stork_replica_build_in_progress", "gauge", "Value is 1 while a replica is built, 0 otherwise.", flag(s.replicaCreation != nil))
+        metric("stork_replica_build_bytes_done", "gauge", "Bytes copied so far by the replica build in progress, 0 when none.",
+               String(s.replicaCreation?.bytesDone ?? 0))
+        if let method = builds.lastMethod {
+            let labels = "{scope=\"\(escape(config.scope))\",name=\"\(escape(config.name))\",method=\"\(escape(method))\"}"
+            for (name, help, value) in [("stork_replica_build_last_duration_seconds", "Seconds the last finished replica build took.", number(builds.lastSeconds)),
+                                        ("stork_replica_build_last_bytes", "Bytes the last finished replica build copied.", String(builds.lastBytes))] {
+                lines += ["# HELP \(name) \(help)", "# TYPE \(name) gauge", "\(name)\(labels) \(value)"]
+            }
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 

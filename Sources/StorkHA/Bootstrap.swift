@@ -66,8 +66,7 @@ extension Agent {
         let request = ReplicaBuildRequest(methods: config.postgresql.standbyReplicaMethods ?? [.basebackupDefault], source: source,
                                           conninfo: node.replicationConninfo(toConnURL: standby.connURL), scope: config.scope,
                                           expectedSystemIdentifier: nil, slot: nil)
-        let status = self.status
-        let builder = ReplicaBuilder(node: node, logger: logger) { progress in status.update { $0.replicaCreation = progress } }
+        let builder = replicaBuilder()
         do {
             switch await builder.build(request) {
             case .built: break

@@ -17,9 +17,14 @@ extension Agent {
         }
         let request = replicaBuildRequest(config: config, view: lastView, node: node, source: name)
         let source = request.source
-        let status = self.status
-        let builder = ReplicaBuilder(node: node, logger: logger) { progress in status.update { $0.replicaCreation = progress } }
+        let builder = replicaBuilder()
+        let started = Date()
         let outcome = await builder.build(request)
+        switch outcome {
+        case .built: recordReplicaBuild(built: true, started: started)
+        case .failed, .tryLater: recordReplicaBuild(built: false, started: started)
+        default: break  // nothing ran
+        }
         let what = source.map { "from \($0)" } ?? "(without leader)"
         switch outcome {
         case .built:
@@ -44,6 +49,29 @@ extension Agent {
             logger.info("cannot create a replica now: \(reason)")
         }
         return false
+    }
+
+    /// A builder whose progress reaches the status: the build in progress (`replica_creation`)
+    /// and the tally's latest method and bytes, which outlive it.
+    func replicaBuilder() -> ReplicaBuilder {
+        let status = self.status
+        return ReplicaBuilder(node: node, logger: logger) { progress in
+            status.update { s in
+                s.replicaCreation = progress
+                if let progress {
+                    s.replicaBuilds.lastMethod = progress.method
+                    s.replicaBuilds.lastBytes = progress.bytesDone ?? 0
+                }
+            }
+        }
+    }
+
+    /// A finished replica build in the tally `GET /metrics` shows.
+    private func recordReplicaBuild(built: Bool, started: Date) {
+        status.update { s in
+            if built { s.replicaBuilds.succeeded += 1 } else { s.replicaBuilds.failed += 1 }
+            s.replicaBuilds.lastSeconds = Date().timeIntervalSince(started)
+        }
     }
 
     /// `POST /reinitialize`: nil when the rebuild has started, else why not (Patroni's texts).

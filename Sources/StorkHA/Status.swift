@@ -48,6 +48,20 @@ public struct MemberStatus: Sendable, Equatable {
     public var replicaCreation: ReplicaProgress?
     /// A bootstrap's recovery towards its target, while it runs.
     public var recoveryProgress: RecoveryProgress?
+    /// The replica builds of this agent (clones and reinitializes), for `GET /metrics`.
+    public var replicaBuilds = ReplicaBuildTally()
+    public init() {}
+}
+
+/// How this agent's replica builds ended, and what the last that finished was.
+public struct ReplicaBuildTally: Sendable, Equatable {
+    public var succeeded = 0
+    public var failed = 0
+    /// The latest build: its (latest) method and bytes copied, and the seconds it took once it
+    /// finished (the method and bytes follow a build in progress).
+    public var lastMethod: String?
+    public var lastSeconds: Double = 0
+    public var lastBytes = 0
     public init() {}
 }
 

@@ -199,6 +199,13 @@ struct DynamicConfigTests {
             #expect(metrics["patroni_xlog_received_location_total"].map { isPrimary ? $0 == 0 : $0 > 0 } == true, "\(metrics)")
             #expect(metrics["patroni_postgres_streaming"] == (isPrimary ? 0 : 1), "\(metrics)")
             #expect(abs((metrics["patroni_dcs_last_seen"] ?? 0) - Date().timeIntervalSince1970) < 10, "\(metrics)")
+            // Stork's own: the replica was cloned once (pg_basebackup), the primary never.
+            #expect(metrics["stork_replica_builds_total"] == (isPrimary ? 0 : 1) && metrics["stork_replica_build_failures_total"] == 0, "\(metrics)")
+            #expect(metrics["stork_replica_build_in_progress"] == 0, "\(metrics)")
+            if !isPrimary {
+                #expect((metrics["stork_replica_build_last_bytes{method=basebackup}"] ?? 0) > 1_000_000, "\(metrics)")
+                #expect((metrics["stork_replica_build_last_duration_seconds{method=basebackup}"] ?? 0) > 0, "\(metrics)")
+            }
         }
 
         // The replica's agent stopped: its server keeps running (maintenance of the agent); started again, it follows.
@@ -243,8 +250,10 @@ func prometheusMetrics(_ m: TestMember, scope: String) throws -> [String: Double
         out = {}
         for family in text_string_to_metric_families(sys.stdin.read()):
             for sample in family.samples:
-                assert sample.labels == {"scope": sys.argv[1], "name": sys.argv[2]}, sample
-                out[sample.name] = sample.value
+                labels = dict(sample.labels)
+                assert labels.pop("scope") == sys.argv[1] and labels.pop("name") == sys.argv[2], sample
+                extra = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+                out[sample.name + ("{" + extra + "}" if extra else "")] = sample.value
         print(json.dumps(out))
         """
     let input = m.base + "/metrics.txt"
