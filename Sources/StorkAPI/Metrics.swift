@@ -15,7 +15,9 @@ public enum Metrics {
                          "creating replica", "running", "starting", "starting after custom bootstrap", "start failed",
                          "restarting", "restart failed", "stopping", "stopped", "stop failed", "crashed"]
 
-    public static func text(_ s: MemberStatus, config: Config) -> String {
+    /// `archive`: what `stork wal-push` and `wal-fetch` counted for this member
+    /// (``ArchiveCounters``), nil when they never ran.
+    public static func text(_ s: MemberStatus, config: Config, archive: ArchiveCounters? = nil) -> String {
         let labels = "{scope=\"\(escape(config.scope))\",name=\"\(escape(config.name))\"}"
         var lines: [String] = []
         func metric(_ name: String, _ type: String, _ help: String, _ value: String, note: String? = nil) {
@@ -66,7 +68,16 @@ public enum Metrics {
                note: "# Values: 0=initdb, 1=initdb_failed, 2=custom_bootstrap, 3=custom_bootstrap_failed, 4=creating_replica, 5=running, "
                    + "6=starting, 7=bootstrap_starting, 8=start_failed, 9=restarting, 10=restart_failed, 11=stopping, 12=stopped, "
                    + "13=stop_failed, 14=crashed")
-        // Stork's own: the replica builds of this agent (since it started).
+        // Stork's own: the archive commands PostgreSQL ran here (since the counting file began),
+        // and the replica builds of this agent (since it started).
+        if let a = archive {
+            metric("stork_wal_pushed", "counter", "WAL files stork wal-push archived.", String(a.pushed))
+            metric("stork_wal_pushed_bytes", "counter", "Bytes of the WAL files stork wal-push archived (before compression).", String(a.pushedBytes))
+            metric("stork_wal_push_failures", "counter", "stork wal-push runs that failed (PostgreSQL retries them).", String(a.pushFailures))
+            metric("stork_wal_fetched", "counter", "WAL files stork wal-fetch restored (those stork-wal-fetch served from the prefetch spool not counted).", String(a.fetched))
+            metric("stork_wal_fetched_bytes", "counter", "Bytes of the WAL files stork wal-fetch restored.", String(a.fetchedBytes))
+            metric("stork_wal_fetch_failures", "counter", "stork wal-fetch runs that could not read the archive.", String(a.fetchFailures))
+        }
         let builds = s.replicaBuilds
         metric("stork_replica_builds", "counter", "Replica builds (clones, reinitializes) of this member that succeeded.", String(builds.succeeded))
         metric("stork_replica_build_failures", "counter", "Replica builds of this member in which every method failed.", String(builds.failed))

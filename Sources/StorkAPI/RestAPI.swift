@@ -10,6 +10,7 @@ import Synchronization
 import StorkConfig
 import StorkDCS
 import StorkHA
+import StorkPostgres
 
 /// Patroni's REST API on `restapi.listen`: health checks and `GET /patroni`, answered from
 /// the agent's StatusBoard (see `APIResponses` for the paths and status codes), and the
@@ -65,7 +66,9 @@ public enum RestAPI {
         router.get("/metrics") { _, _ -> Response in
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
-            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: Metrics.text(status.snapshot, config: config))))
+            let archive = ArchiveCounters.read(at: ArchiveCounters.path(dataDir: config.postgresql.dataDir))
+            let body = Metrics.text(status.snapshot, config: config, archive: archive)
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
         }
         router.get("/history") { _, _ -> Response in
             json(200, .array(status.snapshot.view?.history ?? []))

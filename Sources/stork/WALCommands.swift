@@ -15,7 +15,7 @@ import StorkSpool
 
 /// The archive of the configuration's cluster (or, with `bootstrapSource`, the archive and
 /// scope `bootstrap.archive` restores from); a missing or bad configuration exits `status`.
-func walArchive(_ configFile: String, command: String, failureStatus: Int32, bootstrapSource: Bool = false) -> (WALArchive, ArchiveSettings) {
+func walArchive(_ configFile: String, command: String, failureStatus: Int32, bootstrapSource: Bool = false) -> (WALArchive, ArchiveSettings, counters: String) {
     let config: Config
     do { config = try ConfigLoader.load(path: configFile).config } catch {
         fail(command, error.issues.map { "\($0)" }.joined(separator: "; "), status: failureStatus)
@@ -28,7 +28,9 @@ func walArchive(_ configFile: String, command: String, failureStatus: Int32, boo
         scope = source.scope ?? config.scope
     }
     guard let settings else { fail(command, "\(configFile) has no archive section", status: failureStatus) }
-    do { return (try WALArchive(settings: settings, scope: scope), settings) } catch { fail(command, "\(error)", status: failureStatus) }
+    do {
+        return (try WALArchive(settings: settings, scope: scope), settings, ArchiveCounters.path(dataDir: config.postgresql.dataDir))
+    } catch { fail(command, "\(error)", status: failureStatus) }
 }
 
 struct WALPushCommand: ParsableCommand {
@@ -50,14 +52,18 @@ struct WALPushCommand: ParsableCommand {
     var path: String
 
     func run() throws {
-        let (archive, _) = walArchive(configFile, command: "wal-push", failureStatus: 1)
+        let (archive, _, counters) = walArchive(configFile, command: "wal-push", failureStatus: 1)
         do {
             if try archive.push(path) == .alreadyArchived {
                 complain("wal-push", "\((path as NSString).lastPathComponent) is archived already, with the same content")
             }
         } catch {
+            ArchiveCounters.add(at: counters) { $0.pushFailures += 1 }
             fail("wal-push", "\(error)")
         }
+        var st = stat()
+        let bytes = stat(path, &st) == 0 ? Int(st.st_size) : 0
+        ArchiveCounters.add(at: counters) { $0.pushed += 1; $0.pushedBytes += bytes }
     }
 }
 
@@ -89,21 +95,27 @@ struct WALFetchCommand: ParsableCommand {
     }
 
     func run() throws {
-        let (archive, settings) = walArchive(configFile, command: "wal-fetch", failureStatus: 255, bootstrapSource: bootstrapSource)
+        let (archive, settings, counters) = walArchive(configFile, command: "wal-fetch", failureStatus: 255, bootstrapSource: bootstrapSource)
         if let after = prefetchAfter {
             // In the background, started by a fetch: nobody reads what it prints.
             _ = try? WALPrefetcher(archive: archive, depth: settings.prefetch, width: settings.concurrency).run(after: after, segmentSize: segmentSize)
             return
         }
         guard let name, let target else { return }
-        if WALSpool.serve(name, to: target) != nil { return }
+        var st = stat()
+        if WALSpool.serve(name, to: target) != nil {
+            let bytes = stat(target, &st) == 0 ? Int(st.st_size) : 0
+            ArchiveCounters.add(at: counters) { $0.fetched += 1; $0.fetchedBytes += bytes }
+            return
+        }
         do {
             guard try archive.fetch(name, to: target) else { throw ExitCode(1) }
         } catch let error as ArchiveError {
+            ArchiveCounters.add(at: counters) { $0.fetchFailures += 1 }
             fail("wal-fetch", "\(error)", status: 255)
         }
+        ArchiveCounters.add(at: counters) { $0.fetched += 1; $0.fetchedBytes += stat(target, &st) == 0 ? Int(st.st_size) : 0 }
         // A segment from the archive: recovery will want the next ones.
-        var st = stat()
         if settings.prefetch > 0, name.count == 24, stat(target, &st) == 0, !WALSpool.prefetcherRunning() {
             WALSpool.startPrefetcher(WALSpool.prefetchCommand(stork: WALArchiveCommands.executable, config: configFile,
                                                             flags: bootstrapSource ? ["--bootstrap-source"] : [], after: name,

@@ -138,5 +138,14 @@ struct WALArchiveTests {
             FileManager.default.fileExists(atPath: cluster.root + "/archive/archived/wal/" + segment + ".zst")
         }
         #expect(archived, "\(pg0.sql("SELECT * FROM pg_stat_archiver") ?? "")")
+        // GET /metrics counts what wal-push did, as pg_stat_archiver does.
+        var metrics: [String: Double] = [:]
+        let counted = try await TestSupport.waitUntil(timeout: 10) {
+            metrics = try prometheusMetrics(pg0, scope: cluster.scope)
+            let archiver = pg0.sql("SELECT archived_count || ',' || failed_count FROM pg_stat_archiver") ?? ""
+            return "\(Int(metrics["stork_wal_pushed_total"] ?? -1)),\(Int(metrics["stork_wal_push_failures_total"] ?? -1))" == archiver
+        }
+        #expect(counted && (metrics["stork_wal_pushed_total"] ?? 0) >= 1, "\(metrics)\n\(pg0.sql("SELECT * FROM pg_stat_archiver") ?? "")")
+        #expect((metrics["stork_wal_pushed_bytes_total"] ?? 0) >= 16 * 1024 * 1024, "\(metrics)")
     }
 }
