@@ -14,20 +14,27 @@ import Synchronization
 /// interleave (pipes and terminals keep writes up to `PIPE_BUF` whole; a longer line is still one
 /// call). The handler holds no lock.
 public struct PatroniLogHandler: LogHandler {
-    public var logLevel: Logger.Level
+    /// The level and format given to this handler, else the process's (`StorkLogging.apply`,
+    /// which a reload of the configuration changes).
+    private var ownLevel: Logger.Level?
+    private let ownJSON: Bool?
+    public var logLevel: Logger.Level {
+        get { ownLevel ?? StorkLogging.level }
+        set { ownLevel = newValue }
+    }
+    public var json: Bool { ownJSON ?? StorkLogging.json }
     public var metadata: Logger.Metadata = [:]
     public var metadataProvider: Logger.MetadataProvider?
     public let label: String
-    public let json: Bool
     /// Where lines go; 2 (stderr) unless a test passes a pipe, or `file` (`log.dir`) is given.
     public let fileDescriptor: Int32
     public let file: RotatingLogFile?
 
-    public init(label: String, json: Bool = false, logLevel: Logger.Level = .info,
+    public init(label: String, json: Bool? = nil, logLevel: Logger.Level? = nil,
                 metadataProvider: Logger.MetadataProvider? = nil, fileDescriptor: Int32 = 2, file: RotatingLogFile? = nil) {
         self.label = label
-        self.json = json
-        self.logLevel = logLevel
+        self.ownJSON = json
+        self.ownLevel = logLevel
         self.metadataProvider = metadataProvider
         self.fileDescriptor = fileDescriptor
         self.file = file
@@ -127,6 +134,20 @@ public struct PatroniLogHandler: LogHandler {
 /// Process-wide logging set-up for the `stork` command.
 public enum StorkLogging {
     private static let bootstrapped = OnceFlag()
+    private static let levelIndex = Atomic<Int>(Logger.Level.allCases.firstIndex(of: .info)!)
+    private static let jsonFlag = Atomic<Bool>(false)
+
+    /// The process's level and format (`log.level`, `log.type`), which every handler made by
+    /// `bootstrap` follows.
+    public static var level: Logger.Level { Logger.Level.allCases[levelIndex.load(ordering: .relaxed)] }
+    public static var json: Bool { jsonFlag.load(ordering: .relaxed) }
+
+    /// Sets the process's level (Patroni's name; an unknown one means INFO) and format, for the
+    /// loggers that exist already too: a reload of the configuration applies `log` at once.
+    public static func apply(level: String, json: Bool) {
+        levelIndex.store(Logger.Level.allCases.firstIndex(of: parseLevel(level) ?? .info)!, ordering: .relaxed)
+        jsonFlag.store(json, ordering: .relaxed)
+    }
 
     /// Installs `PatroniLogHandler` as swift-log's handler, once per process: later calls do
     /// nothing and return false (swift-log allows one bootstrap per process).
@@ -137,9 +158,9 @@ public enum StorkLogging {
     ///   - file: `log.dir`'s file, written instead of standard error.
     public static func bootstrap(level: String, json: Bool, file: RotatingLogFile? = nil) -> Bool {
         guard bootstrapped.claim() else { return false }
-        let logLevel = parseLevel(level) ?? .info
+        apply(level: level, json: json)
         LoggingSystem.bootstrap { label in
-            PatroniLogHandler(label: label, json: json, logLevel: logLevel, file: file)
+            PatroniLogHandler(label: label, file: file)
         }
         return true
     }

@@ -7,9 +7,11 @@ import StorkConfig
 extension Agent {
     /// Takes a newly loaded configuration. What this process is built around (the cluster and
     /// member names, the DCS, the REST API, PostgreSQL's data directory, address, binaries,
-    /// users, `pg_ctl_timeout` and `basebackup` options) keeps its running value until the agent restarts, and the log says which of those
-    /// changed; the rest (tags, `postgresql.parameters` and `pg_hba`, the replica methods,
-    /// bootstrap and archive settings) is used from the next cycle on (a running server's
+    /// users, `pg_ctl_timeout` and `basebackup` options, `use_unix_socket`, `log.dir`) keeps its
+    /// running value until the agent restarts, and the log says which of those changed; the
+    /// rest (tags, `postgresql.parameters`, `pg_hba` and `pg_ident`, callbacks, the replica
+    /// methods, bootstrap and archive settings) is used from the next cycle on, and `log.level`
+    /// and `log.type` at once (a running server's
     /// files rewritten and reloaded: `SettingsChange`). Returns the changed keys.
     @discardableResult
     public func reload(_ new: Config) -> [String] {
@@ -33,7 +35,11 @@ extension Agent {
         keep("postgresql.authentication.superuser", \.postgresql.superuser)
         keep("postgresql.authentication.replication", \.postgresql.replication)
         keep("postgresql.authentication.rewind", \.postgresql.rewind)
-        keep("log", \.log)
+        keep("log.dir", \.log.dir)
+        keep("log.file_size", \.log.fileSize)
+        keep("log.file_num", \.log.fileNum)
+        keep("postgresql.use_unix_socket", \.postgresql.useUnixSocket)
+        keep("postgresql.use_unix_socket_repl", \.postgresql.useUnixSocketRepl)
         // The PostgreSQL side reads these from its own settings, made once at start.
         keep("postgresql.pg_ctl_timeout", \.postgresql.pgCtlTimeout)
         keep("postgresql.basebackup", \.postgresql.basebackup)
@@ -51,12 +57,21 @@ extension Agent {
         note("postgresql.remove_data_directory_on_diverged_timelines", \.postgresql.removeOnDivergedTimelines)
         note("bootstrap", \.bootstrap)
         note("archive", \.archive)
+        note("log.level", \.log.level)
+        note("log.type", \.log.type)
+        note("postgresql.pg_ident", \.postgresql.pgIdent)
+        note("postgresql.callbacks", \.postgresql.callbacks)
+        note("postgresql.pre_promote", \.postgresql.prePromote)
+        note("postgresql.before_stop", \.postgresql.beforeStop)
+        note("postgresql.proxy_address", \.postgresql.proxyAddress)
         note("ctl", \.ctl)
         note("watchdog", \.watchdog)
         if merged != old && taken.isEmpty { taken.append("other settings") }
 
         config = merged
         reloadAskedFor = true
+        // Logging takes the new level and format at once (the file it writes to stays).
+        if merged.log != old.log { StorkLogging.apply(level: merged.log.level, json: merged.log.type == "json") }
         applyWatchdogSettings(merged.watchdog, old: old.watchdog)
         let file = old.configFile ?? "the environment"
         if taken.isEmpty && kept.isEmpty {
