@@ -263,16 +263,22 @@ struct ShutdownDuringBootstrapTests {
 /// aside (never started), the empty `initialize` it held is given back, and it bootstraps anew.
 @Suite("Crash during bootstrap", .serialized)
 struct CrashDuringBootstrapTests {
+    /// A member whose agent was killed (SIGKILL) just as its bootstrap started PostgreSQL.
+    static func crashedWhileBootstrapStartsServer(_ cluster: TestCluster) async throws -> TestMember {
+        let m = cluster.addMember("pg0")
+        try m.start()
+        #expect(await TestSupport.waitUntil(timeout: 30, interval: 0.005) { m.log.contains("starting PostgreSQL") }, "\(m.log)")
+        m.crash()
+        return m
+    }
+
     @Test(.timeLimit(.minutes(3)))
     func crashThenRestart() async throws {
         let dir = TestSupport.makeTempDir("stork-dcs")
         defer { TestSupport.removeTree(dir) }
         let cluster = TestCluster(dcs: .local(dir))
         defer { cluster.destroy() }
-        let m = cluster.addMember("pg0")
-        try m.start()
-        #expect(await TestSupport.waitUntil(timeout: 30, interval: 0.005) { m.log.contains("starting PostgreSQL") }, "\(m.log)")
-        m.crash()
+        let m = try await Self.crashedWhileBootstrapStartsServer(cluster)
         let stale = try await readView(scope: cluster.scope, dcs: .local(dir))
         try m.start()
         #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
@@ -301,10 +307,7 @@ struct CrashDuringBootstrapTests {
         defer { TestSupport.removeTree(dir) }
         let cluster = TestCluster(dcs: .local(dir))
         defer { cluster.destroy() }
-        let m = cluster.addMember("pg0")
-        try m.start()
-        #expect(await TestSupport.waitUntil(timeout: 30, interval: 0.005) { m.log.contains("starting PostgreSQL") }, "\(m.log)")
-        m.crash()
+        let m = try await Self.crashedWhileBootstrapStartsServer(cluster)
         // Gone when the test ends; in a session of its own, as a forked postmaster would be.
         let user = try #require(TestSupport.postgresUser)
         let starting = try Companion.start(["/usr/bin/setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--init-groups",
