@@ -243,6 +243,11 @@ public func decide(_ s: Snapshot) -> Decision {
                     return .holdLeaderClearingFailover(reason: "it names \(named) as the leader, and \(s.me) leads")
                 }
                 if f.candidate == s.me { return .holdLeaderClearingFailover(reason: "it names \(s.me), the leader, as the candidate") }
+                // Patroni's leader checks again (a scheduled one was not checked when asked):
+                // never step down with nobody to take over.
+                if !successorExists(f.candidate, s) {
+                    return .holdLeaderClearingFailover(reason: "no healthy members found, switchover is not possible")
+                }
                 return .stepDown(candidate: f.candidate)
             }
             return .holdLeader
@@ -292,12 +297,16 @@ func decidePaused(_ s: Snapshot) -> Decision {
     }
     if local.inRecovery == false {
         if s.iAmLeader {
-            if let f = cluster.failover, let waiting = scheduledSwitchover(f, s) { return waiting }
-            if let f = cluster.failover, let candidate = f.candidate, candidate != me, f.leader == nil || f.leader == me {
+            // Paused, a scheduled switchover waits (Patroni runs no scheduled action while paused).
+            if cluster.failover?.scheduledAt != nil { return .pausedHoldLeader }
+            if let f = cluster.failover, let candidate = f.candidate, candidate != me, f.leader == nil || f.leader == me,
+               successorExists(candidate, s) {
                 return .stepDown(candidate: candidate)
             }
             if let f = cluster.failover {
-                return .holdLeaderClearingFailover(reason: f.candidate == me ? "it names \(me), the leader, as the candidate" : "it names no candidate, and the cluster is paused")
+                return .holdLeaderClearingFailover(reason: f.candidate == me ? "it names \(me), the leader, as the candidate"
+                                                   : f.candidate == nil ? "it names no candidate, and the cluster is paused"
+                                                   : "no healthy members found, switchover is not possible")
             }
             return .pausedHoldLeader
         }
@@ -318,6 +327,15 @@ func decidePaused(_ s: Snapshot) -> Decision {
     return follow(leader, s)
 }
 
+/// Whether `candidate` (any member when nil) can take over from this leader: a running member
+/// other than this one, not tagged `nofailover` (Patroni's `is_failover_possible`, as the
+/// member keys tell it).
+private func successorExists(_ candidate: String?, _ s: Snapshot) -> Bool {
+    s.cluster.members.contains { m in
+        m.name != s.me && (candidate == nil || m.name == candidate) && m.state == "running" && m.tags["nofailover"]?.isTruthy != true
+    }
+}
+
 /// A scheduled switchover the leader does not carry out this cycle: one whose time is more
 /// than a loop_wait away (wait), or more than 1.5 loop_wait past (dropped); nil when it is due.
 private func scheduledSwitchover(_ f: ManualFailover, _ s: Snapshot) -> Decision? {
@@ -325,7 +343,7 @@ private func scheduledSwitchover(_ f: ManualFailover, _ s: Snapshot) -> Decision
     let delta = at.timeIntervalSince(s.now)
     if delta > Double(s.loopWait) { return .awaitScheduledSwitchover(at: at) }
     if delta < -1.5 * Double(s.loopWait) {
-        return .holdLeaderClearingFailover(reason: "Found a stale failover value, cleaning up: \(DateText.isoformat(at))")
+        return .holdLeaderClearingFailover(reason: "Found a stale switchover value, cleaning up: \(DateText.isoformat(at))")
     }
     return nil
 }

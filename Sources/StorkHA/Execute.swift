@@ -98,7 +98,7 @@ extension Agent {
             }
 
         case .awaitScheduledSwitchover(let at):
-            logger.info("Awaiting failover at \(DateText.isoformat(at)) (in \(Int(at.timeIntervalSinceNow.rounded())) seconds)")
+            logger.info("Awaiting switchover at \(DateText.isoformat(at)) (in \(Int(at.timeIntervalSinceNow.rounded())) seconds)")
             fallthrough
         case .holdLeader:
             if await refreshLeaderKey() {
@@ -178,9 +178,12 @@ extension Agent {
 
         case .stepDown(let candidate):
             if let at = view.failover?.scheduledAt {
-                // Due within a loop_wait: to the second, as Patroni's.
+                // Due within a loop_wait: to the second, as Patroni's, the key (and the fences)
+                // refreshed first so that the wait does not eat into the ttl.
+                guard await refreshLeaderKey() else { return "failed to update leader lock" }
                 if at > Date() { try? await Task.sleep(for: .seconds(at.timeIntervalSinceNow)) }
-                logger.info("Manual scheduled failover at \(DateText.isoformat(at))")
+                if Task.isCancelled { return nil }
+                logger.info("Manual scheduled switchover at \(DateText.isoformat(at))")
             }
             return launch("demoting", state: "stopping", "manual failover: demoting myself" + (candidate.map { " in favour of \($0)" } ?? "")) { agent in
                 await agent.stepDown()

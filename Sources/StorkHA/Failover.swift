@@ -43,11 +43,19 @@ extension Agent {
     /// does, and lead. A promotion that fails gives the key back.
     func promoteToPrimary() async {
         let before = status.snapshot.server
-        guard await prePromoteAllows() else {
-            logger.warning("Releasing the leader key voluntarily because the pre-promote script failed")
-            prePromoteFailedAt = Date()
-            await releaseLeaderKey()
-            return
+        if config.postgresql.prePromote != nil {
+            guard await prePromoteAllows() else {
+                logger.warning("Releasing the leader key voluntarily because the pre-promote script failed")
+                prePromoteFailedAt = Date()
+                await releaseLeaderKey()
+                return
+            }
+            // The script may have run past the ttl, or the DCS gone meanwhile: promote only
+            // while the key is still this member's (Patroni: "lost leader before promote").
+            guard !Task.isCancelled, await refreshLeaderKey() else {
+                logger.warning("not promoting: the leader key was lost while pre_promote ran")
+                return
+            }
         }
         do {
             // The server removes standby.signal itself when it promotes; the primary's

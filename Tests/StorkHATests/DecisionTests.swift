@@ -220,8 +220,14 @@ private let cases: [DecisionCase] = [
     .init(label: "running replica holding the key, nofailover: follow nobody, never promote",
           snapshot: Snapshot(me: "pg0", cluster: leaderView, local: replica(following: nil), mayLead: false), expected: .follow(leader: nil)),
     .init(label: "the leader and a switchover to pg1: step down",
-          snapshot: Snapshot(me: "pg0", cluster: { var v = leaderView; v.failover = ManualFailover(leader: "pg0", candidate: "pg1"); return v }(),
+          snapshot: Snapshot(me: "pg0", cluster: { var v = leaderView; v.members.append(member("pg1")); v.failover = ManualFailover(leader: "pg0", candidate: "pg1"); return v }(),
                              local: runningPrimary), expected: .stepDown(candidate: "pg1")),
+    .init(label: "the leader and a switchover to a stopped pg1: the request is dropped",
+          snapshot: Snapshot(me: "pg0", cluster: { var v = leaderView; v.members.append(member("pg1", state: "stopped")); v.failover = ManualFailover(leader: "pg0", candidate: "pg1"); return v }(),
+                             local: runningPrimary), expected: .holdLeaderClearingFailover(reason: "no healthy members found, switchover is not possible")),
+    .init(label: "the leader and a switchover to anyone, the only replica nofailover: the request is dropped",
+          snapshot: Snapshot(me: "pg0", cluster: { var v = leaderView; v.members.append(member("pg1", tags: ["nofailover": .bool(true)])); v.failover = ManualFailover(leader: "pg0", candidate: nil); return v }(),
+                             local: runningPrimary), expected: .holdLeaderClearingFailover(reason: "no healthy members found, switchover is not possible")),
     .init(label: "the leader and a switchover scheduled in 11 s (loop_wait 10): hold the key, wait",
           snapshot: scheduled(in: 11), expected: .awaitScheduledSwitchover(at: Date(timeIntervalSince1970: 1_000_011))),
     .init(label: "the leader and a switchover due within loop_wait: step down",
@@ -230,9 +236,9 @@ private let cases: [DecisionCase] = [
           snapshot: scheduled(in: -14), expected: .stepDown(candidate: "pg1")),
     .init(label: "the leader and a switchover more than 1.5 loop_wait past: dropped",
           snapshot: scheduled(in: -16),
-          expected: .holdLeaderClearingFailover(reason: "Found a stale failover value, cleaning up: \(DateText.isoformat(Date(timeIntervalSince1970: 999_984)))")),
-    .init(label: "paused, the leader and a switchover scheduled in 11 s: hold the key, wait",
-          snapshot: paused(scheduled(in: 11)), expected: .awaitScheduledSwitchover(at: Date(timeIntervalSince1970: 1_000_011))),
+          expected: .holdLeaderClearingFailover(reason: "Found a stale switchover value, cleaning up: \(DateText.isoformat(Date(timeIntervalSince1970: 999_984)))")),
+    .init(label: "paused, the leader and a switchover due now: nothing scheduled runs while paused",
+          snapshot: paused(scheduled(in: 0)), expected: .pausedHoldLeader),
     .init(label: "no leader, a failover to another running member: wait for it",
           snapshot: Snapshot(me: "pg2", cluster: ClusterView(initialize: "7001", members: [Member(name: "pg1", data: .object(["state": .string("running")]))],
                                                              failover: ManualFailover(leader: "pg0", candidate: "pg1")),
@@ -301,6 +307,7 @@ private let pausedCases: [DecisionCase] = [
 /// pg0 leads and a switchover to pg1 is scheduled `seconds` from the snapshot's time.
 private func scheduled(in seconds: Double) -> Snapshot {
     var view = leaderView
+    view.members.append(member("pg1"))
     view.failover = ManualFailover(leader: "pg0", candidate: "pg1", scheduledAt: Date(timeIntervalSince1970: 1_000_000 + seconds))
     var s = Snapshot(me: "pg0", cluster: view, local: runningPrimary)
     s.now = Date(timeIntervalSince1970: 1_000_000)

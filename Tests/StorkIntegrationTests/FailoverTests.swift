@@ -249,11 +249,11 @@ struct FailoverTests {
         let clusterDoc = await pg1.api("/cluster").1
         #expect((clusterDoc["scheduled_switchover"] as? [String: Any]).map { $0["from"] as? String == "pg1" && $0["to"] as? String == "pg0" } == true,
                 "\(clusterDoc)")
-        #expect(await TestSupport.waitUntil(timeout: 5) { pg1.log.contains("Awaiting failover at ") }, "\(pg1.log.suffix(2000))")
+        #expect(await TestSupport.waitUntil(timeout: 5) { pg1.log.contains("Awaiting switchover at ") }, "\(pg1.log.suffix(2000))")
         #expect(pg1.sql("SELECT NOT pg_is_in_recovery()") == "t", "switched before its time")
         #expect(await TestSupport.waitUntil(timeout: 40) { pg0.sql("SELECT NOT pg_is_in_recovery()") == "t" }, "\(cluster.logs())")
         #expect(Date() >= at.addingTimeInterval(-0.5), "switched before its time")
-        #expect(pg1.log.contains("Manual scheduled failover at "), "\(pg1.log.suffix(2000))")
+        #expect(pg1.log.contains("Manual scheduled switchover at "), "\(pg1.log.suffix(2000))")
         #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
 
         // One far ahead, flushed with patronictl; DELETE /switchover then finds none.
