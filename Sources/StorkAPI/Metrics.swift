@@ -87,7 +87,7 @@ public enum Metrics {
         if let method = builds.lastMethod {
             let labels = "{scope=\"\(escape(config.scope))\",name=\"\(escape(config.name))\",method=\"\(escape(method))\"}"
             for (name, help, value) in [("stork_replica_build_last_duration_seconds", "Seconds the last finished replica build took.", number(builds.lastSeconds)),
-                                        ("stork_replica_build_last_bytes", "Bytes the last finished replica build copied.", String(builds.lastBytes))] {
+                                        ("stork_replica_build_last_bytes", "Bytes the latest replica build copied (so far, while one runs).", String(builds.lastBytes))] {
                 lines += ["# HELP \(name) \(help)", "# TYPE \(name) gauge", "\(name)\(labels) \(value)"]
             }
         }

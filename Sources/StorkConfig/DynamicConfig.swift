@@ -25,13 +25,23 @@ public enum DynamicConfig {
         "remove_data_directory_on_rewind_failure", "remove_data_directory_on_diverged_timelines",
     ]
 
+    /// Patroni's defaults of the keys that are not all off when unset.
+    static func isDefault(_ key: String, _ value: JSONValue) -> Bool {
+        switch key {
+        case "synchronous_node_count": return value.intValue == 1
+        case "maximum_lag_on_syncnode": return value.intValue == -1
+        case "member_slots_ttl": return ["30min", "1800"].contains(value.scalarText ?? "")
+        default: return false
+        }
+    }
+
     /// The keys of `config` (`bootstrap.dcs` or the DCS key) that have no effect in Stork,
     /// as paths under `prefix`: unknown ones, and set ones Stork does not act on yet (one set
     /// to false, 0 or empty changes nothing, so it is not named).
     public static func withoutEffect(_ config: [String: JSONValue], prefix: String) -> [String] {
         var out: [String] = []
-        for (key, value) in config {
-            if !keys.contains(key) || (notImplemented.contains(key) && value.isSet) { out.append(prefix + key) }
+        for (key, value) in config where !keys.contains(key) || (notImplemented.contains(key) && value.isSet && !isDefault(key, value)) {
+            out.append(prefix + key)
         }
         if case .object(let pg)? = config["postgresql"] {
             for (key, value) in pg where !postgresqlKeys.contains(key) && value.isSet { out.append(prefix + "postgresql." + key) }

@@ -154,8 +154,8 @@ public enum StorkLogging {
     /// - Parameters:
     ///   - level: Patroni's level name (`log.level`); an unknown name means INFO.
     ///   - json: `log.type == "json"`.
-    @discardableResult
     ///   - file: `log.dir`'s file, written instead of standard error.
+    @discardableResult
     public static func bootstrap(level: String, json: Bool, file: RotatingLogFile? = nil) -> Bool {
         guard bootstrapped.claim() else { return false }
         apply(level: level, json: json)

@@ -4,7 +4,7 @@ import Synchronization
 /// `log.dir`: the agent's log lines in `<dir>/patroni.log`, rotated as Patroni's
 /// RotatingFileHandler rotates it: before a line would take the file to `file_size` bytes, it
 /// becomes `patroni.log.1` (`.1` becomes `.2`, ...; the oldest of `file_num` goes); with
-/// `file_num` 0 it is only emptied.
+/// `file_num` 0 it is never rotated (Python's handler does not roll over without backups).
 public final class RotatingLogFile: Sendable {
     public let path: String
     let maxBytes: Int
@@ -37,11 +37,13 @@ public final class RotatingLogFile: Sendable {
     public func write(_ line: String) {
         state.withLock { s in
             let length = line.utf8.count + 1
-            if s.size > 0 && s.size + length >= maxBytes {
+            if backups > 0 && s.size > 0 && s.size + length >= maxBytes {
                 close(s.fd)
                 rotate()
-                s = (Self.open(path), 0)
+                s = (-1, 0)
             }
+            // Opened again after a rotation, or after an open that failed (a full disk, say).
+            if s.fd < 0 { s = (Self.open(path), 0) }
             guard s.fd >= 0 else { return }
             PatroniLogHandler.writeLine(line, to: s.fd)
             s.size += length
@@ -49,7 +51,6 @@ public final class RotatingLogFile: Sendable {
     }
 
     private func rotate() {
-        guard backups > 0 else { unlink(path); return }
         for n in stride(from: backups - 1, through: 1, by: -1) {
             rename("\(path).\(n)", "\(path).\(n + 1)")
         }

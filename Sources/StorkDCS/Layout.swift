@@ -48,7 +48,8 @@ public struct DCSKeys: Sendable, Equatable {
         if let l = relative["leader"], !l.isEmpty { view.leader = l }
         if let f = relative["failover"], case .object(let m)? = JSONValue.parse(json: Data(f.utf8)) {
             view.failover = ManualFailover(leader: m["leader"]?.scalarText, candidate: m["member"]?.scalarText,
-                                           scheduledAt: m["scheduled_at"]?.scalarText.flatMap { DateText.timestamp($0)?.0 })
+                                           // Unreadable: long past, so the leader drops it as stale (Patroni drops it).
+                                           scheduledAt: m["scheduled_at"].flatMap { $0 == .null ? nil : ($0.scalarText.flatMap { DateText.timestamp($0)?.0 } ?? .distantPast) })
         }
         view.leaderOptime = Self.optime(status: relative["status"]) ?? Self.optime(status: relative["optime/leader"])
         if let h = relative["history"], case .array(let entries)? = JSONValue.parse(json: Data(h.utf8)) {

@@ -135,6 +135,13 @@ extension Agent {
         logger.error(Task.isCancelled ? "bootstrap cancelled by shutdown: \(reason)" : "bootstrap failed: \(reason)")
         status.update { $0.state = "initdb failed" }
         await stopPostgresUncancelled(announce: false)
+        // A pg_ctl start that timed out or was cancelled may leave a postmaster that shows
+        // itself later: nothing is moved or removed under it.
+        let running = await node.stopServersLeftBehind(within: 5)
+        guard running.isEmpty else {
+            fatal = AgentFatalError("the bootstrap failed (\(reason)) and PostgreSQL still runs on \(config.postgresql.dataDir) (PID \(running.map(String.init).joined(separator: ", "))): stop it; the data directory is left as it is")
+            return
+        }
         // Once the system identifier is in `initialize` (the marker goes then too), the
         // cluster exists: its data directory and key stay.
         let initialize = try? await dcs.clusterView().initialize

@@ -72,9 +72,9 @@ extension Agent {
         callbackRole = name
     }
 
-    /// A role change of a running server (a promotion, a replica becoming the standby leader).
-    func announceRoleChange(_ name: String) {
-        callback("on_role_change", role: name)
+    /// A role change (a promotion: on_role_change; a switchover's stop: on_stop `demoted`).
+    func announceRoleChange(_ name: String, action: String = "on_role_change") {
+        callback(action, role: name)
         callbackRole = name
     }
 

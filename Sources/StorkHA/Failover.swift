@@ -76,7 +76,7 @@ extension Agent {
                 // The new timeline's history file says where it forked off which one, as
                 // Patroni reads it; a replica's own report of its timeline can lag (an idle
                 // WAL receiver still names the timeline it started on).
-                let fork = try? await node.timelineHistory(fromConnURL: node.connURL, timeline: after.timeline).last
+                let fork = node.localTimelineHistory(timeline: after.timeline)?.last
                 do {
                     try await dcs.appendHistory(timeline: fork?.parent ?? before.timeline, lsn: fork?.switchpoint ?? before.walPosition,
                                                 reason: "no recovery target specified", newLeader: config.name, keep: maxTimelinesHistory)

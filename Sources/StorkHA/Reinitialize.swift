@@ -121,7 +121,8 @@ extension Agent {
         // Immediate, as Patroni does: the directory is about to be replaced or re-synced, and
         // a shutdown checkpoint would only write what is thrown away. Kept, it recovers as after a crash.
         await stopPostgresUncancelled(mode: "immediate")
-        guard !node.isRunning() else {
+        // A start the reinitialize cancelled may leave a postmaster that shows itself later.
+        guard !node.isRunning(), await node.stopServersLeftBehind(within: 5).isEmpty else {
             logger.error("reinitialize: PostgreSQL does not stop; nothing was changed")
             return false
         }

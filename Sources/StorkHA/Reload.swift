@@ -10,9 +10,9 @@ extension Agent {
     /// users, `pg_ctl_timeout` and `basebackup` options, `use_unix_socket`, `log.dir`) keeps its
     /// running value until the agent restarts, and the log says which of those changed; the
     /// rest (tags, `postgresql.parameters`, `pg_hba` and `pg_ident`, callbacks, the replica
-    /// methods, bootstrap and archive settings) is used from the next cycle on, and `log.level`
-    /// and `log.type` at once (a running server's
-    /// files rewritten and reloaded: `SettingsChange`). Returns the changed keys.
+    /// methods, bootstrap and archive settings) is used from the next cycle on (a running
+    /// server's files rewritten and reloaded: `SettingsChange`), and `log.level` and `log.type`
+    /// at once. Returns the changed keys.
     @discardableResult
     public func reload(_ new: Config) -> [String] {
         let old = config

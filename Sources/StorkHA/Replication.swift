@@ -75,7 +75,8 @@ extension Agent {
             for warning in warnings where parameterWarningsSaid.insert(warning).inserted { logger.warning("\(warning)") }
         }
         let lines = hba ?? effectiveHBA(config: config, dynamic: lastView.config)
-        let ident = effectiveIdent(config: config, dynamic: lastView.config)
+        // Once written, a pg_ident no longer configured leaves an empty file, not the old map.
+        let ident = effectiveIdent(config: config, dynamic: lastView.config) ?? (writtenSettings?.ident != nil ? [] : nil)
         try node.writeConfiguration(parameters: parameters, hba: lines, ident: ident, role: role)
         writtenSettings = WrittenSettings(role: role, parameters: configured, hba: lines, ident: ident)
     }

@@ -30,7 +30,6 @@ extension Agent {
         }
         if node.isRunning() { logger.info("stopping PostgreSQL") }
         await stopPostgresUncancelled()
-        await callbacks.wait(seconds: 5)
         // A primary that would not stop keeps the key until it expires: given back now, another
         // member could promote while this server still accepts writes.
         if releaseFencesOnShutdown() {
@@ -39,6 +38,8 @@ extension Agent {
             logger.critical("PostgreSQL did not stop and may accept writes: the leader key is not given back (it expires after ttl); stop PostgreSQL before any other member may promote")
         }
         try? await dcs.deleteMember()
+        // After the keys: a hanging on_stop must not delay the failover.
+        await callbacks.wait(seconds: 5)
         logger.info("Stork agent stopped")
     }
 }

@@ -10,11 +10,13 @@ extension Agent {
     /// A switchover: a clean stop (the replicas receive everything, the shutdown checkpoint
     /// too), the leader key given back, then a start as a replica that will follow the new leader.
     func stepDown() async {
-        await stopPostgresUncancelled()
+        await stopPostgresUncancelled(announce: false)
         guard !node.isRunning() else {
             logger.error("manual failover: PostgreSQL does not stop; keeping the leader key")
             return
         }
+        // Patroni's graceful demotion names the role `demoted` by the time on_stop runs.
+        announceRoleChange("demoted", action: "on_stop")
         do { try await dcs.deleteLeader() } catch { logger.error("manual failover: could not give the leader key back: \(error)") }
         status.update { $0.holdsLeaderKey = false }
         lastLeaderRefresh = nil

@@ -33,7 +33,12 @@ public struct ArchiveCounters: Codable, Sendable, Equatable {
 
     /// The counts, or nil when nothing was counted yet.
     public static func read(at path: String) -> ArchiveCounters? {
-        FileManager.default.contents(atPath: path).flatMap(decode)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        // Shared: an add truncates before it writes.
+        guard flock(fd, LOCK_SH) == 0 else { return nil }
+        return decode(FileHandle(fileDescriptor: fd, closeOnDealloc: false).readDataToEndOfFile())
     }
 
     private static func decode(_ data: Data) -> ArchiveCounters? { try? JSONDecoder().decode(ArchiveCounters.self, from: data) }

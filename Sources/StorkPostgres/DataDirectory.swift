@@ -378,7 +378,7 @@ extension PostgresNode {
     }
 
     /// The processes running PostgreSQL on this data directory, whether or not postmaster.pid
-    /// says so yet: a program given it with `-D` (pg_ctl, the shell it starts, postgres), or a
+    /// says so yet: a program given it with `-D` (pg_ctl and the child it forks, postgres), or a
     /// postgres process whose working directory it is. A pg_ctl stopped an instant after it
     /// forked leaves a postmaster that writes postmaster.pid only later.
     public func serverProcesses() -> [pid_t] {

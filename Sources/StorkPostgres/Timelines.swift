@@ -42,6 +42,13 @@ extension PostgresNode {
         return timeline
     }
 
+    /// The history of `timeline` from this data directory's `pg_wal` (a promotion writes it
+    /// there), as Patroni reads it; nil when the file cannot be read.
+    public func localTimelineHistory(timeline: Int) -> [TimelineSwitch]? {
+        let path = settings.dataDir + "/pg_wal/" + String(format: "%08X", timeline) + ".history"
+        return (try? String(contentsOfFile: path, encoding: .utf8)).map(TimelineSwitch.parse(history:))
+    }
+
     /// The history of `timeline` on the member at `url` (`TIMELINE_HISTORY`), as the
     /// replication user, who may read it wherever it may stream.
     public func timelineHistory(fromConnURL url: String, timeline: Int) async throws -> [TimelineSwitch] {

@@ -57,7 +57,8 @@ func loadConfigAndLog(_ path: String?, toFile: Bool = false) throws -> (LoadedCo
     let loaded = try loadConfigOrExit(path)
     let log = loaded.config.log
     var file: RotatingLogFile?
-    if toFile, let dir = log.dir {
+    // Not as root: the agent refuses to run as root, and must not leave a root-owned log behind.
+    if toFile, geteuid() != 0, let dir = log.dir {
         do { file = try RotatingLogFile(dir: dir, maxBytes: log.fileSize, backups: log.fileNum) } catch {
             FileHandle.standardError.write(Data("\(error)\n".utf8))
             throw ExitCode(2)

@@ -254,6 +254,8 @@ struct ConfigLoaderTests {
           dcs:
             synchronous_mode: true
             synchronous_mode_strict: false
+            synchronous_node_count: 1
+            maximum_lag_on_syncnode: -1
             failsafe_mode: off
             slots: {cdc: {type: logical, database: app, plugin: pgoutput}}
             ignore_slots: []

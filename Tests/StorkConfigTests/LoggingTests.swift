@@ -144,6 +144,16 @@ struct RotatingLogFileTests {
         #expect(read("patroni.log") == "line 010\nline 011\n")
     }
 
+    /// file_num 0: Python's handler never rolls over without backups; the file only grows.
+    @Test func noBackupsMeansNoRotation() throws {
+        let dir = NSTemporaryDirectory() + "stork-log-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let file = try RotatingLogFile(dir: dir, maxBytes: 30, backups: 0)
+        for i in 1...10 { file.write("line \(String(format: "%03d", i))") }
+        #expect((try? String(contentsOfFile: dir + "/patroni.log", encoding: .utf8))?.split(separator: "\n").count == 10)
+        #expect(!FileManager.default.fileExists(atPath: dir + "/patroni.log.1"))
+    }
+
     @Test func aDirectoryThatCannotBeMadeIsOneLine() {
         do {
             _ = try RotatingLogFile(dir: "/proc/stork-log", maxBytes: 100, backups: 1)

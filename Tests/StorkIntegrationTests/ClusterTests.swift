@@ -298,8 +298,9 @@ struct CrashDuringBootstrapTests {
     }
 
     /// A program still running PostgreSQL on the unfinished bootstrap's directory without a
-    /// postmaster.pid (here a stand-in naming it with -D, as the shell pg_ctl starts does; in
-    /// CI, the postmaster of a pg_ctl the agent stopped an instant after it forked): the
+    /// postmaster.pid (here a stand-in whose arguments name it with -D, as a forked pg_ctl's and a
+    /// postmaster's do; in CI, the postmaster of a pg_ctl the agent stopped an instant after it
+    /// forked): the
     /// directory is neither moved nor removed until it has ended; then the agent goes on.
     @Test(.timeLimit(.minutes(3)))
     func aServerStillStartingKeepsTheDirectoryInPlace() async throws {
@@ -311,7 +312,7 @@ struct CrashDuringBootstrapTests {
         // Gone when the test ends; in a session of its own, as a forked postmaster would be.
         let user = try #require(TestSupport.postgresUser)
         let starting = try Companion.start(["/usr/bin/setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--init-groups",
-                                            "/bin/sh", "-c", "sleep 12", "postgres", "-D", m.dataDir], environment: [])
+                                            "/bin/sh", "-c", "sleep 12; true", "postgres", "-D", m.dataDir], environment: [])
         let startingPID = starting.pid
         defer { kill(-startingPID, SIGKILL); starting.close(kill: true) }
         let since = Date()
@@ -323,7 +324,7 @@ struct CrashDuringBootstrapTests {
             if !movedAside().isEmpty { Issue.record("moved aside while a server ran on it: \(movedAside())\n\(m.log)"); break }
             try await Task.sleep(for: .milliseconds(100))
         }
-        #expect(m.log.contains("PostgreSQL still runs on \(m.dataDir) (PID "), "\(m.log)")
+        #expect(await TestSupport.waitUntil(timeout: 2) { m.log.contains("PostgreSQL still runs on \(m.dataDir) (PID ") }, "\(m.log)")
         // Once it has ended, the unfinished bootstrap is moved aside and the agent bootstraps anew.
         #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
         #expect(m.log.contains("removed the data directory left by an unfinished bootstrap"), "\(m.log)")
