@@ -19,7 +19,11 @@ extension Agent {
         }
         guard let server = try? await node.serverState() else { return "PostgreSQL does not answer" }
         let mine = WALStanding(wal: server.walPosition, replayed: server.replayLSN ?? server.walPosition, paused: server.replayPaused)
-        if let behind = timelineObjection(mine: max(server.timeline, highestTimeline ?? 0), cluster: view.timeline) { return behind }
+        // A replica's timeline as its replay stands (IDENTIFY_SYSTEM to itself, as Patroni asks):
+        // with its upstream gone, the WAL receiver's row is gone too, and pg_control may still
+        // name the timeline before the last switchover until the next restartpoint.
+        let replayed = server.inRecovery ? ((try? await node.currentTimeline()) ?? 0) : 0
+        if let behind = timelineObjection(mine: max(server.timeline, highestTimeline ?? 0, replayed), cluster: view.timeline) { return behind }
         if view.failoverCandidate == config.name { return nil }
         if let lag = lagObjection(mine: mine, leaderOptime: view.leaderOptime, maxLag: maximumLagOnFailover) { return lag }
         let client = MemberAPIClient(config: config, timeout: 2)

@@ -55,12 +55,14 @@ extension Agent {
     /// and the tally's latest method and bytes, which outlive it.
     func replicaBuilder() -> ReplicaBuilder {
         let status = self.status
+        status.update { $0.replicaBuilds.lastBytes = 0 }
         return ReplicaBuilder(node: node, logger: logger) { progress in
             status.update { s in
                 s.replicaCreation = progress
                 if let progress {
                     s.replicaBuilds.lastMethod = progress.method
-                    s.replicaBuilds.lastBytes = progress.bytesDone ?? 0
+                    // A report without bytes (a method starting, a check) keeps the count.
+                    if let bytes = progress.bytesDone { s.replicaBuilds.lastBytes = bytes }
                 }
             }
         }

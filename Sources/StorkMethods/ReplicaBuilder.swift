@@ -175,6 +175,10 @@ public final class ReplicaBuilder: Sendable {
         var result = await method.run(run, node: node)
         watcher.cancel()
         if case .succeeded = result {
+            // What was copied in the end (the watcher reports every 2 s: a quick copy not at all).
+            var copied = progress
+            copied.bytesDone = meter.withLock { $0?.done } ?? PostgresNode.treeSize(target)
+            report(copied)
             do {
                 try await node.verifyCopy(target, expectedSystemIdentifier: request.expectedSystemIdentifier)
                 try node.removeUpstreamSettings(of: target)
