@@ -39,7 +39,7 @@ public enum APIResponses {
         if s.watchdogFailed { doc["watchdog_failed"] = .bool(true) }
         if let progress = s.replicaCreation { doc["replica_creation"] = ProgressJSON.replicaCreation(progress, now: now) }
         if let progress = s.recoveryProgress { doc["recovery_progress"] = ProgressJSON.recoveryProgress(progress, now: now) }
-        if !config.tags.isEmpty { doc["tags"] = .object(config.tags) }
+        if !s.tags.isEmpty { doc["tags"] = .object(s.tags) }
         if let reason = s.pendingRestart {
             doc["pending_restart"] = .bool(true)
             doc["pending_restart_reason"] = .object(reason)

@@ -21,7 +21,7 @@ public enum HealthChecks {
         let running = s.state == "running"
         let primary = running && s.role == "primary" && s.holdsLeaderKey && !s.standbyCluster
         let standbyLeader = running && s.role == "standby_leader" && s.holdsLeaderKey && s.standbyCluster
-        let replica = running && s.role == "replica" && s.cannotFollow == nil && !(config.tags["noloadbalance"]?.isTruthy ?? false)
+        let replica = running && s.role == "replica" && s.cannotFollow == nil && !(s.tags["noloadbalance"]?.isTruthy ?? false)
             && !lagging(s, limit: query.lag)
         // Synchronous replication is not in Stork yet: no member is a synchronous or quorum standby.
         let syncStandby = false
@@ -51,7 +51,7 @@ public enum HealthChecks {
         default:
             return nil
         }
-        return code && tagsMatch(query.tags, config.tags) ? 200 : 503
+        return code && tagsMatch(query.tags, s.tags) ? 200 : 503
     }
 
     /// The replica replayed less than the leader's last published position minus `limit` bytes

@@ -105,6 +105,7 @@ public actor Agent {
         self.dcs = dcs
         self.node = node
         self.status = status
+        status.update { $0.tags = config.tags }
         self.logger = logger
         self.timing = clusterTiming(config: config, dynamic: nil).timing
         self.watchdog = Watchdog(settings: config.watchdog, logger: logger)

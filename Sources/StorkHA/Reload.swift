@@ -69,6 +69,7 @@ extension Agent {
         if merged != old && taken.isEmpty { taken.append("other settings") }
 
         config = merged
+        status.update { $0.tags = merged.tags }
         reloadAskedFor = true
         // Logging takes the new level and format at once (the file it writes to stays).
         if merged.log != old.log { StorkLogging.apply(level: merged.log.level, json: merged.log.type == "json") }

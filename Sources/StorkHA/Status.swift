@@ -24,6 +24,9 @@ public struct MemberStatus: Sendable, Equatable {
     public var loopWait: Int = 10
     /// `maximum_lag_on_failover` of the cluster's configuration (bytes): `GET /readiness`'s default limit.
     public var maximumLagOnFailover: Int = 1_048_576
+    /// This member's tags as the agent runs with them now (a reload changes them): the REST API's
+    /// answers (`GET /patroni`, `noloadbalance` and `?tag_` filters) follow them.
+    public var tags: [String: JSONValue] = [:]
     /// The cluster's configuration has a `standby_cluster`: its leader is a standby leader.
     public var standbyCluster: Bool = false
     /// The cluster as the last cycle read it from the DCS (`GET /cluster`, `/history`, `/config`).

@@ -25,8 +25,11 @@ struct HealthCheckTests {
     /// A primary whose PostgreSQL stopped while it still holds the key.
     var keyHolderStopped: MemberStatus { status(state: "stopped", role: "primary", leader: true) }
 
+    /// The member runs with `tags` (the agent publishes them in the status; a reload changes them).
     func code(_ path: String, _ s: MemberStatus, query: String? = nil, tags: [String: JSONValue] = [:]) -> Int? {
-        HealthChecks.statusCode(path: path, query: HealthQuery(query), s, config: config(tags: tags))
+        var s = s
+        s.tags = tags
+        return HealthChecks.statusCode(path: path, query: HealthQuery(query), s, config: config(tags: [:]))
     }
 
     @Test func everyPathOnEveryRole() {

@@ -124,12 +124,21 @@ struct DynamicConfigTests {
         // The member's own YAML after SIGHUP (systemctl reload): applied the same way, to that member only.
         let yaml = try String(contentsOfFile: cluster.members[1].configPath, encoding: .utf8)
         #expect(!cluster.members[1].log.contains(" DEBUG: "))
-        try (yaml.replacingOccurrences(of: "    max_connections: 30\n", with: "    max_connections: 30\n    lock_timeout: 7000\n") + "\nlog:\n  level: DEBUG\n")
+        try (yaml.replacingOccurrences(of: "    max_connections: 30\n", with: "    max_connections: 30\n    lock_timeout: 7000\n") + "\nlog:\n  level: DEBUG\ntags:\n  noloadbalance: true\n")
             .write(toFile: cluster.members[1].configPath, atomically: false, encoding: .utf8)
         kill(try #require(cluster.members[1].process?.processIdentifier), SIGHUP)
         #expect(await TestSupport.waitUntil(timeout: 20) { cluster.members[1].sql("SHOW lock_timeout") == "7s" }, "\(cluster.members[1].log.suffix(2000))")
         // log.level too, at once: the reload's pg_ctl run is logged at DEBUG.
         #expect(await TestSupport.waitUntil(timeout: 10) { cluster.members[1].log.contains(" DEBUG: ") }, "\(cluster.members[1].log.suffix(2000))")
+        // And the tags: the REST API answers with them (a replica tagged noloadbalance leaves the read pool).
+        let tagged = await TestSupport.waitUntil(timeout: 10) {
+            (await cluster.members[1].api("/patroni").1["tags"] as? [String: Any])?["noloadbalance"] as? Bool == true
+        }
+        let taggedDoc = await cluster.members[1].api("/patroni").1
+        #expect(tagged, "\(taggedDoc)")
+        if taggedDoc["role"] as? String == "replica" {
+            #expect(await cluster.members[1].api("/replica").0 == 503, "a noloadbalance replica still in the read pool")
+        }
         #expect(cluster.members[0].sql("SHOW lock_timeout") == "0")
 
         // The carried-over file's parameters: one warning each, however often the files were written since.
