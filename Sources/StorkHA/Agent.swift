@@ -84,6 +84,9 @@ public actor Agent {
     /// The pause state the member key last showed: a change is published as soon as a cycle
     /// reads it, because `patronictl pause/resume --wait` gives members only loop_wait + 1 s.
     var publishedPause: Bool?
+    /// The parameters a replica starts with above their configured value because its primary
+    /// runs with more (pg_control): `pending_restart_reason` entries until that changes.
+    var recoveryFloor: [String: JSONValue] = [:]
     /// `postgresql.callbacks`, run in the background (`Callbacks.swift`), and the role they
     /// last announced (nil: none yet; Patroni's `cb_called`).
     let callbacks = CallbackRunner()

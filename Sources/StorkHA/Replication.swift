@@ -54,14 +54,18 @@ extension Agent {
             parameters["primary_slot_name"] = standby.primarySlotName.map { .string($0) }
             parameters.merge(standby.recoveryParameters) { _, new in new }
         }
+        recoveryFloor = [:]
         switch role {
         case .replica, .bootstrapRecovery:
             // Recovery refuses to run with less than the primary had for these; as Patroni
-            // does, the server starts with the larger of the configured value and pg_control's.
+            // does, the server starts with the larger of the configured value and pg_control's,
+            // and reports a pending restart until the two agree.
             if let control = try? await node.controlData() {
                 let floor = recoveryParameterFloor(configured: parameters, control: control)
                 for (name, value) in floor.sorted(by: { $0.key < $1.key }) {
-                    logger.info("starting with \(name) = \(value.scalarText ?? ""), the primary's value from pg_control (configured lower)")
+                    let configuredText = parameters[name]?.scalarText ?? "the default"
+                    logger.info("\(name) value in pg_controldata: \(value.scalarText ?? ""), in the global configuration: \(configuredText). pg_controldata value will be used. Setting 'Pending restart' flag")
+                    recoveryFloor[name] = .object(["old_value": .string(value.scalarText ?? ""), "new_value": .string(parameters[name]?.scalarText ?? "")])
                 }
                 parameters.merge(floor) { _, new in new }
             }
@@ -111,7 +115,8 @@ extension Agent {
         do {
             try await writeConfig(role: role)
             try await node.start(timeout: timeout ?? config.postgresql.pgCtlTimeout)
-            status.update { $0.postmasterStartTime = Date(); $0.pendingRestart = nil }
+            let floor = recoveryFloor
+            status.update { $0.postmasterStartTime = Date(); $0.pendingRestart = floor.isEmpty ? nil : floor }
             announceRunning(role, restarted: restarted)
             if let standby = remotePrimary(followedBy: role) {
                 followedLeader = .some(standby.upstreamLabel)

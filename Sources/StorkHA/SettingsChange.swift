@@ -71,6 +71,7 @@ extension Agent {
         if !reason.isEmpty {
             logger.info("pending restart: \(reason.keys.sorted().joined(separator: ", ")) change only when PostgreSQL restarts")
         }
+        reason.merge(recoveryFloor) { fromServer, _ in fromServer }
         status.update { $0.pendingRestart = reason.isEmpty ? nil : reason }
     }
 

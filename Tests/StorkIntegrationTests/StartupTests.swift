@@ -77,4 +77,27 @@ struct StartupTests {
         let view = try await readView(scope: cluster.scope, dcs: cluster.dcs)
         #expect(view.member(named: "pg0")?.data["proxy_url"]?.scalarText == "postgres://127.0.0.1:6432/postgres", "\(members)")
     }
+
+    /// A replica configured with fewer connections than its primary runs with starts with the
+    /// primary's number (recovery refuses less) and reports a pending restart saying so, as Patroni.
+    @Test(.timeLimit(.minutes(2)))
+    func aReplicaConfiguredBelowItsPrimary() async throws {
+        let dcsDir = TestSupport.makeTempDir("stork-dcs")
+        let cluster = TestCluster(scope: "floor", dcs: .local(dcsDir))
+        defer { cluster.destroy(); TestSupport.removeTree(dcsDir) }
+        _ = try await cluster.startPrimary("pg0")
+        let pg1 = cluster.addMember("pg1")
+        let text = try String(contentsOfFile: pg1.configPath, encoding: .utf8)
+        try text.replacingOccurrences(of: "    max_connections: 30\n", with: "    max_connections: 20\n")
+            .write(toFile: pg1.configPath, atomically: false, encoding: .utf8)
+        try pg1.start()
+        #expect(await cluster.waitAllStreaming(timeout: 60), "\(cluster.logs())")
+        #expect(pg1.sql("SHOW max_connections") == "30")
+        let pending = await TestSupport.waitUntil(timeout: 10) { await pg1.api("/patroni").1["pending_restart"] as? Bool == true }
+        let doc = await pg1.api("/patroni").1
+        #expect(pending, "\(doc)\n\(pg1.log.suffix(2000))")
+        let reason = (doc["pending_restart_reason"] as? [String: Any])?["max_connections"] as? [String: Any]
+        #expect(reason?["old_value"] as? String == "30" && reason?["new_value"] as? String == "20", "\(doc)")
+        #expect(pg1.log.contains("max_connections value in pg_controldata: 30, in the global configuration: 20. pg_controldata value will be used"), "\(pg1.log.suffix(2000))")
+    }
 }
