@@ -94,26 +94,27 @@ extension Agent {
 
     /// `postgresql.pre_promote`, waited for: whether the promotion may go on (exit status 0).
     func prePromoteAllows() async -> Bool {
-        guard let command = config.postgresql.prePromote, let words = UserOptions.shellWords(command), !words.isEmpty else { return true }
-        do {
-            let result = try await node.run(Command(words[0], Array(words.dropFirst())))
-            logger.info("pre_promote script `\(command)` exited with \(result.exitStatus)")
-            return result.succeeded
-        } catch {
-            logger.error("pre_promote script `\(command)` could not run: \(error)")
-            return false
-        }
+        guard let command = config.postgresql.prePromote else { return true }
+        return await runWaited("pre_promote", command) == true
     }
 
     /// `postgresql.before_stop`, waited for, before a running server is stopped.
     func runBeforeStop() async {
-        guard node.isRunning(), let command = config.postgresql.beforeStop,
-              let words = UserOptions.shellWords(command), !words.isEmpty else { return }
+        guard node.isRunning(), let command = config.postgresql.beforeStop else { return }
+        _ = await runWaited("before_stop", command)
+    }
+
+    /// Runs a script the agent waits for and logs how it ended, as Patroni does; whether it
+    /// succeeded (nil when it could not run).
+    private func runWaited(_ name: String, _ command: String) async -> Bool? {
+        guard let words = UserOptions.shellWords(command), !words.isEmpty else { return nil }
         do {
             let result = try await node.run(Command(words[0], Array(words.dropFirst())))
-            logger.info("before_stop script `\(command)` exited with \(result.exitStatus)")
+            logger.info("\(name) script `\(command)` exited with \(result.exitStatus)")
+            return result.succeeded
         } catch {
-            logger.error("before_stop script `\(command)` could not run: \(error)")
+            logger.error("\(name) script `\(command)` could not run: \(error)")
+            return nil
         }
     }
 

@@ -31,7 +31,8 @@ extension Agent {
                                schedule: Result<(Date, String), RefusedRequest>? = nil) async -> (Int, String) {
         guard let view = try? await dcs.clusterView() else { return (503, "DCS is not accessible") }
         var action = switchover ? "switchover" : "failover"
-        logger.info("received \(action) request with leader=\(leader ?? "None") candidate=\(candidate ?? "None") scheduled_at=\(schedule.flatMap { try? $0.get().1 } ?? "None")")
+        let scheduleText = schedule.flatMap { try? $0.get().1 }
+        logger.info("received \(action) request with leader=\(leader ?? "None") candidate=\(candidate ?? "None") scheduled_at=\(scheduleText ?? "None")")
         if !switchover && candidate == nil { return (400, "Failover could be performed only to a specific candidate") }
         if switchover && leader == nil { return (400, "Switchover could be performed only from a specific leader") }
         var scheduledAt: Date?
@@ -56,7 +57,7 @@ extension Agent {
             return (503, "DCS is not accessible: \(error)")
         }
         if scheduledAt != nil {
-            logger.info("\(action) scheduled: from \(leader ?? "the leader") to \(candidate ?? "the healthiest replica") at \(schedule.flatMap { try? $0.get().1 } ?? "")")
+            logger.info("\(action) scheduled: from \(leader ?? "the leader") to \(candidate ?? "the healthiest replica") at \(scheduleText ?? "")")
             return (202, action.capitalized + " scheduled")
         }
         logger.info("\(action) requested: from \(view.leader ?? "no leader") to \(candidate ?? "the healthiest replica")")

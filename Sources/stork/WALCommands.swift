@@ -33,6 +33,12 @@ func walArchive(_ configFile: String, command: String, failureStatus: Int32, boo
     } catch { fail(command, "\(error)", status: failureStatus) }
 }
 
+/// The size of the file at `path` in bytes, 0 when it cannot be read (for the counters only).
+func fileSize(_ path: String) -> Int {
+    var st = stat()
+    return stat(path, &st) == 0 ? Int(st.st_size) : 0
+}
+
 struct WALPushCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wal-push",
@@ -61,8 +67,7 @@ struct WALPushCommand: ParsableCommand {
             ArchiveCounters.add(at: counters) { $0.pushFailures += 1 }
             fail("wal-push", "\(error)")
         }
-        var st = stat()
-        let bytes = stat(path, &st) == 0 ? Int(st.st_size) : 0
+        let bytes = fileSize(path)
         ArchiveCounters.add(at: counters) { $0.pushed += 1; $0.pushedBytes += bytes }
     }
 }
@@ -102,9 +107,8 @@ struct WALFetchCommand: ParsableCommand {
             return
         }
         guard let name, let target else { return }
-        var st = stat()
         if WALSpool.serve(name, to: target) != nil {
-            let bytes = stat(target, &st) == 0 ? Int(st.st_size) : 0
+            let bytes = fileSize(target)
             ArchiveCounters.add(at: counters) { $0.fetched += 1; $0.fetchedBytes += bytes }
             return
         }
@@ -114,8 +118,9 @@ struct WALFetchCommand: ParsableCommand {
             ArchiveCounters.add(at: counters) { $0.fetchFailures += 1 }
             fail("wal-fetch", "\(error)", status: 255)
         }
-        ArchiveCounters.add(at: counters) { $0.fetched += 1; $0.fetchedBytes += stat(target, &st) == 0 ? Int(st.st_size) : 0 }
+        ArchiveCounters.add(at: counters) { $0.fetched += 1; $0.fetchedBytes += fileSize(target) }
         // A segment from the archive: recovery will want the next ones.
+        var st = stat()
         if settings.prefetch > 0, name.count == 24, stat(target, &st) == 0, !WALSpool.prefetcherRunning() {
             WALSpool.startPrefetcher(WALSpool.prefetchCommand(stork: WALArchiveCommands.executable, config: configFile,
                                                             flags: bootstrapSource ? ["--bootstrap-source"] : [], after: name,
